@@ -1,0 +1,376 @@
+"""The embedded hybrid index: SQLite FTS5 (BM25, Porter stemming) plus exact vector search in
+numpy, in one SQLite file.
+
+Why exact vectors: at the sizes one machine serves (up to a few hundred thousand chunks) a
+matrix-vector product over one tenant's rows is a few milliseconds, needs no training or
+tuning, has perfect recall, and makes the tenant/ACL filter trivially *inside* the search
+(rows are grouped by tenant; ACL is a boolean mask before top-k). ``bench/`` measures it.
+
+Visibility: ``stage`` writes chunks with ``live = 0`` and keeps them out of the FTS table;
+``publish`` in one transaction adds the version's rows to FTS, flips them live and deletes
+every other version of the document. Readers therefore see either the old version or the new
+one, never a mix, and a crash between stage and publish leaves nothing visible.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import DependencyUnavailable
+from ...models import Chunk, SearchHit, SearchRequest, TenantScope
+from ...retrieval.fusion import fuse
+
+_SCHEMA = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE IF NOT EXISTS chunks (
+  rowid INTEGER PRIMARY KEY,
+  chunk_id TEXT UNIQUE NOT NULL,
+  tenant TEXT NOT NULL,
+  doc_id TEXT NOT NULL,
+  version TEXT NOT NULL,
+  live INTEGER NOT NULL DEFAULT 0,
+  ordinal INTEGER NOT NULL,
+  source_key TEXT NOT NULL,
+  title TEXT,
+  page INTEGER,
+  heading TEXT,
+  acl TEXT NOT NULL DEFAULT '',
+  flags TEXT NOT NULL DEFAULT '',
+  text TEXT NOT NULL,
+  vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(tenant, doc_id, version);
+CREATE INDEX IF NOT EXISTS chunks_live ON chunks(live, tenant);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+  text, title, tenant UNINDEXED, acl UNINDEXED,
+  tokenize = 'porter unicode61 remove_diacritics 2'
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('generation', 0);
+"""
+
+# English stop words dropped from the lexical query: they only add OR-terms that match nearly
+# every chunk and slow FTS5 down without changing the ranking much.
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further had
+    has have having he her here hers herself him himself his how i if in into is it its itself just
+    me more most my myself no nor not now of off on once only or other our ours ourselves out over
+    own same she should so some such than that the their theirs them themselves then there these
+    they this those through to too under until up very was we were what when where which while who
+    whom why will with would you your yours yourself yourselves""".split()
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+_GROUP_OK = re.compile(r"^[\w.:@/+-]{1,128}$")
+
+
+def lexical_terms(text: str) -> list[str]:
+    """Query terms for the lexical leg: lower-cased words, stop words dropped, first
+    occurrence order kept (FTS5 applies the same Porter stemming as at index time)."""
+    return list(dict.fromkeys(w for w in _WORD.findall(text.lower()) if w not in STOPWORDS))
+
+
+def fts_query(text: str) -> str | None:
+    terms = lexical_terms(text)
+    if not terms:
+        return None
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms[:64])
+
+
+def _acl_text(groups: Sequence[str]) -> str:
+    for g in groups:
+        if not _GROUP_OK.match(g):
+            raise ValueError(f"invalid group name {g!r}")
+    return "|" + "|".join(sorted(set(groups))) + "|" if groups else ""
+
+
+@dataclass
+class _TenantVectors:
+    rowids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    mat: np.ndarray | None = None
+    acls: list[str] = field(default_factory=list)  # distinct acl strings
+    acl_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    pos: dict[int, int] = field(default_factory=dict)
+
+    def visible(self, groups: frozenset[str]) -> np.ndarray | None:
+        """Boolean mask of rows the scope may see, or None when it may see all of them."""
+        allowed = np.array(
+            [(a == "" or any(f"|{g}|" in a for g in groups)) for a in self.acls], dtype=bool
+        )
+        if allowed.all():
+            return None
+        return allowed[self.acl_ids] if len(self.acl_ids) else np.zeros(0, dtype=bool)
+
+
+class LocalHybridIndex:
+    def __init__(self, path: Path, dimensions: int, *, bm25_title_weight: float = 0.5):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.dim = dimensions
+        self.title_weight = bm25_title_weight
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._generation = -1
+        self._tenants: dict[str, _TenantVectors] = {}
+        with self._conn() as c:
+            c.executescript(_SCHEMA)
+
+    # ------------------------------------------------------------------ plumbing
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise DependencyUnavailable(f"the local search index cannot be opened: {exc}") from None
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _bump(self, c: sqlite3.Connection) -> None:
+        c.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+    # ------------------------------------------------------------------ writes
+    def stage(self, chunks: Sequence[Chunk]) -> None:
+        if not chunks:
+            return
+        rows = []
+        for ch in chunks:
+            vec = np.asarray(ch.vector, dtype=np.float32)
+            if vec.shape != (self.dim,):
+                raise ValueError(f"chunk {ch.chunk_id} vector has shape {vec.shape}, index expects ({self.dim},)")
+            rows.append(
+                (ch.chunk_id, ch.tenant, ch.doc_id, ch.version, ch.ordinal, ch.source_key, ch.title, ch.page,
+                 ch.heading, _acl_text(ch.groups), ",".join(ch.flags), ch.text, vec.tobytes())
+            )
+        with self._write_lock:
+            c = self._conn()
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                # staging the same chunk ids again (a retried delivery) replaces them; live rows
+                # of the same id (same content version) are left alone
+                c.executemany(
+                    """INSERT INTO chunks (chunk_id, tenant, doc_id, version, ordinal, source_key, title, page,
+                       heading, acl, flags, text, vector) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
+                       ON CONFLICT(chunk_id) DO UPDATE SET text=excluded.text, vector=excluded.vector,
+                       acl=excluded.acl, flags=excluded.flags, title=excluded.title, page=excluded.page,
+                       heading=excluded.heading WHERE chunks.live = 0""",
+                    rows,
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    def publish(self, tenant: str, doc_id: str, version: str) -> None:
+        with self._write_lock:
+            c = self._conn()
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute(
+                    """INSERT INTO chunks_fts (rowid, text, title, tenant, acl)
+                       SELECT rowid, text, coalesce(title, '') || ' ' || coalesce(heading, ''), tenant, acl
+                       FROM chunks WHERE tenant=? AND doc_id=? AND version=? AND live=0""",
+                    (tenant, doc_id, version),
+                )
+                c.execute(
+                    "UPDATE chunks SET live=1 WHERE tenant=? AND doc_id=? AND version=? AND live=0",
+                    (tenant, doc_id, version),
+                )
+                self._delete_where(c, "tenant=? AND doc_id=? AND version<>?", (tenant, doc_id, version))
+                self._bump(c)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    def discard(self, tenant: str, doc_id: str, version: str) -> None:
+        with self._write_lock:
+            c = self._conn()
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                self._delete_where(c, "tenant=? AND doc_id=? AND version=? AND live=0", (tenant, doc_id, version))
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    def delete_document(self, tenant: str, doc_id: str) -> int:
+        with self._write_lock:
+            c = self._conn()
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                n = self._delete_where(c, "tenant=? AND doc_id=?", (tenant, doc_id))
+                self._bump(c)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return n
+
+    @staticmethod
+    def _delete_where(c: sqlite3.Connection, where: str, args: tuple) -> int:
+        c.execute(f"DELETE FROM chunks_fts WHERE rowid IN (SELECT rowid FROM chunks WHERE live=1 AND {where})", args)
+        return c.execute(f"DELETE FROM chunks WHERE {where}", args).rowcount
+
+    # ------------------------------------------------------------------ reads
+    def count(self, scope: TenantScope, doc_id: str | None = None) -> int:
+        if not isinstance(scope, TenantScope):
+            raise TypeError("count needs a TenantScope")
+        where, args = self._acl_sql(scope, "acl")
+        sql = f"SELECT count(*) FROM chunks WHERE live=1 AND tenant=? AND {where}"
+        params = [scope.tenant, *args]
+        if doc_id is not None:
+            sql += " AND doc_id=?"
+            params.append(doc_id)
+        return int(self._conn().execute(sql, params).fetchone()[0])
+
+    def live_chunk_ids(self, scope: TenantScope, doc_id: str) -> list[str]:
+        where, args = self._acl_sql(scope, "acl")
+        rows = self._conn().execute(
+            f"SELECT chunk_id FROM chunks WHERE live=1 AND tenant=? AND doc_id=? AND {where} ORDER BY ordinal",
+            [scope.tenant, doc_id, *args],
+        )
+        return [r[0] for r in rows]
+
+    def all_chunk_ids(self, tenant: str, doc_id: str) -> list[str]:
+        """Every row of a document, live or staged (for tests and operators)."""
+        rows = self._conn().execute("SELECT chunk_id FROM chunks WHERE tenant=? AND doc_id=?", (tenant, doc_id))
+        return [r[0] for r in rows]
+
+    @staticmethod
+    def _acl_sql(scope: TenantScope, col: str) -> tuple[str, list[str]]:
+        if not scope.groups:
+            return f"{col} = ''", []
+        ors = " OR ".join(f"instr({col}, ?) > 0" for _ in scope.groups)
+        return f"({col} = '' OR {ors})", [f"|{g}|" for g in sorted(scope.groups)]
+
+    def search(self, scope: TenantScope, request: SearchRequest) -> list[SearchHit]:
+        if not isinstance(scope, TenantScope):  # there is no unscoped search
+            raise TypeError("search needs a TenantScope")
+        try:
+            return self._search(scope, request)
+        except sqlite3.OperationalError as exc:
+            raise DependencyUnavailable(f"the local search index is unavailable: {exc}") from None
+
+    def _search(self, scope: TenantScope, req: SearchRequest) -> list[SearchHit]:
+        c = self._conn()
+        tv = self._tenant_vectors(scope.tenant)
+        n_cand = req.candidates
+        # dense leg: exact inner product over this tenant's rows, ACL mask before top-k
+        dense_ids: np.ndarray = np.zeros(0, dtype=np.int64)
+        q = None
+        if req.vector is not None and tv.mat is not None and len(tv.rowids):
+            q = np.asarray(req.vector, dtype=np.float32)
+            sims = tv.mat @ q
+            mask = tv.visible(scope.groups)
+            if mask is not None:
+                sims = np.where(mask, sims, -np.inf)
+            k = min(n_cand, len(sims))
+            top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+            top = top[np.isfinite(sims[top])]
+            dense_ids = tv.rowids[top]
+        # lexical leg: FTS5 BM25 with the tenant and ACL filter in the same statement
+        lex: dict[int, float] = {}
+        match = fts_query(req.text)
+        acl_where, acl_args = self._acl_sql(scope, "acl")
+        if match:
+            rows = c.execute(
+                f"""SELECT rowid, -bm25(chunks_fts, 1.0, ?, 0.0, 0.0) FROM chunks_fts
+                    WHERE chunks_fts MATCH ? AND tenant = ? AND {acl_where}
+                    ORDER BY bm25(chunks_fts, 1.0, ?, 0.0, 0.0) LIMIT ?""",
+                [self.title_weight, match, scope.tenant, *acl_args, self.title_weight, n_cand],
+            ).fetchall()
+            lex = {int(r): float(s) for r, s in rows}
+            # BM25 for dense-only candidates, so both legs score the same union
+            missing = [int(r) for r in dense_ids if int(r) not in lex]
+            for i in range(0, len(missing), 500):
+                part = missing[i : i + 500]
+                marks = ",".join("?" * len(part))
+                for r, s in c.execute(
+                    f"""SELECT rowid, -bm25(chunks_fts, 1.0, ?, 0.0, 0.0) FROM chunks_fts
+                        WHERE chunks_fts MATCH ? AND rowid IN ({marks})""",
+                    [self.title_weight, match, *part],
+                ):
+                    lex[int(r)] = float(s)
+        union = list(dict.fromkeys([*lex.keys(), *(int(r) for r in dense_ids)]))
+        if not union:
+            return []
+        lex_scores = np.array([lex.get(r, 0.0) for r in union])
+        if q is not None:
+            pos = np.array([tv.pos.get(r, -1) for r in union])
+            ok = pos >= 0
+            dense_scores = np.full(len(union), float(np.min(tv.mat[pos[ok]] @ q)) if ok.any() else 0.0)
+            if ok.any():
+                dense_scores[ok] = tv.mat[pos[ok]] @ q
+        else:
+            dense_scores = np.zeros(len(union))
+        fused = fuse(lex_scores, dense_scores, method=req.fusion, dense_weight=req.dense_weight, rrf_k=req.rrf_k)
+        order = np.argsort(-fused, kind="stable")[: req.top_k]
+        chosen = [union[i] for i in order]
+        marks = ",".join("?" * len(chosen))
+        meta = {
+            int(r[0]): r
+            for r in c.execute(
+                f"""SELECT rowid, chunk_id, doc_id, version, text, source_key, title, page, heading, flags
+                    FROM chunks WHERE rowid IN ({marks}) AND live=1 AND tenant=?""",
+                [*chosen, scope.tenant],
+            )
+        }
+        hits = []
+        for i in order:
+            r = meta.get(union[i])
+            if r is None:  # published away between the two reads
+                continue
+            hits.append(
+                SearchHit(
+                    chunk_id=r[1], doc_id=r[2], version=r[3], text=r[4], source_key=r[5], title=r[6],
+                    page=r[7], heading=r[8], flags=tuple(f for f in r[9].split(",") if f),
+                    score=float(fused[i]), lexical_score=float(lex_scores[i]), dense_score=float(dense_scores[i]),
+                )
+            )
+        return hits
+
+    # ------------------------------------------------------------------ vector cache
+    def _tenant_vectors(self, tenant: str) -> _TenantVectors:
+        gen = int(self._conn().execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+        with self._cache_lock:
+            if gen != self._generation:
+                self._tenants.clear()
+                self._generation = gen
+            tv = self._tenants.get(tenant)
+            if tv is None:
+                tv = self._load_tenant(tenant)
+                self._tenants[tenant] = tv
+            return tv
+
+    def _load_tenant(self, tenant: str) -> _TenantVectors:
+        rows = self._conn().execute(
+            "SELECT rowid, acl, vector FROM chunks WHERE live=1 AND tenant=? ORDER BY rowid", (tenant,)
+        ).fetchall()
+        tv = _TenantVectors()
+        if not rows:
+            return tv
+        tv.rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        buf = b"".join(r[2] for r in rows)
+        tv.mat = np.frombuffer(buf, dtype=np.float32).reshape(len(rows), self.dim)
+        acl_index: dict[str, int] = {}
+        tv.acl_ids = np.fromiter((acl_index.setdefault(r[1], len(acl_index)) for r in rows), dtype=np.int32, count=len(rows))
+        tv.acls = list(acl_index)
+        tv.pos = {int(r): i for i, r in enumerate(tv.rowids)}
+        return tv

@@ -1,0 +1,181 @@
+"""SQLite document registry, query log and cost ledger (the local side of DynamoDB)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ...errors import RaglineError
+from ...models import DocumentRecord, Usage, utcnow
+from .sqlite import SqliteStore
+
+
+class StaleWrite(RaglineError):
+    """A registry write lost a race: the stored version is not the one the writer read."""
+
+    http_status = 409
+    code = "conflict"
+
+
+class SqliteRegistry(SqliteStore):
+    schema = """
+    CREATE TABLE IF NOT EXISTS documents (
+      tenant TEXT NOT NULL, doc_id TEXT NOT NULL, version TEXT, status TEXT NOT NULL,
+      source_key TEXT NOT NULL, record TEXT NOT NULL, updated_at TEXT NOT NULL,
+      PRIMARY KEY (tenant, doc_id)
+    );
+    """
+
+    _UNSET = object()
+
+    def get(self, tenant: str, doc_id: str) -> DocumentRecord | None:
+        row = self.conn().execute(
+            "SELECT record FROM documents WHERE tenant=? AND doc_id=?", (tenant, doc_id)
+        ).fetchone()
+        return DocumentRecord.model_validate_json(row[0]) if row else None
+
+    def put(self, record: DocumentRecord, *, expected_version: Any = _UNSET) -> None:
+        """Write a record. With ``expected_version`` (None meaning "no record yet"), the write
+        happens only if the stored version is still that one: a stale writer cannot overwrite a
+        newer version."""
+        record.updated_at = utcnow()
+        body = record.model_dump_json()
+        with self.tx() as c:
+            if expected_version is not self._UNSET:
+                row = c.execute(
+                    "SELECT version FROM documents WHERE tenant=? AND doc_id=?", (record.tenant, record.doc_id)
+                ).fetchone()
+                current = row[0] if row else None
+                if (row is None and expected_version is not None) or (row is not None and current != expected_version):
+                    raise StaleWrite(
+                        f"document {record.doc_id} is at version {str(current)[:12]}, not {str(expected_version)[:12]}"
+                    )
+            c.execute(
+                """INSERT INTO documents (tenant, doc_id, version, status, source_key, record, updated_at)
+                   VALUES (?,?,?,?,?,?,?) ON CONFLICT(tenant, doc_id) DO UPDATE SET version=excluded.version,
+                   status=excluded.status, source_key=excluded.source_key, record=excluded.record,
+                   updated_at=excluded.updated_at""",
+                (record.tenant, record.doc_id, record.version, record.status.value, record.source_key, body,
+                 record.updated_at.isoformat()),
+            )
+
+    def list(self, tenant: str) -> list[DocumentRecord]:
+        rows = self.conn().execute(
+            "SELECT record FROM documents WHERE tenant=? ORDER BY source_key", (tenant,)
+        ).fetchall()
+        return [DocumentRecord.model_validate_json(r[0]) for r in rows]
+
+    def delete(self, tenant: str, doc_id: str) -> None:
+        with self.tx() as c:
+            c.execute("DELETE FROM documents WHERE tenant=? AND doc_id=?", (tenant, doc_id))
+
+
+class SqliteQueryLog(SqliteStore):
+    schema = """
+    CREATE TABLE IF NOT EXISTS queries (
+      tenant TEXT NOT NULL, query_id TEXT NOT NULL, ts REAL NOT NULL, entry TEXT NOT NULL,
+      rating INTEGER, feedback TEXT, PRIMARY KEY (tenant, query_id)
+    );
+    CREATE INDEX IF NOT EXISTS queries_ts ON queries(ts);
+    """
+
+    def append(self, entry: dict[str, Any]) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO queries (tenant, query_id, ts, entry) VALUES (?,?,?,?)",
+                (entry["tenant"], entry["query_id"], entry.get("ts", time.time()), json.dumps(entry, default=str)),
+            )
+
+    def get(self, tenant: str, query_id: str) -> dict[str, Any] | None:
+        row = self.conn().execute(
+            "SELECT entry, rating, feedback FROM queries WHERE tenant=? AND query_id=?", (tenant, query_id)
+        ).fetchone()
+        if not row:
+            return None
+        entry = json.loads(row[0])
+        entry["rating"], entry["feedback"] = row[1], row[2]
+        return entry
+
+    def recent(self, tenant: str | None, limit: int) -> list[dict[str, Any]]:
+        if tenant is None:
+            rows = self.conn().execute(
+                "SELECT entry, rating FROM queries ORDER BY ts DESC LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            rows = self.conn().execute(
+                "SELECT entry, rating FROM queries WHERE tenant=? ORDER BY ts DESC LIMIT ?", (tenant, limit)
+            ).fetchall()
+        out = []
+        for r in rows:
+            e = json.loads(r[0])
+            e["rating"] = r[1]
+            out.append(e)
+        return out
+
+    def add_feedback(self, tenant: str, query_id: str, user: str, rating: int, comment: str | None) -> None:
+        from ...errors import NotFound
+
+        with self.tx() as c:
+            n = c.execute(
+                "UPDATE queries SET rating=?, feedback=? WHERE tenant=? AND query_id=?",
+                (rating, json.dumps({"user": user, "comment": comment}), tenant, query_id),
+            ).rowcount
+        if n == 0:
+            raise NotFound(f"no query {query_id}")
+
+
+class SqliteLedger(SqliteStore):
+    """Per-request usage records and per tenant/day/model/purpose aggregates, written in one
+    transaction so the aggregates always equal the sum of the records."""
+
+    schema = """
+    CREATE TABLE IF NOT EXISTS usage_records (
+      id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, query_id TEXT NOT NULL, day TEXT NOT NULL,
+      model_id TEXT NOT NULL, purpose TEXT NOT NULL, input_tokens INTEGER NOT NULL,
+      output_tokens INTEGER NOT NULL, cost_micros INTEGER NOT NULL, estimated INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS usage_daily (
+      tenant TEXT NOT NULL, day TEXT NOT NULL, model_id TEXT NOT NULL, purpose TEXT NOT NULL,
+      input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+      cost_micros INTEGER NOT NULL DEFAULT 0, calls INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (tenant, day, model_id, purpose)
+    );
+    """
+
+    def record(self, tenant: str, query_id: str, usages: Sequence[Usage]) -> None:
+        if not usages:
+            return
+        day = datetime.now(timezone.utc).date().isoformat()
+        with self.tx() as c:
+            for u in usages:
+                micros = int(round(u.cost_usd * 1_000_000))
+                c.execute(
+                    """INSERT INTO usage_records (tenant, query_id, day, model_id, purpose, input_tokens,
+                       output_tokens, cost_micros, estimated) VALUES (?,?,?,?,?,?,?,?,?)""",
+                    (tenant, query_id, day, u.model_id, u.purpose, u.input_tokens, u.output_tokens, micros, int(u.estimated)),
+                )
+                c.execute(
+                    """INSERT INTO usage_daily (tenant, day, model_id, purpose, input_tokens, output_tokens,
+                       cost_micros, calls) VALUES (?,?,?,?,?,?,?,1)
+                       ON CONFLICT(tenant, day, model_id, purpose) DO UPDATE SET
+                       input_tokens = input_tokens + excluded.input_tokens,
+                       output_tokens = output_tokens + excluded.output_tokens,
+                       cost_micros = cost_micros + excluded.cost_micros, calls = calls + 1""",
+                    (tenant, day, u.model_id, u.purpose, u.input_tokens, u.output_tokens, micros),
+                )
+
+    def totals(self, tenant: str, days: int) -> list[dict[str, Any]]:
+        since = (datetime.now(timezone.utc).date() - timedelta(days=max(days, 1) - 1)).isoformat()
+        rows = self.conn().execute(
+            """SELECT day, model_id, purpose, input_tokens, output_tokens, cost_micros, calls FROM usage_daily
+               WHERE tenant=? AND day>=? ORDER BY day, model_id, purpose""",
+            (tenant, since),
+        ).fetchall()
+        return [
+            {"day": r[0], "model_id": r[1], "purpose": r[2], "input_tokens": r[3], "output_tokens": r[4],
+             "cost_usd": r[5] / 1_000_000, "calls": r[6]}
+            for r in rows
+        ]

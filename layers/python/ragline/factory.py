@@ -1,0 +1,70 @@
+"""One factory builds the whole set of adapters from typed settings, once per process (once
+per Lambda container). Nothing else decides which adapter runs."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .cache.semantic import SemanticCache
+from .ingest.pipeline import IngestPipeline
+from .retrieval.service import Retriever
+from .service import Ragline
+from .settings import Settings, get_settings
+
+
+def build(settings: Settings | None = None, **overrides) -> Ragline:
+    """Build a Ragline for ``settings.backend``. Keyword overrides replace single ports
+    (``embedder=FakeEmbedder()``), which is how tests inject fakes."""
+    settings = settings or get_settings()
+    if settings.backend == "local":
+        ports = _local_ports(settings)
+    else:
+        ports = _aws_ports(settings)
+    ports.update(overrides)
+    cache = ports.pop("semantic_cache", None) or (
+        SemanticCache(ports["cache_store"], ports["registry"]) if ports.get("cache_store") is not None else None
+    )
+    retriever = Retriever(ports["index"], ports["embedder"], settings.retrieval, reranker=ports.get("reranker"))
+    pipeline = IngestPipeline(
+        registry=ports["registry"], index=ports["index"], embedder=ports["embedder"], chunker=settings.chunker,
+        cache=ports.get("cache_store"), max_pages=settings.max_pages_per_document,
+        max_chunks=settings.max_chunks_per_document,
+    )
+    return Ragline(
+        settings, blobs=ports["blobs"], index=ports["index"], registry=ports["registry"], retriever=retriever,
+        pipeline=pipeline, cache=cache, ledger=ports["ledger"], query_log=ports["query_log"], chat=ports.get("chat"),
+    )
+
+
+def _local_ports(settings: Settings) -> dict:
+    from .adapters.local.blobstore import DirectoryBlobStore
+    from .adapters.local.cache_store import SqliteCacheStore
+    from .adapters.local.embedder import MiniLMEmbedder
+    from .adapters.local.index import LocalHybridIndex
+    from .adapters.local.registry import SqliteLedger, SqliteQueryLog, SqliteRegistry
+
+    home = settings.home_dir
+    embedder = MiniLMEmbedder(batch_size=settings.embedding_batch_size)
+    return {
+        "blobs": DirectoryBlobStore(home / "blobs"),
+        "index": LocalHybridIndex(home / "index.db", embedder.dimensions),
+        "embedder": embedder,
+        "registry": SqliteRegistry(home / "state.db"),
+        "ledger": SqliteLedger(home / "state.db"),
+        "query_log": SqliteQueryLog(home / "state.db"),
+        "cache_store": SqliteCacheStore(home / "cache.db", embedder.dimensions),
+        "reranker": None,  # no cross-encoder weights can be had offline here
+        "chat": None,  # the extractive answerer stands in, and says so
+    }
+
+
+def _aws_ports(settings: Settings) -> dict:
+    from .adapters.aws.wiring import build_ports
+
+    return build_ports(settings)
+
+
+@lru_cache(maxsize=1)
+def default() -> Ragline:
+    """The process-wide instance (built on first use, reused by every invocation)."""
+    return build()

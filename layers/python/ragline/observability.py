@@ -1,0 +1,60 @@
+"""Logger, Tracer and Metrics, created once for the process (one Lambda container).
+
+Outside Lambda the tracer is disabled unless asked for (POWERTOOLS_TRACE_DISABLED defaults to
+true here) and metrics are not flushed to stdout unless a handler decorates with them.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, Iterator
+
+SERVICE = os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "ragline")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Ragline")
+if "AWS_LAMBDA_FUNCTION_NAME" not in os.environ:
+    # outside Lambda: no X-Ray daemon, and EMF metrics would only clutter stdout
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+
+
+@lru_cache(maxsize=1)
+def logger():
+    from aws_lambda_powertools import Logger
+
+    return Logger(service=SERVICE, level=os.environ.get("RAGLINE_LOG_LEVEL", os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING")))
+
+
+@lru_cache(maxsize=1)
+def tracer():
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE)
+
+
+@lru_cache(maxsize=1)
+def metrics():
+    from aws_lambda_powertools import Metrics
+
+    return Metrics(service=SERVICE)
+
+
+@contextmanager
+def segment(name: str) -> Iterator[Any]:
+    """An X-Ray subsegment around a step (embed, search, rerank, cache, generate); a no-op
+    when tracing is disabled."""
+    if os.environ.get("POWERTOOLS_TRACE_DISABLED", "").lower() in {"1", "true"}:
+        yield None
+        return
+    with tracer().provider.in_subsegment(f"## {name}") as sub:
+        yield sub
+
+
+def metric(name: str, value: float, unit: str = "Count") -> None:
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    try:
+        metrics().add_metric(name=name, unit=getattr(MetricUnit, unit), value=value)
+    except Exception:  # noqa: BLE001 - metrics never break a request
+        logger().debug("metric dropped", extra={"metric": name})

@@ -1,0 +1,196 @@
+"""The local API: each HTTP request becomes an API Gateway HTTP API (v2) event, and the very
+handler the query Lambda runs (``functions/query/handler.py``) answers it.
+
+The server does what API Gateway's JWT authorizer does in AWS: it verifies the bearer token
+(signature, issuer, audience, expiry) and puts its claims in
+``requestContext.authorizer.jwt.claims``. A request without a valid token gets 401.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from urllib.parse import parse_qsl, urlsplit
+
+from .auth import verify_token
+from .errors import Unauthorized
+from .settings import get_settings
+
+
+def functions_dir() -> Path:
+    env = os.environ.get("RAGLINE_FUNCTIONS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "functions"
+
+
+def load_handler(name: str) -> ModuleType:
+    """Import ``functions/<name>/handler.py`` as the Lambda runtime would."""
+    path = functions_dir() / name / "handler.py"
+    if not path.exists():
+        raise FileNotFoundError(f"no Lambda handler at {path}")
+    mod_name = f"ragline_function_{name}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class LambdaContext:
+    """The attributes of the Lambda context object that handlers and Powertools read."""
+
+    def __init__(self, name: str, timeout_s: float = 30.0):
+        self.function_name = f"ragline-{name}-local"
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 1024
+        self.invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def http_event(method: str, raw_path: str, headers: dict[str, str], body: bytes, claims: dict | None,
+               source_ip: str = "127.0.0.1") -> dict:
+    """An API Gateway HTTP API payload v2.0 event, shaped as AWS sends it."""
+    parts = urlsplit(raw_path)
+    now = datetime.now(timezone.utc)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    text_body = body.decode("utf-8", errors="replace") if body else None
+    event = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": parts.path,
+        "rawQueryString": parts.query,
+        "headers": {k.lower(): v for k, v in headers.items()},
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "local",
+            "domainName": "127.0.0.1",
+            "domainPrefix": "local",
+            "http": {"method": method, "path": parts.path, "protocol": "HTTP/1.1", "sourceIp": source_ip,
+                     "userAgent": headers.get("User-Agent", "")},
+            "requestId": uuid.uuid4().hex,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+    if query:
+        event["queryStringParameters"] = query
+    if text_body is not None:
+        event["body"] = text_body
+    if claims is not None:
+        event["requestContext"]["authorizer"] = {
+            "jwt": {"claims": {k: (json.dumps(v) if isinstance(v, list) else v) for k, v in claims.items()},
+                    "scopes": None}
+        }
+    return event
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "ragline-local"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # quiet by default
+        if os.environ.get("RAGLINE_ACCESS_LOG"):
+            super().log_message(fmt, *args)
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        for k, v in hdrs.items():
+            if k.lower() != "content-length":
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json_error(self, status: int, code: str, message: str) -> None:
+        self._send(status, json.dumps({"error": code, "message": message}).encode())
+
+    def _dispatch(self, method: str) -> None:
+        settings = get_settings()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > settings.max_body_bytes:
+            self.rfile.read(min(length, settings.max_body_bytes * 4))
+            self._json_error(413, "payload_too_large", f"the request body is over {settings.max_body_bytes} bytes")
+            return
+        body = self.rfile.read(length) if length else b""
+        path = urlsplit(self.path).path
+        if path in ("/healthz",):
+            self._send(200, b'{"ok": true}')
+            return
+        auth = self.headers.get("Authorization", "")
+        if not auth.lower().startswith("bearer "):
+            self._json_error(401, "unauthorized", "missing bearer token: get one with `ragline token --tenant T --user U`")
+            return
+        try:
+            claims = verify_token(settings, auth[7:].strip())
+        except Unauthorized as exc:
+            self._json_error(401, "unauthorized", exc.message)
+            return
+        event = http_event(method, self.path, dict(self.headers.items()), body, claims, self.client_address[0])
+        try:
+            result = self.server.query_handler.lambda_handler(event, LambdaContext("query"))
+        except Exception:  # noqa: BLE001 - the handler maps errors itself; this is a last resort
+            self._json_error(500, "internal_error", "an internal error occurred")
+            return
+        out = result.get("body") or ""
+        if result.get("isBase64Encoded"):
+            import base64
+
+            raw = base64.b64decode(out)
+        else:
+            raw = out.encode() if isinstance(out, str) else out
+        headers = dict(result.get("headers") or {})
+        self._send(int(result.get("statusCode", 200)), raw, headers)
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
+    def do_PUT(self):
+        self._dispatch("PUT")
+
+
+class LocalApiServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int):
+        super().__init__((host, port), _Handler)
+        self.query_handler = load_handler("query")
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
+    srv = LocalApiServer(host, port)
+    # build the service now so the first request does not pay for it
+    from . import factory
+
+    factory.default()
+    print(f"Ragline local API on http://{host}:{srv.server_address[1]}  (Ctrl-C to stop)", flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.server_close()

@@ -1,0 +1,207 @@
+"""The application core: one object with the use cases every entry point calls (the query
+Lambda, the ingest Lambda, the CLI, the local server). It holds ports, never SDKs."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from pathlib import PurePosixPath
+from typing import Any
+
+from .cache.semantic import SemanticCache
+from .errors import Forbidden, InvalidInput, NotFound
+from .generation.extractive import ExtractiveAnswerer
+from .generation.prompt import SYSTEM, build_prompt
+from .ingest.extract import SUPPORTED
+from .ingest.pipeline import IngestPipeline
+from .models import Answer, Citation, DocStatus, DocumentRecord, Principal, SearchHit, Usage
+from .observability import logger, metric, segment
+from .ports import BlobStore, ChatModel, DocumentRegistry, Ledger, QueryLog, SearchIndex
+from .retrieval.service import Retriever
+from .settings import Settings
+
+_SAFE_NAME = re.compile(r"[^\w.\-]+")
+UPLOAD_TYPES = {
+    ".pdf": "application/pdf",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".html": "text/html", ".htm": "text/html", ".md": "text/markdown", ".markdown": "text/markdown",
+    ".txt": "text/plain", ".text": "text/plain", ".csv": "text/csv", ".tsv": "text/tab-separated-values",
+    ".log": "text/plain", ".xhtml": "application/xhtml+xml", ".mdown": "text/markdown",
+}
+
+
+class Ragline:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        blobs: BlobStore,
+        index: SearchIndex,
+        registry: DocumentRegistry,
+        retriever: Retriever,
+        pipeline: IngestPipeline,
+        cache: SemanticCache | None,
+        ledger: Ledger,
+        query_log: QueryLog,
+        chat: ChatModel | None = None,
+    ):
+        self.settings = settings
+        self.blobs = blobs
+        self.index = index
+        self.registry = registry
+        self.retriever = retriever
+        self.pipeline = pipeline
+        self.cache = cache
+        self.ledger = ledger
+        self.query_log = query_log
+        self.chat = chat
+        self.extractive = ExtractiveAnswerer()
+
+    # ------------------------------------------------------------------ questions
+    def ask(self, principal: Principal, question: str, *, top_k: int | None = None, use_cache: bool = True) -> Answer:
+        t0 = time.perf_counter()
+        question = (question or "").strip()
+        if not question:
+            raise InvalidInput("question must not be empty")
+        if len(question) > self.settings.max_question_chars:
+            raise InvalidInput(f"question is {len(question)} characters; the limit is {self.settings.max_question_chars}")
+        scope = principal.scope()
+        query_id = "q_" + uuid.uuid4().hex[:20]
+        vector = self.retriever.embed(question)
+        if use_cache and self.cache is not None:
+            with segment("cache"):
+                hit, sim = self.cache.lookup(scope, vector)
+            if hit is not None:
+                ans = Answer.model_validate(hit["answer"] | {
+                    "query_id": query_id, "cached": True, "latency_ms": (time.perf_counter() - t0) * 1000,
+                    "usage": [], "cost_usd": 0.0,
+                })
+                ans.notes.append(f"served from the semantic cache (similarity {sim:.3f})")
+                metric("CacheHit", 1)
+                self._log_query(principal, query_id, question, ans, [])
+                return ans
+            metric("CacheHit", 0)
+        hits, timings = self.retriever.search(scope, question, top_k=top_k, vector=vector)
+        context = self.retriever.select_context(hits)
+        usages: list[Usage] = []
+        if self.chat is not None and context:
+            with segment("generate"):
+                gen = self.chat.generate(SYSTEM, build_prompt(question, context), max_tokens=512, timeout_s=None)
+            usages.append(Usage(model_id=gen.model_id, purpose="generation", input_tokens=gen.input_tokens,
+                                output_tokens=gen.output_tokens))
+        else:
+            gen = self.extractive.answer(question, context)
+        citations = [
+            Citation(
+                id=i, doc_id=h.doc_id, version=h.version, chunk_id=h.chunk_id, source=h.source_key, title=h.title,
+                page=h.page, score=round(h.score, 6), snippet=_snippet(h.text), flags=list(h.flags),
+            )
+            for i, h in enumerate(context, start=1)
+        ]
+        ans = Answer(
+            query_id=query_id, answer=gen.text, citations=citations, cached=False, model=gen.model_id,
+            generative=gen.generative, latency_ms=(time.perf_counter() - t0) * 1000, usage=usages,
+            cost_usd=sum(u.cost_usd for u in usages),
+        )
+        if not context:
+            metric("EmptyResult", 1)
+        if usages:
+            self.ledger.record(principal.tenant, query_id, usages)
+        if self.cache is not None and context:
+            self.cache.store_answer(
+                scope, question, vector, ans.model_dump(mode="json", exclude={"query_id", "latency_ms", "usage", "cost_usd"}),
+                {h.doc_id: h.version for h in context},
+            )
+        metric("QueryLatencyMs", ans.latency_ms, "Milliseconds")
+        self._log_query(principal, query_id, question, ans, context, timings)
+        return ans
+
+    def _log_query(self, principal: Principal, query_id: str, question: str, ans: Answer,
+                   context: list[SearchHit], timings: dict[str, float] | None = None) -> None:
+        try:
+            self.query_log.append({
+                "tenant": principal.tenant, "query_id": query_id, "user": principal.user, "ts": time.time(),
+                "question": question, "answer": ans.answer, "cached": ans.cached, "model": ans.model,
+                "latency_ms": ans.latency_ms, "timings": timings or {},
+                "passages": [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score} for h in context],
+                "empty": not ans.citations,
+            })
+        except Exception:  # noqa: BLE001 - the log must not fail the answer
+            logger().exception("query log write failed", extra={"query_id": query_id})
+
+    # ------------------------------------------------------------------ documents
+    def list_documents(self, principal: Principal) -> list[DocumentRecord]:
+        scope = principal.scope()
+        return [r for r in self.registry.list(principal.tenant) if scope.can_see(frozenset(r.groups))]
+
+    def get_document(self, principal: Principal, doc_id: str) -> DocumentRecord:
+        rec = self.registry.get(principal.tenant, doc_id)
+        # the same answer for "absent" and "not yours": existence is not revealed
+        if rec is None or not principal.scope().can_see(frozenset(rec.groups)):
+            raise NotFound(f"no document {doc_id}")
+        return rec
+
+    def delete_document(self, principal: Principal, doc_id: str) -> dict[str, Any]:
+        rec = self.get_document(principal, doc_id)
+        out = self.pipeline.delete_document(principal.tenant, doc_id, rec.source_key)
+        try:
+            self.blobs.delete(rec.source_key)
+        except NotFound:
+            pass
+        return {"doc_id": doc_id, "status": "deleted", "chunks_removed": out.chunks}
+
+    def upload_url(self, principal: Principal, filename: str, content_type: str | None, size: int,
+                   groups: list[str] | None = None) -> dict[str, Any]:
+        name = PurePosixPath(filename or "").name
+        ext = PurePosixPath(name).suffix.lower()
+        if not name or ext not in SUPPORTED:
+            raise InvalidInput(f"unsupported file type {ext or '(none)'}; allowed: {', '.join(sorted(SUPPORTED))}")
+        if size <= 0 or size > self.settings.max_upload_bytes:
+            raise InvalidInput(f"size must be between 1 and {self.settings.max_upload_bytes} bytes")
+        ctype = content_type or UPLOAD_TYPES.get(ext, "application/octet-stream")
+        groups = sorted(set(groups or []))
+        if groups and not set(groups) <= principal.groups and self.settings.admin_scope not in principal.scopes:
+            raise Forbidden("you can only share a document with groups you belong to")
+        safe = _SAFE_NAME.sub("_", name)[:200]
+        key = f"tenants/{principal.tenant}/uploads/{uuid.uuid4().hex[:12]}/{safe}"
+        out = self.blobs.presign_put(key, ctype, min(size, self.settings.max_upload_bytes), 900)
+        out.update({"key": key, "doc_id": None, "groups": groups})
+        return out
+
+    # ------------------------------------------------------------------ feedback and usage
+    def feedback(self, principal: Principal, query_id: str, rating: int, comment: str | None) -> dict[str, Any]:
+        if rating not in (-1, 1):
+            raise InvalidInput("rating must be 1 (thumbs up) or -1 (thumbs down)")
+        self.query_log.add_feedback(principal.tenant, query_id, principal.user, rating, comment)
+        return {"query_id": query_id, "rating": rating, "recorded": True}
+
+    def usage(self, principal: Principal, days: int = 7) -> dict[str, Any]:
+        if not 1 <= days <= 366:
+            raise InvalidInput("days must be between 1 and 366")
+        rows = self.ledger.totals(principal.tenant, days)
+        return {
+            "tenant": principal.tenant, "days": days, "rows": rows,
+            "total_cost_usd": round(sum(r["cost_usd"] for r in rows), 6),
+            "total_input_tokens": sum(r["input_tokens"] for r in rows),
+            "total_output_tokens": sum(r["output_tokens"] for r in rows),
+        }
+
+    def doc_status_counts(self, principal: Principal) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.list_documents(principal):
+            counts[r.status.value] = counts.get(r.status.value, 0) + 1
+        return counts
+
+
+def _snippet(text: str, limit: int = 400) -> str:
+    t = " ".join(text.split())
+    return t if len(t) <= limit else t[:limit].rsplit(" ", 1)[0] + " …"
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+__all__ = ["Ragline", "DocStatus"]

@@ -1,0 +1,115 @@
+"""Typed settings, read once from the environment (prefix ``RAGLINE_``) or passed explicitly.
+
+Everything the service needs to know about its environment is here; nothing else reads
+``os.environ``. Values that must be set for a backend (bucket, table names, endpoints) are
+validated when that backend is selected, so a missing one fails at start-up with its name.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ChunkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGLINE_CHUNK_", extra="ignore")
+
+    encoding: str = "cl100k_base"
+    max_tokens: int = Field(default=256, ge=16, le=8192)
+    overlap_tokens: int = Field(default=32, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_smaller(self) -> "ChunkerSettings":
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError("chunk overlap_tokens must be smaller than max_tokens")
+        return self
+
+    def fingerprint(self) -> str:
+        return f"tiktoken:{self.encoding}/max{self.max_tokens}/overlap{self.overlap_tokens}"
+
+
+class RetrievalSettings(BaseSettings):
+    """Hybrid retrieval knobs. Defaults tuned on SciFact's *train* split (bench/README.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGLINE_RETRIEVAL_", extra="ignore")
+
+    top_k: int = Field(default=5, ge=1, le=50)
+    candidates: int = Field(default=100, ge=10, le=1000)
+    # weight of the dense leg in the fused score; the lexical leg gets 1 - dense_weight
+    dense_weight: float = Field(default=0.6, ge=0.0, le=1.0)
+    fusion: Literal["minmax", "zscore", "rrf"] = "zscore"
+    rrf_k: int = 60
+    context_token_budget: int = Field(default=1500, ge=100)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGLINE_", extra="ignore")
+
+    backend: Literal["local", "aws"] = "local"
+    stage: str = "dev"
+    home: Path = Path(".ragline")
+
+    # identity
+    jwt_secret: str | None = None  # local only; generated under home when absent
+    jwt_issuer: str = "ragline-local"
+    jwt_audience: str = "ragline"
+    claim_tenant: str = "custom:tenant"
+    claim_user: str = "sub"
+    claim_groups: str = "cognito:groups"
+    claim_scope: str = "scope"
+    admin_scope: str = "ragline/admin"
+
+    # models
+    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    embedding_dimensions: int = 384
+    embedding_batch_size: int = 64
+
+    # limits
+    max_question_chars: int = 2000
+    max_body_bytes: int = 64 * 1024
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_pages_per_document: int = 2000
+    max_chunks_per_document: int = 20000
+
+    # AWS (validated when backend == "aws")
+    region: str | None = None
+    documents_bucket: str | None = None
+    registry_table: str | None = None
+    ledger_table: str | None = None
+    query_log_table: str | None = None
+    idempotency_table: str | None = None
+    opensearch_endpoint: str | None = None
+    opensearch_service: Literal["es", "aoss"] = "es"
+    opensearch_index_alias: str = "ragline-chunks"
+    bedrock_embedding_model: str = "amazon.titan-embed-text-v2:0"
+    bedrock_chat_model_small: str = "anthropic.claude-3-haiku-20240307-v1:0"
+    bedrock_chat_model_large: str = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+    bedrock_chat_model_fallback: str | None = "amazon.nova-lite-v1:0"
+    bedrock_rerank_model: str | None = "amazon.rerank-v1:0"
+
+    chunker: ChunkerSettings = Field(default_factory=ChunkerSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+
+    @model_validator(mode="after")
+    def _aws_requires(self) -> "Settings":
+        if self.backend == "aws":
+            required = ["region", "documents_bucket", "registry_table", "opensearch_endpoint"]
+            missing = [f"RAGLINE_{n.upper()}" for n in required if not getattr(self, n)]
+            if missing:
+                raise ValueError(f"backend=aws needs {', '.join(missing)}")
+        return self
+
+    @property
+    def home_dir(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (once per Lambda container)."""
+    return Settings()
