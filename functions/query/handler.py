@@ -11,9 +11,8 @@ import json
 from ragline import factory
 from ragline.api.http import build_resolver
 from ragline.observability import logger, metrics, tracer
-from ragline.settings import get_settings
 
-app = build_resolver(factory.default, get_settings)
+app = build_resolver(factory.default, factory.current_settings)
 
 
 @logger().inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
@@ -21,11 +20,11 @@ app = build_resolver(factory.default, get_settings)
 @metrics().log_metrics
 def lambda_handler(event: dict, context) -> dict:
     body = event.get("body") or ""
-    if len(body.encode() if isinstance(body, str) else body) > get_settings().max_body_bytes:
+    if len(body.encode() if isinstance(body, str) else body) > factory.current_settings().max_body_bytes:
         return {
             "statusCode": 413,
             "headers": {"Content-Type": "application/json"},
             "body": json.dumps({"error": "payload_too_large",
-                                "message": f"the request body is over {get_settings().max_body_bytes} bytes"}),
+                                "message": f"the request body is over {factory.current_settings().max_body_bytes} bytes"}),
         }
     return app.resolve(event, context)

@@ -3,8 +3,6 @@ per Lambda container). Nothing else decides which adapter runs."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from .cache.semantic import SemanticCache
 from .ingest.pipeline import IngestPipeline
 from .retrieval.service import Retriever
@@ -64,7 +62,22 @@ def _aws_ports(settings: Settings) -> dict:
     return build_ports(settings)
 
 
-@lru_cache(maxsize=1)
+_default: Ragline | None = None
+
+
 def default() -> Ragline:
     """The process-wide instance (built on first use, reused by every invocation)."""
-    return build()
+    global _default
+    if _default is None:
+        _default = build()
+    return _default
+
+
+def use(app: Ragline | None) -> None:
+    """Install a prebuilt instance as the process default (the local server's tests do)."""
+    global _default
+    _default = app
+
+
+def current_settings() -> Settings:
+    return default().settings

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .auth import verify_token
 from .errors import Unauthorized
-from .settings import get_settings
+from . import factory
 
 
 def functions_dir() -> Path:
@@ -124,7 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps({"error": code, "message": message}).encode())
 
     def _dispatch(self, method: str) -> None:
-        settings = get_settings()
+        settings = factory.current_settings()
         length = int(self.headers.get("Content-Length") or 0)
         if length > settings.max_body_bytes:
             self.rfile.read(min(length, settings.max_body_bytes * 4))
@@ -183,10 +183,7 @@ class LocalApiServer(ThreadingHTTPServer):
 
 def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
     srv = LocalApiServer(host, port)
-    # build the service now so the first request does not pay for it
-    from . import factory
-
-    factory.default()
+    factory.default()  # build the service now so the first request does not pay for it
     print(f"Ragline local API on http://{host}:{srv.server_address[1]}  (Ctrl-C to stop)", flush=True)
     try:
         srv.serve_forever()

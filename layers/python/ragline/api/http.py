@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -131,6 +132,14 @@ def build_resolver(service: ServiceProvider, settings_provider: Callable[[], Any
         ]
         summary = "; ".join(f"{d['field'] or 'body'}: {d['problem']}" for d in details[:5])
         return _error(422, "invalid_request", f"the request is not valid: {summary}", details)
+
+    @app.exception_handler(NotFoundError)
+    def _no_route(exc: NotFoundError) -> Response:
+        return _error(404, "not_found", f"no route {app.current_event.http_method} {app.current_event.path}")
+
+    @app.exception_handler(ServiceError)
+    def _service_error(exc: ServiceError) -> Response:
+        return _error(exc.status_code, "error", exc.msg)
 
     @app.exception_handler(Exception)
     def _unexpected(exc: Exception) -> Response:
