@@ -80,6 +80,7 @@ class DocumentRecord(BaseModel):
     version: str | None = None  # content sha256 of the live (or attempted) version
     content_sha256: str | None = None
     source_version_id: str | None = None  # S3 object version / etag, when known
+    source_sequencer: str | None = None  # S3 event sequencer of the version indexed (orders events per key)
     size_bytes: int | None = None
     groups: list[str] = Field(default_factory=list)
     chunk_ids: list[str] = Field(default_factory=list)

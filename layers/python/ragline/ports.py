@@ -7,7 +7,7 @@ The core imports only these Protocols; it never imports boto3, opensearch-py or 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from .models import Chunk, DocumentRecord, Generation, SearchHit, SearchRequest, TenantScope
@@ -20,6 +20,7 @@ class Blob:
     version_id: str | None = None
     etag: str | None = None
     content_type: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)  # user metadata (x-amz-meta-*)
 
 
 @runtime_checkable

@@ -125,11 +125,32 @@ class Ragline:
                 "tenant": principal.tenant, "query_id": query_id, "user": principal.user, "ts": time.time(),
                 "question": question, "answer": ans.answer, "cached": ans.cached, "model": ans.model,
                 "latency_ms": ans.latency_ms, "timings": timings or {},
-                "passages": [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score} for h in context],
+                "passages": [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score,
+                              "text": _snippet(h.text, 1200)} for h in context],
                 "empty": not ans.citations,
             })
         except Exception:  # noqa: BLE001 - the log must not fail the answer
             logger().exception("query log write failed", extra={"query_id": query_id})
+
+    # ------------------------------------------------------------------ cache (the cache function)
+    def cache_lookup(self, scope, question: str) -> dict[str, Any]:
+        """The same lookup ``ask`` makes, for the cache function's callers."""
+        if self.cache is None:
+            return {"hit": False, "similarity": 0.0, "answer": None, "reason": "cache disabled"}
+        t0 = time.perf_counter()
+        entry, sim = self.cache.lookup(scope, self.retriever.embed(question))
+        ms = (time.perf_counter() - t0) * 1000
+        metric("CacheLookupMs", ms, "Milliseconds")
+        metric("CacheHit", 1 if entry else 0)
+        return {"hit": entry is not None, "similarity": round(sim, 4), "answer": entry["answer"] if entry else None,
+                "lookup_ms": round(ms, 2)}
+
+    def cache_invalidate(self, tenant: str, doc_id: str | None = None) -> dict[str, Any]:
+        if self.cache is None:
+            return {"invalidated": 0}
+        if doc_id is None:
+            return {"invalidated": self.cache.store.clear(tenant)}
+        return {"invalidated": self.cache.invalidate_document(tenant, doc_id)}
 
     # ------------------------------------------------------------------ documents
     def list_documents(self, principal: Principal) -> list[DocumentRecord]:

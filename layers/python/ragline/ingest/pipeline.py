@@ -37,6 +37,7 @@ class IngestItem:
     groups: tuple[str, ...] = ()
     content_type: str | None = None
     source_version_id: str | None = None
+    sequencer: str | None = None  # S3 event sequencer, when the item came from an S3 event
     label: str | None = None  # what the user called it (a local path), for reports
 
     def read(self) -> bytes:
@@ -163,7 +164,8 @@ class IngestPipeline:
             )
         record = DocumentRecord(
             tenant=item.tenant, doc_id=doc, source_key=item.key, status=DocStatus.PROCESSING, version=sha,
-            content_sha256=sha, source_version_id=item.source_version_id, size_bytes=len(data),
+            content_sha256=sha, source_version_id=item.source_version_id, source_sequencer=item.sequencer,
+            size_bytes=len(data),
             groups=sorted(item.groups), embedding_model=self.embedder.model_id, chunker=settings_fp,
             created_at=existing.created_at if existing else utcnow(),
         )

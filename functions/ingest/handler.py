@@ -1,0 +1,76 @@
+"""Ingest Lambda: SQS batch of S3 event notifications -> ingestion, with partial batch responses.
+
+A record whose processing raises (a transient error: throttling, timeout, a dependency down)
+is reported in ``batchItemFailures`` so SQS retries only it and, after ``maxReceiveCount``,
+moves it to the dead-letter queue. Permanent document problems are recorded in the registry
+by the pipeline and the record succeeds, so a poison file never loops. With an idempotency
+table configured, a duplicate delivery of the same object version does no work (Powertools
+idempotency, DynamoDB persistence, keyed on bucket + key + version id or eTag + event name).
+"""
+
+from __future__ import annotations
+
+import json
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from ragline import factory
+from ragline.ingest.events import handle_s3_message
+from ragline.observability import logger, metrics, tracer
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def _process(body: str) -> list[dict]:
+    return [
+        {"action": r.action, "key": r.key, "tenant": r.tenant, "doc_id": r.doc_id, "reason": r.reason}
+        for r in handle_s3_message(factory.default(), body)
+    ]
+
+
+def _idempotent(fn):
+    """Wrap with Powertools idempotency when a table is configured (AWS); the local stack is
+    idempotent by content hash alone."""
+    settings = factory.current_settings()
+    if not settings.idempotency_table:
+        return fn
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    store = DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
+    config = IdempotencyConfig(
+        event_key_jmespath="[Records[0].s3.bucket.name, Records[0].s3.object.key, "
+        "Records[0].s3.object.versionId || Records[0].s3.object.eTag, Records[0].eventName, Event]",
+        raise_on_no_idempotency_key=False,
+        expires_after_seconds=24 * 3600,
+    )
+
+    @idempotent_function(data_keyword_argument="message", persistence_store=store, config=config)
+    def run(message: dict) -> list[dict]:
+        return fn(json.dumps(message))
+
+    return lambda body: run(message=json.loads(body))
+
+
+_handle = None
+
+
+def record_handler(record: SQSRecord) -> list[dict]:
+    global _handle
+    if _handle is None:
+        _handle = _idempotent(_process)
+    results = _handle(record.body)
+    for r in results:
+        logger().info("s3 event processed", extra=r)
+    return results
+
+
+@logger().inject_lambda_context(clear_state=True)
+@tracer().capture_lambda_handler(capture_response=False)
+@metrics().log_metrics
+def lambda_handler(event: dict, context) -> dict:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -1,0 +1,92 @@
+"""S3 event notifications (delivered through SQS) -> ingestion. The ingest Lambda's record
+handler calls :func:`handle_s3_message` for each SQS record; the local driver can too.
+
+Rules: ``s3:TestEvent`` messages are acknowledged and ignored; keys arrive URL-encoded and are
+decoded; the tenant comes from the key prefix ``tenants/<tenant>/...`` and an object outside
+that layout is rejected with a logged reason (not retried); ``ObjectCreated:*`` ingests the
+exact object version named in the event, ``ObjectRemoved:*`` deletes the document. Events can
+arrive out of order, so an event older (by S3 ``sequencer``) than the version already indexed
+is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from ..models import document_id
+from ..observability import logger, metric
+from .pipeline import IngestItem
+
+_TENANT_KEY = re.compile(r"^tenants/([A-Za-z0-9][\w.@:+-]{0,127})/(.+)$")
+GROUPS_METADATA = "ragline-groups"
+
+
+@dataclass(slots=True)
+class EventResult:
+    action: str  # ignored | rejected | indexed | unchanged | failed | unsupported | no_text | deleted | stale
+    key: str | None = None
+    tenant: str | None = None
+    doc_id: str | None = None
+    reason: str | None = None
+
+
+def tenant_of(key: str) -> tuple[str, str] | None:
+    m = _TENANT_KEY.match(key)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def _seq_le(a: str, b: str) -> bool:
+    """S3 sequencers are hex strings comparable after left-padding to the same length."""
+    n = max(len(a), len(b))
+    return a.rjust(n, "0").upper() <= b.rjust(n, "0").upper()
+
+
+def handle_s3_message(app, body: str | dict[str, Any]) -> list[EventResult]:
+    """Process one SQS message body holding an S3 event notification."""
+    msg = json.loads(body) if isinstance(body, str) else body
+    if msg.get("Event") == "s3:TestEvent":
+        logger().info("s3 test event acknowledged", extra={"bucket": msg.get("Bucket")})
+        return [EventResult("ignored", reason="s3:TestEvent")]
+    from aws_lambda_powertools.utilities.parser.models import S3Model
+
+    event = S3Model.model_validate(msg)
+    return [handle_s3_record(app, r) for r in event.Records]
+
+
+def handle_s3_record(app, record) -> EventResult:
+    key = unquote_plus(record.s3.object.key)
+    parsed = tenant_of(key)
+    if parsed is None:
+        reason = f"object key {key!r} is outside the tenants/<tenant>/ layout; not ingested"
+        logger().warning("object rejected", extra={"key": key, "reason": reason})
+        metric("IngestRejected", 1)
+        return EventResult("rejected", key=key, reason=reason)
+    tenant, _ = parsed
+    name = record.eventName
+    sequencer = getattr(record.s3.object, "sequencer", None)
+    doc = document_id(tenant, key)
+    existing = app.registry.get(tenant, doc)
+    if sequencer and existing is not None and existing.source_sequencer and _seq_le(sequencer, existing.source_sequencer):
+        logger().info("stale event skipped", extra={"key": key, "sequencer": sequencer})
+        return EventResult("stale", key=key, tenant=tenant, doc_id=doc, reason="an newer version is already indexed")
+    if name.startswith("ObjectRemoved"):
+        out = app.pipeline.delete(tenant, key)
+        metric("DocumentsDeleted", 1)
+        return EventResult("deleted", key=key, tenant=tenant, doc_id=out.doc_id)
+    if not name.startswith("ObjectCreated"):
+        return EventResult("ignored", key=key, tenant=tenant, reason=f"event {name} is not handled")
+    version_id = record.s3.object.versionId
+    blob = app.blobs.get(key, version_id)  # transient errors propagate: SQS retries
+    groups = tuple(g for g in (blob.metadata.get(GROUPS_METADATA, "") or "").split(",") if g)
+    out = app.pipeline.ingest(
+        IngestItem(tenant=tenant, key=key, data=blob.data, groups=groups, content_type=blob.content_type,
+                   source_version_id=version_id or blob.etag, sequencer=sequencer)
+    )
+    metric("DocumentsProcessed", 1)
+    if out.status in ("failed", "unsupported", "no_text"):
+        metric("DocumentsFailed", 1)
+    return EventResult(out.status, key=key, tenant=tenant, doc_id=out.doc_id, reason=out.reason)

@@ -1,0 +1,176 @@
+"""The four Lambda handlers fed the real-shaped events in events/, on the embedded adapters
+(the same handlers run in AWS with backend=aws)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from conftest import REPO
+from ragline import factory
+from ragline.server import LambdaContext, load_handler
+
+EVENTS = REPO / "events"
+
+
+def ev(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+@pytest.fixture
+def installed(app):
+    factory.use(app)
+    yield app
+    factory.use(None)
+
+
+@pytest.fixture
+def ingest_handler(installed):
+    mod = load_handler("ingest")
+    mod._handle = None
+    return mod
+
+
+def put_sample(app, key="tenants/acme/policies/data retention.pdf"):
+    app.blobs.put(key, (REPO / "samples" / "security-handbook.pdf").read_bytes())
+
+
+def test_s3_put_then_delete_through_sqs(ingest_handler, installed):
+    put_sample(installed)
+    out = ingest_handler.lambda_handler(ev("s3_put_via_sqs.json"), LambdaContext("ingest"))
+    assert out == {"batchItemFailures": []}
+    docs = installed.registry.list("acme")
+    assert [d.source_key for d in docs] == ["tenants/acme/policies/data retention.pdf"]  # key URL-decoded
+    assert docs[0].status.value == "indexed" and docs[0].source_version_id == "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"
+    out = ingest_handler.lambda_handler(ev("s3_delete_via_sqs.json"), LambdaContext("ingest"))
+    assert out == {"batchItemFailures": []}
+    assert installed.registry.list("acme") == []
+    assert installed.index.all_chunk_ids("acme", docs[0].doc_id) == []
+
+
+def test_test_event_is_acknowledged(ingest_handler):
+    assert ingest_handler.lambda_handler(ev("s3_test_event_via_sqs.json"), LambdaContext("ingest")) == {"batchItemFailures": []}
+
+
+def test_object_outside_tenant_layout_is_rejected_not_retried(ingest_handler, installed):
+    event = ev("s3_put_via_sqs.json")
+    body = json.loads(event["Records"][0]["body"])
+    body["Records"][0]["s3"]["object"]["key"] = "uploads/loose.pdf"
+    event["Records"][0]["body"] = json.dumps(body)
+    assert ingest_handler.lambda_handler(event, LambdaContext("ingest")) == {"batchItemFailures": []}
+    assert installed.registry.list("acme") == []
+
+
+def test_partial_batch_failure_reports_only_the_failed_message(ingest_handler, installed):
+    good_key, bad_key = "tenants/acme/a.pdf", "tenants/acme/b.pdf"
+    put_sample(installed, good_key)
+    put_sample(installed, bad_key)
+    base = ev("s3_put_via_sqs.json")
+    event = {"Records": []}
+    for i, key in enumerate([good_key, bad_key]):
+        rec = copy.deepcopy(base["Records"][0])
+        rec["messageId"] = f"msg-{i}"
+        body = json.loads(rec["body"])
+        body["Records"][0]["s3"]["object"]["key"] = key
+        rec["body"] = json.dumps(body)
+        event["Records"].append(rec)
+    # the embedder is throttled for the second document only
+    emb = installed.pipeline.embedder
+    real = emb.embed_documents
+    calls = {"n": 0}
+
+    def flaky(texts):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            from ragline.errors import ModelError
+
+            raise ModelError("embedding model test/hash-embedder throttled after 4 attempts")
+        return real(texts)
+
+    emb.embed_documents = flaky
+    out = ingest_handler.lambda_handler(event, LambdaContext("ingest"))
+    assert out == {"batchItemFailures": [{"itemIdentifier": "msg-1"}]}
+    assert [d.source_key for d in installed.registry.list("acme") if d.status.value == "indexed"] == [good_key]
+    # the retry of the failed record succeeds and does not touch the first document
+    retry = {"Records": [event["Records"][1]]}
+    assert ingest_handler.lambda_handler(retry, LambdaContext("ingest")) == {"batchItemFailures": []}
+    assert len(installed.registry.list("acme")) == 2
+
+
+def test_poison_file_is_recorded_and_succeeds(ingest_handler, installed):
+    installed.blobs.put("tenants/acme/policies/data retention.pdf", b"oops")
+    out = ingest_handler.lambda_handler(ev("s3_put_via_sqs.json"), LambdaContext("ingest"))
+    assert out == {"batchItemFailures": []}
+    rec = installed.registry.list("acme")[0]
+    assert rec.status.value == "failed" and "corrupt" in rec.reason
+
+
+def test_stale_event_does_not_overwrite_newer_version(ingest_handler, installed):
+    put_sample(installed)
+    newer = ev("s3_put_via_sqs.json")
+    body = json.loads(newer["Records"][0]["body"])
+    body["Records"][0]["s3"]["object"]["sequencer"] = "0055AED6DCD90281FF"
+    newer["Records"][0]["body"] = json.dumps(body)
+    ingest_handler.lambda_handler(newer, LambdaContext("ingest"))
+    installed.blobs.put("tenants/acme/policies/data retention.pdf", b"oops")  # an older event arrives late
+    assert ingest_handler.lambda_handler(ev("s3_put_via_sqs.json"), LambdaContext("ingest")) == {"batchItemFailures": []}
+    assert installed.registry.list("acme")[0].status.value == "indexed"
+
+
+@pytest.mark.parametrize(
+    "name,status",
+    [("http_query.json", 200), ("http_documents_list.json", 200), ("http_document_get.json", 404),
+     ("http_document_delete.json", 404), ("http_upload_url.json", 200), ("http_feedback.json", 404),
+     ("http_usage.json", 200)],
+)
+def test_query_handler_answers_every_route_event(installed, name, status):
+    handler = load_handler("query")
+    out = handler.lambda_handler(ev(name), LambdaContext("query"))
+    assert out["statusCode"] == status, out
+    assert json.loads(out["body"])
+
+
+def test_query_handler_refuses_requests_without_claims(installed):
+    handler = load_handler("query")
+    event = ev("http_query.json")
+    del event["requestContext"]["authorizer"]
+    out = handler.lambda_handler(event, LambdaContext("query"))
+    assert out["statusCode"] == 401
+
+
+def test_cache_handler_lookup_and_invalidate(installed):
+    from ragline.ingest.pipeline import IngestItem
+    from ragline.models import Principal
+
+    out = installed.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/r.txt", data=b"Invoices are kept for ten years."))
+    board = Principal(tenant="acme", user="u", groups=frozenset({"board"}))
+    installed.ask(board, "How long are invoices kept?")
+    cache = load_handler("cache")
+    hit = cache.lambda_handler(ev("cache_lookup.json"), LambdaContext("cache"))
+    assert hit["hit"] is True and "ten years" in hit["answer"]["answer"]
+    other_groups = dict(ev("cache_lookup.json"), groups=[])
+    assert cache.lambda_handler(other_groups, LambdaContext("cache"))["hit"] is False
+    inv = cache.lambda_handler({"action": "invalidate", "tenant": "acme", "doc_id": out.doc_id}, LambdaContext("cache"))
+    assert inv == {"invalidated": 1}
+    assert cache.lambda_handler(ev("cache_lookup.json"), LambdaContext("cache"))["hit"] is False
+    bad = cache.lambda_handler({"action": "lookup", "tenant": "../x"}, LambdaContext("cache"))
+    assert bad["error"] == "invalid_request"
+
+
+def test_evaluate_handler_summarises_the_query_log(installed):
+    from ragline.ingest.pipeline import IngestItem
+    from ragline.models import Principal
+
+    installed.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/r.txt", data=b"Invoices are kept for ten years."))
+    p = Principal(tenant="acme", user="u")
+    a = installed.ask(p, "How long are invoices kept?")
+    installed.ask(p, "How long are invoices kept?")
+    installed.ask(p, "zebra migration patterns")
+    installed.feedback(p, a.query_id, 1, None)
+    out = load_handler("evaluate").lambda_handler(ev("schedule_evaluate.json"), LambdaContext("evaluate"))
+    assert out["queries"] == 3
+    assert out["cache_hit_rate"] == pytest.approx(1 / 3, abs=1e-3)
+    assert out["feedback_rate"] == pytest.approx(1 / 3, abs=1e-3) and out["positive_feedback_rate"] == 1.0
+    assert 0.9 <= out["grounding_approx"] <= 1.0
