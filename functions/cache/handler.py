@@ -16,6 +16,7 @@ from ragline import factory
 from ragline.errors import RaglineError
 from ragline.models import TenantScope
 from ragline.observability import logger, metrics, tracer
+from ragline.runtime import set_deadline_from
 
 _NAME = r"^[A-Za-z0-9][\w.@:+-]{0,127}$"
 
@@ -40,6 +41,7 @@ CacheRequest = TypeAdapter(Annotated[Union[Lookup, Invalidate], Field(discrimina
 @tracer().capture_lambda_handler(capture_response=False)
 @metrics().log_metrics
 def lambda_handler(event: dict, context) -> dict:
+    set_deadline_from(context)
     try:
         req = CacheRequest.validate_python(event)
     except ValidationError as exc:

@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from ragline import factory
 from ragline.ingest.events import handle_s3_message
 from ragline.observability import logger, metrics, tracer
+from ragline.runtime import set_deadline_from
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
@@ -73,4 +74,5 @@ def record_handler(record: SQSRecord) -> list[dict]:
 @tracer().capture_lambda_handler(capture_response=False)
 @metrics().log_metrics
 def lambda_handler(event: dict, context) -> dict:
+    set_deadline_from(context)
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

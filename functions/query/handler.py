@@ -11,6 +11,7 @@ import json
 from ragline import factory
 from ragline.api.http import build_resolver
 from ragline.observability import logger, metrics, tracer
+from ragline.runtime import set_deadline_from
 
 app = build_resolver(factory.default, factory.current_settings)
 
@@ -19,6 +20,7 @@ app = build_resolver(factory.default, factory.current_settings)
 @tracer().capture_lambda_handler(capture_response=False)
 @metrics().log_metrics
 def lambda_handler(event: dict, context) -> dict:
+    set_deadline_from(context)
     body = event.get("body") or ""
     if len(body.encode() if isinstance(body, str) else body) > factory.current_settings().max_body_bytes:
         return {

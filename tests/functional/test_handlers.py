@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import REPO
+from ragline_testing import REPO
 from ragline import factory
 from ragline.server import LambdaContext, load_handler
 

@@ -81,7 +81,7 @@ def test_provenance_is_recorded(app):
 
 
 def test_corrupt_new_version_removes_old_chunks_and_records_reason(app):
-    from conftest import REPO
+    from ragline_testing import REPO
 
     pdf = (REPO / "samples" / "security-handbook.pdf").read_bytes()
     good = app.pipeline.ingest(_item(pdf, key="tenants/acme/handbook.pdf"))

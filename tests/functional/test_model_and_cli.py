@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from ragline_testing import REPO
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "ragline.cli"]

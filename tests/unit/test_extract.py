@@ -9,7 +9,7 @@ import pytest
 from ragline.errors import DocumentRejected
 from ragline.ingest.extract import decode_text, extract
 
-from conftest import INGEST_DOCS, need_shared
+from ragline_testing import INGEST_DOCS, need_shared
 
 
 def _real(rel: str) -> tuple[str, bytes]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from conftest import REPO
+from ragline_testing import REPO
 
 ROUTES = {
     ("post", "/v1/query"), ("get", "/v1/documents"), ("get", "/v1/documents/{doc_id}"),

@@ -37,6 +37,14 @@ class NotFound(RaglineError):
     code = "not_found"
 
 
+class StaleWrite(RaglineError):
+    """A conditional write lost: the record changed since the caller read it. Not transient;
+    the newer write wins and the caller must re-read before deciding anything."""
+
+    http_status = 409
+    code = "stale_write"
+
+
 class PayloadTooLarge(RaglineError):
     http_status = 413
     code = "payload_too_large"

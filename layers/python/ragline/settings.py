@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     opensearch_service: Literal["es", "aoss"] = "es"
     opensearch_index_alias: str = "ragline-chunks"
     bedrock_embedding_model: str = "amazon.titan-embed-text-v2:0"
+    bedrock_embedding_dimensions: Literal[256, 512, 1024] = 1024
     bedrock_chat_model_small: str = "anthropic.claude-3-haiku-20240307-v1:0"
     bedrock_chat_model_large: str = "anthropic.claude-3-5-sonnet-20240620-v1:0"
     bedrock_chat_model_fallback: str | None = "amazon.nova-lite-v1:0"
@@ -97,7 +98,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _aws_requires(self) -> "Settings":
         if self.backend == "aws":
-            required = ["region", "documents_bucket", "registry_table", "opensearch_endpoint"]
+            required = ["region", "documents_bucket", "registry_table", "ledger_table", "query_log_table", "opensearch_endpoint"]
             missing = [f"RAGLINE_{n.upper()}" for n in required if not getattr(self, n)]
             if missing:
                 raise ValueError(f"backend=aws needs {', '.join(missing)}")

@@ -8,16 +8,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ...errors import RaglineError
+from ...errors import StaleWrite
 from ...models import DocumentRecord, Usage, utcnow
 from .sqlite import SqliteStore
-
-
-class StaleWrite(RaglineError):
-    """A registry write lost a race: the stored version is not the one the writer read."""
-
-    http_status = 409
-    code = "conflict"
 
 
 class SqliteRegistry(SqliteStore):

@@ -1,0 +1,550 @@
+"""DynamoDB implementations of the document registry, the query log and the cost ledger.
+
+Every table uses string keys named ``pk`` (partition) and ``sk`` (sort). Items are written with
+the low-level client (so tests can inject any client) through boto3's type serializer.
+
+Table shapes (what the infrastructure must create):
+
+* registry: ``pk`` = tenant, ``sk`` = doc_id.
+* query log: ``pk`` = tenant, ``sk`` = query_id, TTL attribute ``expires_at``; GSI
+  ``by_tenant_time`` (``pk``, ``logged_at``) and GSI ``by_day_time`` (``log_day``, ``logged_at``),
+  both projecting ALL.
+* ledger: ``pk`` = ``tenant#<tenant>``, ``sk`` = ``req#...`` (one per recorded request, TTL
+  attribute ``expires_at``) or ``day#<YYYY-MM-DD>#model#<model>#purpose#<purpose>`` (aggregates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Any, NoReturn
+
+from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ...errors import DependencyUnavailable, NotFound, StaleWrite  # StaleWrite re-exported
+from ...models import DocumentRecord, Usage, utcnow
+from ...settings import Settings, get_settings
+from ._boto import LazyClient, boto3_client_factory, client_config, error_code, raise_translated
+
+log = logging.getLogger(__name__)
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+_UNSET: Any = object()
+
+
+
+
+# --- conversion ---------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A Python value in the types DynamoDB can store (Decimal for numbers, lists for sets)."""
+    if isinstance(value, Enum):  # before str: StrEnum members are str too
+        return _plain(value.value)
+    if isinstance(value, bool) or value is None or isinstance(value, (str, bytes, int, Decimal, Binary)):
+        return value
+    if isinstance(value, float):  # float(): numpy.float64 is a float whose repr is "np.float64(...)"
+        return Decimal(repr(float(value))) if math.isfinite(value) else None
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return [_plain(v) for v in sorted(value)]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "model_dump"):
+        return _plain(value.model_dump(mode="json"))
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return _plain(value.tolist())
+    raise TypeError(f"cannot store a {type(value).__name__} in DynamoDB")
+
+
+def to_item(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Serialize a flat mapping to a DynamoDB item, leaving out top-level None values."""
+    return {
+        k: _serializer.serialize(v) for k, v in ((k, _plain(v)) for k, v in data.items()) if v is not None
+    }
+
+
+def _native(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Binary):
+        return bytes(value.value)
+    if isinstance(value, dict):
+        return {k: _native(v) for k, v in value.items()}
+    if isinstance(value, (list, set)):
+        return [_native(v) for v in value]
+    return value
+
+
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _native(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+class _Table:
+    """Common parts: table name from settings, lazily built client, error translation."""
+
+    setting_name = ""
+
+    def __init__(self, table: str | None, client: Any | None, settings: Settings | None):
+        settings_ = settings or get_settings()
+        self.table = table or getattr(settings_, self.setting_name)
+        if not self.table:
+            raise ValueError(f"{type(self).__name__} needs a table (RAGLINE_{self.setting_name.upper()})")
+        self._client = LazyClient(client, boto3_client_factory("dynamodb", settings_, client_config()))
+
+    @property
+    def client(self) -> Any:
+        return self._client.get()
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        raise_translated(f"dynamodb table {self.table}", exc)
+
+    def _query_all(self, **kwargs: Any) -> Iterable[dict[str, Any]]:
+        try:
+            for page in self.client.get_paginator("query").paginate(TableName=self.table, **kwargs):
+                yield from page.get("Items", ())
+        except (ClientError, BotoCoreError) as exc:
+            self._fail(exc)
+
+
+# --- document registry --------------------------------------------------------------------------
+
+
+class DynamoRegistry(_Table):
+    """Document provenance, one item per (tenant, doc_id).
+
+    ``chunk_ids`` are stored zlib-compressed in ``chunk_ids_z``: a document may have up to 20,000
+    chunks (~1 MB of ids) and an item may not exceed 400 KB. The ids share long prefixes, so they
+    compress to a few bytes each.
+    """
+
+    setting_name = "registry_table"
+
+    def __init__(
+        self, table: str | None = None, *, client: Any | None = None, settings: Settings | None = None
+    ):
+        super().__init__(table, client, settings)
+
+    @staticmethod
+    def _to_item(record: DocumentRecord) -> dict[str, Any]:
+        data = record.model_dump(mode="json")
+        chunk_ids = data.pop("chunk_ids")
+        data.update(
+            pk=record.tenant,
+            sk=record.doc_id,
+            chunk_count=len(chunk_ids),
+            chunk_ids_z=zlib.compress(json.dumps(chunk_ids, separators=(",", ":")).encode(), 6),
+        )
+        return to_item(data)
+
+    @staticmethod
+    def _from_item(item: Mapping[str, Any]) -> DocumentRecord:
+        data = from_item(item)
+        for key in ("pk", "sk", "chunk_count"):
+            data.pop(key, None)
+        packed = data.pop("chunk_ids_z", None)
+        data["chunk_ids"] = json.loads(zlib.decompress(packed)) if packed else []
+        return DocumentRecord.model_validate(data)
+
+    def get(self, tenant: str, doc_id: str) -> DocumentRecord | None:
+        try:
+            response = self.client.get_item(
+                TableName=self.table, Key={"pk": _s(tenant), "sk": _s(doc_id)}, ConsistentRead=True
+            )
+        except (ClientError, BotoCoreError) as exc:
+            self._fail(exc)
+        item = response.get("Item")
+        return self._from_item(item) if item else None
+
+    def put(self, record: DocumentRecord, *, expected_version: str | None = _UNSET) -> None:
+        """Write ``record``. With ``expected_version`` the write only happens if the stored record
+        is absent or still at that version (``None``: absent or never versioned), so a worker
+        holding a stale read can never overwrite a newer write; it gets :class:`StaleWrite`."""
+        kwargs: dict[str, Any] = {"TableName": self.table, "Item": self._to_item(record)}
+        if expected_version is not _UNSET:
+            kwargs["ExpressionAttributeNames"] = {"#v": "version"}
+            kwargs["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+            if expected_version is None:
+                kwargs["ConditionExpression"] = "attribute_not_exists(pk) OR attribute_not_exists(#v)"
+            else:
+                kwargs["ConditionExpression"] = "attribute_not_exists(pk) OR #v = :expected"
+                kwargs["ExpressionAttributeValues"] = {":expected": _s(expected_version)}
+        try:
+            self.client.put_item(**kwargs)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                current = from_item(exc.response.get("Item") or {}).get("version")
+                raise StaleWrite(
+                    f"document {record.doc_id} was changed by another writer "
+                    f"(expected version {expected_version!r}, found {current!r})"
+                ) from exc
+            self._fail(exc)
+        except BotoCoreError as exc:
+            self._fail(exc)
+
+    def list(self, tenant: str) -> list[DocumentRecord]:
+        items = self._query_all(
+            KeyConditionExpression="pk = :t", ExpressionAttributeValues={":t": _s(tenant)}
+        )
+        return [self._from_item(item) for item in items]
+
+    def delete(self, tenant: str, doc_id: str) -> None:
+        try:
+            self.client.delete_item(TableName=self.table, Key={"pk": _s(tenant), "sk": _s(doc_id)})
+        except (ClientError, BotoCoreError) as exc:
+            self._fail(exc)
+
+
+# --- query log ----------------------------------------------------------------------------------
+
+_LOG_INTERNAL = ("pk", "sk", "log_day", "expires_at")
+_LOG_RESERVED = (*_LOG_INTERNAL, "feedback", "logged_at")
+_FEEDBACK_PREFIX = "fb#"
+
+
+class DynamoQueryLog(_Table):
+    """One item per answered query, expiring after ``ttl_days`` (DynamoDB TTL on ``expires_at``).
+
+    Feedback is kept as one attribute per user (``fb#<user>``), so a user re-rating a query
+    replaces their earlier rating atomically instead of piling up duplicates.
+    """
+
+    setting_name = "query_log_table"
+    BY_TENANT = "by_tenant_time"
+    BY_DAY = "by_day_time"
+
+    def __init__(
+        self,
+        table: str | None = None,
+        *,
+        client: Any | None = None,
+        settings: Settings | None = None,
+        ttl_days: int = 90,
+        now: Callable[[], datetime] = utcnow,
+    ):
+        super().__init__(table, client, settings)
+        if ttl_days < 1:
+            raise ValueError("ttl_days must be at least 1")
+        self.ttl_days = ttl_days
+        self.now = now
+
+    def append(self, entry: dict[str, Any]) -> None:
+        """Store a query once. Appending the same (tenant, query_id) again changes nothing, so a
+        retried request cannot wipe the feedback already given on it."""
+        tenant, query_id = entry.get("tenant"), entry.get("query_id")
+        if not tenant or not query_id:
+            raise ValueError("a query log entry needs a tenant and a query_id")
+        now = self.now()
+        bad = [k for k in entry if k in _LOG_RESERVED or k.startswith(_FEEDBACK_PREFIX)]
+        if bad:
+            raise ValueError(f"query log entry uses reserved attribute names: {bad}")
+        data = dict(entry)
+        data.update(
+            pk=tenant,
+            sk=query_id,
+            logged_at=now.isoformat(),
+            log_day=now.date().isoformat(),
+            expires_at=int((now + timedelta(days=self.ttl_days)).timestamp()),
+        )
+        try:
+            self.client.put_item(
+                TableName=self.table, Item=to_item(data), ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                log.info("query %s already logged; keeping the first entry", query_id)
+                return
+            self._fail(exc)
+        except BotoCoreError as exc:
+            self._fail(exc)
+
+    @staticmethod
+    def _entry(item: Mapping[str, Any]) -> dict[str, Any]:
+        data = from_item(item)
+        feedback = [data.pop(k) for k in [k for k in data if k.startswith(_FEEDBACK_PREFIX)]]
+        for key in _LOG_INTERNAL:
+            data.pop(key, None)
+        data["feedback"] = sorted(feedback, key=lambda f: (f.get("at", ""), f.get("user", "")))
+        return data
+
+    def get(self, tenant: str, query_id: str) -> dict[str, Any] | None:
+        try:
+            response = self.client.get_item(
+                TableName=self.table, Key={"pk": _s(tenant), "sk": _s(query_id)}, ConsistentRead=True
+            )
+        except (ClientError, BotoCoreError) as exc:
+            self._fail(exc)
+        item = response.get("Item")
+        return self._entry(item) if item else None
+
+    def _newest(self, index: str, key: str, value: str, limit: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": index,
+            "KeyConditionExpression": "#k = :v",
+            "ExpressionAttributeNames": {"#k": key},
+            "ExpressionAttributeValues": {":v": _s(value)},
+            "ScanIndexForward": False,
+        }
+        while len(out) < limit:
+            kwargs["Limit"] = limit - len(out)
+            try:
+                page = self.client.query(**kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                self._fail(exc)
+            out.extend(self._entry(item) for item in page.get("Items", ()))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return out
+
+    def recent(self, tenant: str | None, limit: int) -> list[dict[str, Any]]:
+        """Newest first. One tenant reads its own index partition; ``None`` (operators) walks the
+        per-day index backwards until ``limit`` entries or the retention window is covered."""
+        if limit <= 0:
+            return []
+        if tenant is not None:
+            return self._newest(self.BY_TENANT, "pk", tenant, limit)
+        out: list[dict[str, Any]] = []
+        today = self.now().date()
+        for back in range(self.ttl_days + 1):
+            day = (today - timedelta(days=back)).isoformat()
+            out.extend(self._newest(self.BY_DAY, "log_day", day, limit - len(out)))
+            if len(out) >= limit:
+                break
+        return out
+
+    def add_feedback(self, tenant: str, query_id: str, user: str, rating: int, comment: str | None) -> None:
+        if not user:
+            raise ValueError("feedback needs a user")
+        feedback = {"user": user, "rating": int(rating), "comment": comment, "at": self.now().isoformat()}
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": _s(tenant), "sk": _s(query_id)},
+                UpdateExpression="SET #fb = :fb",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#fb": _FEEDBACK_PREFIX + user},
+                ExpressionAttributeValues={":fb": _serializer.serialize(_plain(feedback))},
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise NotFound(f"no query {query_id}") from exc
+            self._fail(exc)
+        except BotoCoreError as exc:
+            self._fail(exc)
+
+
+# --- cost ledger --------------------------------------------------------------------------------
+
+# Costs are stored as integer nano-dollars: exact under ADD, and fine enough for per-token prices
+# (an embedding of a short query costs ~1e-7 USD, which micro-dollars would round to zero).
+NANOS = 1_000_000_000
+_MAX_TRANSACT_ITEMS = 100
+
+
+def _as_usage(value: Any) -> Usage:
+    return value if isinstance(value, Usage) else Usage.model_validate(value)
+
+
+class DynamoLedgerStore(_Table):
+    """Token usage and cost per tenant, per day, per model, per purpose.
+
+    ``record`` writes, in one TransactWriteItems, a per-request item (conditional on not
+    existing) and an atomic ``ADD`` to each affected daily aggregate. So the aggregates are always
+    exactly the sum of the per-request items, and recording the same request twice (a retry)
+    is a no-op instead of a double charge. Costs are integer nano-dollars so ADD is exact.
+    """
+
+    setting_name = "ledger_table"
+
+    def __init__(
+        self,
+        table: str | None = None,
+        *,
+        client: Any | None = None,
+        settings: Settings | None = None,
+        record_ttl_days: int = 400,
+        now: Callable[[], datetime] = utcnow,
+        conflict_attempts: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        super().__init__(table, client, settings)
+        self.record_ttl_days = record_ttl_days
+        self.now = now
+        self.conflict_attempts = conflict_attempts
+        self.sleep = sleep
+        self._rng = random.Random()
+
+    @staticmethod
+    def _pk(tenant: str) -> str:
+        return f"tenant#{tenant}"
+
+    @staticmethod
+    def _aggregate_sk(day: str, model_id: str, purpose: str) -> str:
+        return f"day#{day}#model#{model_id}#purpose#{purpose}"
+
+    @staticmethod
+    def _request_sk(query_id: str, rows: Sequence[dict[str, Any]]) -> str:
+        """Per-request key: the query id plus a digest of what is recorded, so a retried record()
+        collides with itself while a later, different batch for the same query does not."""
+        canonical = json.dumps(rows, sort_keys=True, separators=(",", ":"))
+        return f"req#{query_id}#{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+
+    def record(self, tenant: str, query_id: str, usages: Sequence[Any]) -> None:
+        if not tenant or not query_id:
+            raise ValueError("a ledger record needs a tenant and a query_id")
+        parsed = [_as_usage(u) for u in usages]
+        if not parsed:
+            return
+        rows = [
+            {
+                "model_id": u.model_id,
+                "purpose": u.purpose,
+                "input_tokens": int(u.input_tokens),
+                "output_tokens": int(u.output_tokens),
+                "cost_usd_nanos": round(u.cost_usd * NANOS),
+                "estimated": bool(u.estimated),
+            }
+            for u in parsed
+        ]
+        groups: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for row in rows:
+            g = groups[(row["model_id"], row["purpose"])]
+            g[0] += row["input_tokens"]
+            g[1] += row["output_tokens"]
+            g[2] += row["cost_usd_nanos"]
+            g[3] += 1
+        if len(groups) + 1 > _MAX_TRANSACT_ITEMS:
+            raise ValueError(f"too many (model, purpose) pairs in one record: {len(groups)}")
+
+        now = self.now().astimezone(UTC)
+        day = now.date().isoformat()
+        pk = self._pk(tenant)
+        request_item = {
+            "pk": pk,
+            "sk": self._request_sk(query_id, rows),
+            "tenant": tenant,
+            "query_id": query_id,
+            "day": day,
+            "recorded_at": now.isoformat(),
+            "usages": rows,
+            "expires_at": int((now + timedelta(days=self.record_ttl_days)).timestamp()),
+        }
+        items: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": to_item(request_item),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+        ]
+        for (model_id, purpose), (tin, tout, nanos, calls) in sorted(groups.items()):
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": {"pk": _s(pk), "sk": _s(self._aggregate_sk(day, model_id, purpose))},
+                        "UpdateExpression": (
+                            "SET #tenant = :tenant, #day = :day, #model = :model, #purpose = :purpose "
+                            "ADD #in :i, #out :o, #cost :c, #calls :n"
+                        ),
+                        "ExpressionAttributeNames": {
+                            "#tenant": "tenant",
+                            "#day": "day",
+                            "#model": "model_id",
+                            "#purpose": "purpose",
+                            "#in": "input_tokens",
+                            "#out": "output_tokens",
+                            "#cost": "cost_usd_nanos",
+                            "#calls": "calls",
+                        },
+                        "ExpressionAttributeValues": {
+                            ":tenant": _s(tenant),
+                            ":day": _s(day),
+                            ":model": _s(model_id),
+                            ":purpose": _s(purpose),
+                            ":i": {"N": str(tin)},
+                            ":o": {"N": str(tout)},
+                            ":c": {"N": str(nanos)},
+                            ":n": {"N": str(calls)},
+                        },
+                    }
+                }
+            )
+        self._transact(items, query_id)
+
+    def _transact(self, items: list[dict[str, Any]], query_id: str) -> None:
+        """Run the transaction; retry on TransactionConflict (concurrent writers on the same
+        aggregate), treat a failed condition on the request item as 'already recorded'."""
+        for attempt in range(1, self.conflict_attempts + 1):
+            try:
+                self.client.transact_write_items(TransactItems=items)
+                return
+            except ClientError as exc:
+                if error_code(exc) != "TransactionCanceledException":
+                    self._fail(exc)
+                codes = [r.get("Code") for r in exc.response.get("CancellationReasons", ())]
+                if codes and codes[0] == "ConditionalCheckFailed":
+                    log.info("usage of query %s already recorded; not counting it twice", query_id)
+                    return
+                retryable = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+                if not any(c in retryable for c in codes) or attempt == self.conflict_attempts:
+                    raise DependencyUnavailable(
+                        f"dynamodb table {self.table} did not record usage ({', '.join(filter(None, codes))})"
+                    ) from exc
+                self.sleep(self._rng.uniform(0, min(1.0, 0.02 * 2**attempt)))
+            except BotoCoreError as exc:
+                self._fail(exc)
+
+    def totals(self, tenant: str, days: int) -> list[dict[str, Any]]:
+        """Daily aggregates for the last ``days`` days (today included), oldest first."""
+        if days < 1:
+            return []
+        today = self.now().astimezone(UTC).date()
+        first = today - timedelta(days=days - 1)
+        # aggregate keys are "day#<date>#model#..."; "day#<tomorrow>" sorts after all of today's
+        items = self._query_all(
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={
+                ":pk": _s(self._pk(tenant)),
+                ":lo": _s(f"day#{first.isoformat()}"),
+                ":hi": _s(f"day#{(today + timedelta(days=1)).isoformat()}"),
+            },
+        )
+        out = []
+        for item in items:
+            data = from_item(item)
+            out.append(
+                {
+                    "day": data["day"],
+                    "model_id": data["model_id"],
+                    "purpose": data["purpose"],
+                    "input_tokens": int(data.get("input_tokens", 0)),
+                    "output_tokens": int(data.get("output_tokens", 0)),
+                    "cost_usd": int(data.get("cost_usd_nanos", 0)) / NANOS,
+                    "calls": int(data.get("calls", 0)),
+                }
+            )
+        return sorted(out, key=lambda r: (r["day"], r["model_id"], r["purpose"]))

@@ -1,0 +1,447 @@
+"""OpenSearch implementation of :class:`ragline.ports.SearchIndex`: hybrid BM25 + k-NN search
+through a search pipeline, tenant and ACL filters inside both legs, reads and writes through an
+alias so a rebuilt index can be swapped in (blue-green) and swapped back.
+
+Request syntax pinned from the OpenSearch documentation:
+
+* normalization-processor (``phase_results_processors``; ``normalization.technique``,
+  ``combination.technique``, ``combination.parameters.weights`` summing to 1, one per sub-query):
+  https://docs.opensearch.org/latest/search-plugins/search-pipelines/normalization-processor/
+* ``hybrid`` query (``queries``: up to 5 sub-queries; top-level only, never nested):
+  https://docs.opensearch.org/latest/query-dsl/compound/hybrid/
+* efficient k-NN filtering (``filter`` inside the ``knn`` clause; faiss HNSW from 2.9, lucene from 2.4):
+  https://docs.opensearch.org/latest/vector-search/filter-search-knn/efficient-knn-filtering/
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+from ...errors import DependencyUnavailable, RaglineError
+from ...models import Chunk, SearchHit, SearchRequest, TenantScope
+from ...settings import Settings, get_settings
+from ._boto import LazyClient
+
+log = logging.getLogger(__name__)
+
+# ACL value of a chunk every member of its tenant may see; keeps the ACL filter a single terms query.
+PUBLIC_ACL = "__tenant__"
+TEXT_ANALYZER = "english"
+
+
+class IndexWriteRejected(RaglineError):
+    """OpenSearch refused documents for a reason retrying will not fix (e.g. a mapping error)."""
+
+    code = "index_write_rejected"
+
+
+def _transient_status(status: Any) -> bool:
+    return isinstance(status, int) and (status == 429 or status >= 500)
+
+
+class OpenSearchIndex:
+    """A :class:`~ragline.ports.SearchIndex` on an OpenSearch domain (``service="es"``) or
+    Serverless collection (``service="aoss"``). ``client`` is an ``opensearchpy.OpenSearch``.
+
+    Chunks are stored with ``_id`` = chunk id and routed by tenant, so one tenant's reads and
+    writes touch one shard.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: Any | None = None,
+        settings: Settings | None = None,
+        alias: str | None = None,
+        dimensions: int | None = None,
+        dense_weight: float | None = None,
+        engine: str = "faiss",
+        space_type: str = "innerproduct",
+        bulk_max_docs: int = 500,
+        bulk_max_bytes: int = 5 * 1024 * 1024,
+        timeout_s: float = 30.0,
+    ):
+        settings_ = settings or get_settings()
+        self.alias = alias or settings_.opensearch_index_alias
+        self.index_name = f"{self.alias}-v1"
+        self.pipeline = f"{self.alias}-hybrid"
+        self.dimensions = dimensions if dimensions is not None else settings_.embedding_dimensions
+        weight = dense_weight if dense_weight is not None else settings_.retrieval.dense_weight
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError("dense_weight must be within [0, 1]")
+        self.dense_weight = weight
+        if engine not in ("faiss", "lucene"):  # the engines with efficient filtering
+            raise ValueError("engine must be faiss or lucene")
+        self.engine = engine
+        self.space_type = space_type
+        self.bulk_max_docs = bulk_max_docs
+        self.bulk_max_bytes = bulk_max_bytes
+        self.timeout_s = timeout_s
+        self._client = LazyClient(client, self._client_factory(settings_, timeout_s))
+
+    @staticmethod
+    def _client_factory(settings: Settings, timeout_s: float) -> Callable[[], Any]:
+        def build() -> Any:
+            import boto3
+            from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection
+
+            if not settings.opensearch_endpoint:
+                raise ValueError("OpenSearchIndex needs RAGLINE_OPENSEARCH_ENDPOINT")
+            endpoint = settings.opensearch_endpoint
+            parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+            credentials = boto3.session.Session().get_credentials()
+            auth = AWSV4SignerAuth(credentials, settings.region, settings.opensearch_service)
+            return OpenSearch(
+                hosts=[{"host": parsed.hostname, "port": parsed.port or 443}],
+                http_auth=auth,
+                use_ssl=True,
+                verify_certs=True,
+                connection_class=RequestsHttpConnection,
+                timeout=timeout_s,
+                pool_maxsize=20,
+            )
+
+        return build
+
+    @property
+    def client(self) -> Any:
+        return self._client.get()
+
+    # --- bodies (public so tests and the infra code can check them) -----------------------------
+
+    def pipeline_body(self) -> dict[str, Any]:
+        lexical = round(1.0 - self.dense_weight, 6)
+        dense = round(self.dense_weight, 6)
+        return {
+            "description": "Ragline hybrid search: min-max normalised BM25 and k-NN scores, weighted mean",
+            "phase_results_processors": [
+                {
+                    "normalization-processor": {
+                        "normalization": {"technique": "min_max"},
+                        # weights follow the order of the hybrid sub-queries: [lexical, dense]
+                        "combination": {
+                            "technique": "arithmetic_mean",
+                            "parameters": {"weights": [lexical, dense]},
+                        },
+                    }
+                }
+            ],
+        }
+
+    def index_body(self) -> dict[str, Any]:
+        return {
+            "settings": {"index": {"knn": True}},
+            "mappings": {
+                "dynamic": "strict",
+                "properties": {
+                    "chunk_id": {"type": "keyword"},
+                    "tenant": {"type": "keyword"},
+                    "doc_id": {"type": "keyword"},
+                    "version": {"type": "keyword"},
+                    "live": {"type": "boolean"},
+                    "acl": {"type": "keyword"},
+                    "flags": {"type": "keyword"},
+                    "source_key": {"type": "keyword"},
+                    "title": {"type": "text", "analyzer": TEXT_ANALYZER},
+                    "heading": {"type": "text", "analyzer": TEXT_ANALYZER},
+                    "page": {"type": "integer"},
+                    "ordinal": {"type": "integer"},
+                    "text": {"type": "text", "analyzer": TEXT_ANALYZER},
+                    "vector": {
+                        "type": "knn_vector",
+                        "dimension": self.dimensions,
+                        "method": {
+                            "name": "hnsw",
+                            "engine": self.engine,
+                            "space_type": self.space_type,
+                            "parameters": {"ef_construction": 128, "m": 16},
+                        },
+                    },
+                },
+            },
+            "aliases": {self.alias: {"is_write_index": True}},
+        }
+
+    @staticmethod
+    def visibility_filter(scope: TenantScope) -> list[dict[str, Any]]:
+        """What a scope may see: its tenant, live chunks only, public or shared with its groups."""
+        return [
+            {"term": {"tenant": scope.tenant}},
+            {"term": {"live": True}},
+            {"terms": {"acl": [PUBLIC_ACL, *sorted(scope.groups)]}},
+        ]
+
+    def search_body(self, scope: TenantScope, request: SearchRequest) -> dict[str, Any]:
+        visible = {"bool": {"filter": self.visibility_filter(scope)}}
+        return {
+            "size": request.top_k,
+            "_source": {"excludes": ["vector"]},
+            "query": {
+                "hybrid": {
+                    "queries": [
+                        {
+                            "bool": {
+                                "must": [
+                                    {"multi_match": {"query": request.text, "fields": ["text", "title"]}}
+                                ],
+                                "filter": self.visibility_filter(scope),
+                            }
+                        },
+                        {
+                            "knn": {
+                                "vector": {
+                                    "vector": [float(x) for x in request.vector],
+                                    "k": request.candidates,
+                                    "filter": visible,
+                                }
+                            }
+                        },
+                    ]
+                }
+            },
+        }
+
+    def _document(self, chunk: Chunk) -> dict[str, Any]:
+        if chunk.vector is None:
+            raise ValueError(f"chunk {chunk.chunk_id} has no vector")
+        vector = [float(x) for x in chunk.vector]
+        if len(vector) != self.dimensions:
+            raise ValueError(
+                f"chunk {chunk.chunk_id} has a {len(vector)}-d vector; the index is {self.dimensions}-d"
+            )
+        if PUBLIC_ACL in chunk.groups:
+            raise ValueError(f"{PUBLIC_ACL} is reserved and cannot be a group name")
+        return {
+            "chunk_id": chunk.chunk_id,
+            "tenant": chunk.tenant,
+            "doc_id": chunk.doc_id,
+            "version": chunk.version,
+            "live": False,
+            "acl": sorted(chunk.groups) if chunk.groups else [PUBLIC_ACL],
+            "flags": list(chunk.flags),
+            "source_key": chunk.source_key,
+            "title": chunk.title,
+            "heading": chunk.heading,
+            "page": chunk.page,
+            "ordinal": chunk.ordinal,
+            "text": chunk.text,
+            "vector": vector,
+        }
+
+    # --- calls ------------------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        from opensearchpy.exceptions import ConnectionError as OSConnectionError
+        from opensearchpy.exceptions import TransportError
+
+        try:
+            return fn()
+        except OSConnectionError as exc:  # includes ConnectionTimeout
+            raise DependencyUnavailable(f"search index {what} failed: cannot reach OpenSearch") from exc
+        except TransportError as exc:
+            if _transient_status(exc.status_code):
+                raise DependencyUnavailable(
+                    f"search index {what} failed: OpenSearch returned {exc.status_code}"
+                ) from exc
+            raise
+
+    def ensure(self) -> None:
+        """Create, idempotently, the search pipeline, the first index and the alias onto it.
+        An existing alias is left pointing where it points (a blue-green switch may have moved it)."""
+        from opensearchpy.exceptions import RequestError
+
+        client = self.client
+        self._call("ensure", lambda: client.search_pipeline.put(id=self.pipeline, body=self.pipeline_body()))
+        if self._call("ensure", lambda: client.indices.exists_alias(name=self.alias)):
+            return
+        if self._call("ensure", lambda: client.indices.exists(index=self.index_name)):
+            self._call(
+                "ensure",
+                lambda: client.indices.put_alias(
+                    index=self.index_name, name=self.alias, body={"is_write_index": True}
+                ),
+            )
+            return
+        try:
+            self._call("ensure", lambda: client.indices.create(index=self.index_name, body=self.index_body()))
+        except RequestError as exc:  # another container created it first
+            if exc.error != "resource_already_exists_exception":
+                raise
+
+    def stage(self, chunks: Sequence[Chunk]) -> None:
+        """Write chunks invisibly (live=false), in bulk batches bounded by count and bytes.
+        The last batch waits for a refresh so ``publish`` can find every staged chunk."""
+        if not chunks:
+            return
+        batches: list[list[dict[str, Any]]] = []
+        lines: list[dict[str, Any]] = []
+        size = 0
+        count = 0
+        for chunk in chunks:
+            doc = self._document(chunk)
+            doc_size = len(json.dumps(doc, separators=(",", ":")))
+            if lines and (count >= self.bulk_max_docs or size + doc_size > self.bulk_max_bytes):
+                batches.append(lines)
+                lines, size, count = [], 0, 0
+            lines.append({"index": {"_index": self.alias, "_id": chunk.chunk_id, "routing": chunk.tenant}})
+            lines.append(doc)
+            size += doc_size
+            count += 1
+        batches.append(lines)
+        for number, body in enumerate(batches, start=1):
+            refresh = "wait_for" if number == len(batches) else "false"
+            response = self._call("stage", lambda b=body, r=refresh: self.client.bulk(body=b, refresh=r))
+            if response.get("errors"):
+                self._raise_bulk_errors(response)
+
+    @staticmethod
+    def _raise_bulk_errors(response: dict[str, Any]) -> None:
+        failures = []
+        for item in response.get("items", []):
+            result = next(iter(item.values()))
+            if result.get("error"):
+                failures.append(result)
+        if not failures:
+            return
+        first = failures[0]
+        error = first["error"]
+        reason = f"{error.get('type')}: {error.get('reason')}" if isinstance(error, dict) else str(error)
+        message = f"{len(failures)} chunk(s) not indexed, first {first.get('_id')}: {reason}"
+        if all(_transient_status(f.get("status")) for f in failures):
+            raise DependencyUnavailable(message)
+        raise IndexWriteRejected(message)
+
+    @staticmethod
+    def _doc_filter(tenant: str, doc_id: str) -> list[dict[str, Any]]:
+        return [{"term": {"tenant": tenant}}, {"term": {"doc_id": doc_id}}]
+
+    def _delete_by_query(self, what: str, tenant: str, query: dict[str, Any]) -> int:
+        """delete_by_query removes every match (it scrolls internally: no result-size limit)."""
+        response = self._call(
+            what,
+            lambda: self.client.delete_by_query(
+                index=self.alias,
+                body={"query": query},
+                routing=tenant,
+                conflicts="proceed",
+                refresh=True,
+            ),
+        )
+        if response.get("failures"):
+            raise DependencyUnavailable(f"search index {what} failed: {response['failures'][0]}")
+        return int(response.get("deleted", 0))
+
+    def publish(self, tenant: str, doc_id: str, version: str, *, attempts: int = 3) -> None:
+        """Make ``version`` the document's only visible version: flip its chunks to live, then
+        delete every other version's chunks. Between the two steps both versions are briefly
+        visible (never neither), which is the safer side for a reader."""
+        query = {
+            "bool": {
+                "filter": [
+                    *self._doc_filter(tenant, doc_id),
+                    {"term": {"version": version}},
+                    {"term": {"live": False}},
+                ]
+            }
+        }
+        body = {"query": query, "script": {"source": "ctx._source.live = true", "lang": "painless"}}
+        for _ in range(attempts):
+            response = self._call(
+                "publish",
+                lambda: self.client.update_by_query(
+                    index=self.alias, body=body, routing=tenant, conflicts="proceed", refresh=True
+                ),
+            )
+            if response.get("failures"):
+                raise DependencyUnavailable(f"search index publish failed: {response['failures'][0]}")
+            # a conflict means a chunk changed under us; it still matches live=false, so go again
+            if not response.get("version_conflicts"):
+                break
+        else:
+            raise DependencyUnavailable(f"search index publish of {doc_id} kept conflicting; retry later")
+        self._delete_by_query(
+            "publish",
+            tenant,
+            {
+                "bool": {
+                    "filter": self._doc_filter(tenant, doc_id),
+                    "must_not": [{"term": {"version": version}}],
+                }
+            },
+        )
+
+    def discard(self, tenant: str, doc_id: str, version: str) -> None:
+        """Remove a staged (not live) version, e.g. after a failed ingest."""
+        self._delete_by_query(
+            "discard",
+            tenant,
+            {
+                "bool": {
+                    "filter": [
+                        *self._doc_filter(tenant, doc_id),
+                        {"term": {"version": version}},
+                        {"term": {"live": False}},
+                    ]
+                }
+            },
+        )
+
+    def delete_document(self, tenant: str, doc_id: str) -> int:
+        return self._delete_by_query("delete", tenant, {"bool": {"filter": self._doc_filter(tenant, doc_id)}})
+
+    @staticmethod
+    def _require_tenant(scope: TenantScope) -> None:
+        if not isinstance(scope, TenantScope) or not scope.tenant:
+            raise ValueError("an index read needs a tenant scope")
+
+    def search(self, scope: TenantScope, request: SearchRequest) -> list[SearchHit]:
+        self._require_tenant(scope)
+        body = self.search_body(scope, request)
+        response = self._call(
+            "search",
+            lambda: self.client.search(
+                index=self.alias, body=body, routing=scope.tenant, search_pipeline=self.pipeline
+            ),
+        )
+        hits: list[SearchHit] = []
+        for hit in response.get("hits", {}).get("hits", []):
+            src = hit.get("_source", {})
+            acl = set(src.get("acl") or ()) - {PUBLIC_ACL}
+            # The filter is inside the query; this re-check is defence in depth against a bad
+            # mapping or a query change, and must never fire.
+            if src.get("tenant") != scope.tenant or src.get("live") is not True or not scope.can_see(acl):
+                log.error("search returned a chunk outside the scope; dropped (chunk %s)", hit.get("_id"))
+                continue
+            hits.append(
+                SearchHit(
+                    chunk_id=src.get("chunk_id", hit.get("_id")),
+                    doc_id=src["doc_id"],
+                    version=src["version"],
+                    text=src.get("text", ""),
+                    source_key=src.get("source_key", ""),
+                    score=float(hit.get("_score") or 0.0),
+                    title=src.get("title"),
+                    page=src.get("page"),
+                    heading=src.get("heading"),
+                    flags=tuple(src.get("flags") or ()),
+                )
+            )
+        return hits
+
+    def count(self, scope: TenantScope, doc_id: str | None = None) -> int:
+        """Visible chunks in the scope (optionally of one document)."""
+        self._require_tenant(scope)
+        filters = self.visibility_filter(scope)
+        if doc_id is not None:
+            filters.append({"term": {"doc_id": doc_id}})
+        response = self._call(
+            "count",
+            lambda: self.client.count(
+                index=self.alias, body={"query": {"bool": {"filter": filters}}}, routing=scope.tenant
+            ),
+        )
+        return int(response.get("count", 0))

@@ -1,0 +1,36 @@
+"""The AWS side of :func:`ragline.factory.build`: every port on its AWS adapter, built once
+per Lambda container. Nothing here makes a network call; clients are created lazily."""
+
+from __future__ import annotations
+
+from ...runtime import remaining_s
+from ...settings import Settings
+
+
+def build_ports(settings: Settings) -> dict:
+    from . import (
+        BedrockChatModel,
+        BedrockEmbedder,
+        BedrockReranker,
+        DynamoLedgerStore,
+        DynamoQueryLog,
+        DynamoRegistry,
+        OpenSearchIndex,
+        S3BlobStore,
+    )
+
+    dims = settings.bedrock_embedding_dimensions
+    return {
+        "blobs": S3BlobStore(settings=settings),
+        "index": OpenSearchIndex(settings=settings, dimensions=dims),
+        "embedder": BedrockEmbedder(settings.bedrock_embedding_model, dimensions=dims, settings=settings,
+                                    deadline=remaining_s),
+        "registry": DynamoRegistry(settings=settings),
+        "ledger": DynamoLedgerStore(settings=settings),
+        "query_log": DynamoQueryLog(settings=settings),
+        # the semantic cache on AWS arrives with the cost layer (issue 5); off until then
+        "cache_store": None,
+        "reranker": BedrockReranker(settings.bedrock_rerank_model, settings=settings, deadline=remaining_s)
+        if settings.bedrock_rerank_model else None,
+        "chat": BedrockChatModel(settings.bedrock_chat_model_small, settings=settings, deadline=remaining_s),
+    }

@@ -1,0 +1,56 @@
+"""Test helpers shared by the suites (imported as ``ragline_testing``; conftest modules are
+not importable by name once several exist)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+INGEST_DOCS = SHARED_DATA / "ingest_docs"
+
+
+def need_shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"evaluation data not found at {path} (../shared/data is read, never copied)")
+    return path
+
+
+class HashEmbedder:
+    """Bag-of-words hashed into 384 dims, L2-normalised: texts sharing words are close. Not a
+    language model, but deterministic and instant, which is what functional tests need."""
+
+    model_id = "test/hash-embedder"
+    dimensions = 384
+
+    def __init__(self):
+        self.calls = 0
+        self.fail_next = 0
+
+    def _vec(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dimensions, dtype=np.float32)
+        for w in re.findall(r"\w+", text.lower()):
+            h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
+            v[h % self.dimensions] += 1.0 if (h >> 20) & 1 else -1.0
+        n = np.linalg.norm(v)
+        if n == 0:
+            v[0] = 1.0
+            return v
+        return v / n
+
+    def embed_documents(self, texts):
+        from ragline.errors import DependencyUnavailable
+
+        self.calls += 1
+        if self.fail_next:
+            self.fail_next -= 1
+            raise DependencyUnavailable("embedding model test/hash-embedder throttled")
+        return np.stack([self._vec(t) for t in texts]) if texts else np.zeros((0, self.dimensions), np.float32)
+
+    def embed_query(self, text):
+        return self._vec(text)
