@@ -265,6 +265,22 @@ def eval_retrieval(
         con.print(f"{k:>12}  {res[k]}")
 
 
+def _register_command_modules() -> None:
+    import importlib
+    import pkgutil
+
+    from . import commands
+
+    for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{mod.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app, eval_app)
+
+
+_register_command_modules()
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
