@@ -79,10 +79,10 @@ class Ragline:
                     "usage": [], "cost_usd": 0.0,
                 })
                 ans.notes.append(f"served from the semantic cache (similarity {sim:.3f})")
-                metric("CacheHit", 1)
+                metric("CacheHitRate", 1)
                 self._log_query(principal, query_id, question, ans, [])
                 return ans
-            metric("CacheHit", 0)
+            metric("CacheHitRate", 0)
         hits, timings = self.retriever.search(scope, question, top_k=top_k, vector=vector)
         context = self.retriever.select_context(hits)
         usages: list[Usage] = []
@@ -141,7 +141,7 @@ class Ragline:
         entry, sim = self.cache.lookup(scope, self.retriever.embed(question))
         ms = (time.perf_counter() - t0) * 1000
         metric("CacheLookupMs", ms, "Milliseconds")
-        metric("CacheHit", 1 if entry else 0)
+        metric("CacheHitRate", 1 if entry else 0)
         return {"hit": entry is not None, "similarity": round(sim, 4), "answer": entry["answer"] if entry else None,
                 "lookup_ms": round(ms, 2)}
 

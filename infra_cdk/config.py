@@ -1,0 +1,449 @@
+"""Names, defaults and deploy-time configuration of the Ragline CDK app, all in one place.
+
+Everything a deployer may change is a CDK context key (``cdk deploy -c ragline:stage=prod``)
+listed in ``CONTEXT_DEFAULTS`` with its default; ``RaglineConfig.from_context`` reads and
+validates them once. Everything else here is a fixed name or sizing the constructs share.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from aws_cdk import Duration
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+
+# --------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------
+
+INFRA_DIR = Path(__file__).resolve().parent
+REPO_ROOT = INFRA_DIR.parent
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+LAYER_SOURCE_DIR = REPO_ROOT / "layers" / "python"  # holds the ``ragline`` package
+RAGLINE_PACKAGE_DIR = LAYER_SOURCE_DIR / "ragline"
+LAYER_REQUIREMENTS_FILE = INFRA_DIR / "layer" / "requirements.txt"
+LAYER_CONSTRAINTS_FILE = INFRA_DIR / "layer" / "constraints.txt"
+LAYER_PLACEHOLDER_DIR = INFRA_DIR / "assets" / "layer_placeholder"
+OPENSEARCH_SECURITY_HANDLER_DIR = INFRA_DIR / "assets" / "opensearch_security"
+
+# --------------------------------------------------------------------------------------
+# Fixed names
+# --------------------------------------------------------------------------------------
+
+SERVICE = "ragline"
+METRICS_NAMESPACE = "Ragline"
+DOCUMENTS_PREFIX = "tenants/"
+# OpenSearch index names the service uses (chunks alias, cache, blue-green versions) all
+# start with this; fine-grained access control and AOSS data-access rules are scoped to it.
+INDEX_PATTERN = "ragline-*"
+
+# Lambda runtime. The layer's compiled wheels (numpy, lxml, pydantic-core, tiktoken) are
+# ABI-specific, so the pip target version and the function runtime come from one place.
+# 3.14 is the newest Python the installed aws-cdk-lib offers (cdk-nag AwsSolutions-L1 wants
+# the newest of the family).
+PYTHON_VERSION = "3.14"
+LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
+LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
+# Lambda's Python 3.12+ runtimes run on Amazon Linux 2023 (glibc 2.34): manylinux_2_28 wheels
+# run there, and current releases of tiktoken/numpy/lxml only publish those for aarch64.
+LAYER_PIP_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64")
+
+# The metrics the alarms and the dashboard read: namespace ``Ragline`` (Powertools'
+# POWERTOOLS_METRICS_NAMESPACE), dimension ``service`` = ``ragline-<stage>`` (Powertools adds
+# POWERTOOLS_SERVICE_NAME as that dimension to every EMF metric). See infra_cdk/README.md
+# "Metrics contract".
+METRIC_COST_USD = "CostUsd"  # USD of one model call (Sum = spend); also per tenant: + dimension "tenant"
+METRIC_CACHE_HIT_RATE = "CacheHitRate"  # 1 per cache hit, 0 per miss (Average = hit rate)
+METRIC_QUERY_LATENCY = "QueryLatencyMs"  # end-to-end latency of one query, milliseconds
+DIM_SERVICE = "service"
+DIM_TENANT = "tenant"
+
+COGNITO_TENANT_ATTRIBUTE = "tenant"  # appears in ID tokens as ``custom:tenant``
+COGNITO_GROUPS: dict[str, str] = {
+    "admins": "Tenant administrators: upload and delete documents, read usage",
+    "members": "Query documents shared with the tenant or with their groups",
+}
+
+# Every route goes to the query function and carries the JWT authorizer.
+API_ROUTES: tuple[tuple[str, str], ...] = (
+    ("POST", "/v1/query"),
+    ("GET", "/v1/documents"),
+    ("GET", "/v1/documents/{id}"),
+    ("DELETE", "/v1/documents/{id}"),
+    ("POST", "/v1/documents/upload-url"),
+    ("POST", "/v1/feedback"),
+    ("GET", "/v1/usage"),
+)
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str  # folder under functions/ and suffix of POWERTOOLS_SERVICE_NAME
+    description: str
+    memory_mb: int
+    timeout: Duration
+
+
+FUNCTIONS: dict[str, FunctionSpec] = {
+    "ingest": FunctionSpec(
+        "ingest",
+        "Extracts, chunks, embeds and indexes documents delivered by the ingest queue",
+        memory_mb=2048,
+        timeout=Duration.minutes(5),
+    ),
+    "query": FunctionSpec(
+        "query",
+        "HTTP API: hybrid retrieval, semantic cache, generation, documents and usage",
+        memory_mb=1024,
+        # HTTP API integrations time out at 30 s; the function must answer before that.
+        timeout=Duration.seconds(29),
+    ),
+    "cache": FunctionSpec(
+        "cache",
+        "Semantic cache maintenance: embeds and (in)validates cached answers",
+        memory_mb=512,
+        timeout=Duration.minutes(1),
+    ),
+    "evaluate": FunctionSpec(
+        "evaluate",
+        "Scheduled RAG quality evaluation, embedding drift, cost and cache-hit metrics",
+        memory_mb=1024,
+        timeout=Duration.minutes(10),
+    ),
+}
+
+# Ingest queue: SQS must not redeliver a message while a batch is still being processed.
+# AWS recommends a visibility timeout of six times the function timeout.
+VISIBILITY_TIMEOUT_FACTOR = 6
+INGEST_BATCH_SIZE = 5
+INGEST_MAX_BATCHING_WINDOW = Duration.seconds(5)
+INGEST_QUEUE_RETENTION = Duration.days(4)
+DLQ_RETENTION = Duration.days(14)
+
+NONCURRENT_VERSION_EXPIRATION = Duration.days(30)
+ACCESS_LOG_EXPIRATION = Duration.days(365)
+
+# --------------------------------------------------------------------------------------
+# Context keys and their defaults (documented in infra_cdk/README.md)
+# --------------------------------------------------------------------------------------
+
+CTX_PREFIX = "ragline:"
+SKIP_LAYER_BUNDLING_KEY = "ragline:skipLayerBundling"
+
+CONTEXT_DEFAULTS: dict[str, Any] = {
+    "ragline:stage": "dev",
+    "ragline:embeddingModel": "amazon.titan-embed-text-v2:0",
+    "ragline:embeddingDimensions": 1024,
+    "ragline:chatModelSmall": "anthropic.claude-3-haiku-20240307-v1:0",
+    "ragline:chatModelLarge": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    "ragline:chatModelFallback": "amazon.nova-lite-v1:0",
+    "ragline:rerankModel": "amazon.rerank-v1:0",
+    "ragline:cacheThreshold": 0.92,
+    "ragline:dailyBudgetUsd": 50.0,
+    "ragline:tenantIsolation": "shared-index",
+    "ragline:alarmEmail": "",
+    "ragline:searchMode": "domain",
+    "ragline:searchInstanceType": "",  # "" = by stage: m7g.medium.search (dev), r7g.large.search (prod)
+    "ragline:searchDataNodes": 0,  # 0 = by stage: 1 (dev), 3 (prod)
+    "ragline:jwtIssuer": "",
+    "ragline:jwtAudience": "",
+    "ragline:tenantClaim": "custom:tenant",
+    "ragline:groupsClaim": "cognito:groups",
+    "ragline:maxReceiveCount": 5,
+    "ragline:ingestReservedConcurrency": 5,
+    "ragline:evaluateSchedule": "rate(1 hour)",
+    "ragline:logRetentionDays": 30,
+    "ragline:apiRateLimit": 50,
+    "ragline:apiBurstLimit": 100,
+    "ragline:queueAgeAlarmSeconds": 900,
+    "ragline:queryP99AlarmMs": 10000,
+    "ragline:skipLayerBundling": False,
+}
+
+PRODUCTION_STAGES = frozenset({"prod", "production"})
+TENANT_ISOLATION_MODES = ("shared-index", "index-per-tenant")
+SEARCH_MODES = ("domain", "serverless")
+EMBEDDING_DIMENSIONS = (256, 512, 1024)  # Titan Text Embeddings v2 output sizes (settings accepts these)
+_STAGE_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SCHEDULE_RE = re.compile(r"^(rate|cron)\(.+\)$")
+# CloudWatch Logs accepts these retention periods (in order of aws_logs.RetentionDays).
+_VALID_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                         2557, 2922, 3288, 3653)
+
+
+class ConfigError(ValueError):
+    """A context value is missing or invalid; the message names the key."""
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise ConfigError(f"{key} must be true or false, got {value!r}")
+
+
+def _as_int(key: str, value: Any, *, minimum: int, maximum: int) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be an integer, got {value!r}") from exc
+    if not minimum <= number <= maximum:
+        raise ConfigError(f"{key} must be between {minimum} and {maximum}, got {number}")
+    return number
+
+
+def _as_float(key: str, value: Any, *, minimum: float, maximum: float) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be a number, got {value!r}") from exc
+    if not minimum <= number <= maximum:
+        raise ConfigError(f"{key} must be between {minimum} and {maximum}, got {number}")
+    return number
+
+
+def _as_model(key: str, value: Any, *, optional: bool = False) -> str | None:
+    text = str(value or "").strip()
+    if not text:
+        if optional:
+            return None
+        raise ConfigError(f"{key} must name a Bedrock model id")
+    if not _MODEL_RE.match(text):
+        raise ConfigError(f"{key} is not a valid Bedrock model id: {text!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class RaglineConfig:
+    """Validated deploy-time configuration (one per synth)."""
+
+    stage: str = "dev"
+    embedding_model: str = "amazon.titan-embed-text-v2:0"
+    embedding_dimensions: int = 1024
+    chat_model_small: str = "anthropic.claude-3-haiku-20240307-v1:0"
+    chat_model_large: str = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+    chat_model_fallback: str | None = "amazon.nova-lite-v1:0"
+    rerank_model: str | None = "amazon.rerank-v1:0"
+    cache_threshold: float = 0.92
+    daily_budget_usd: float = 50.0
+    tenant_isolation: Literal["shared-index", "index-per-tenant"] = "shared-index"
+    alarm_email: str | None = None
+    search_mode: Literal["domain", "serverless"] = "domain"
+    search_instance_type: str = "m7g.medium.search"
+    search_data_nodes: int = 1
+    jwt_issuer: str | None = None
+    jwt_audience: tuple[str, ...] = field(default_factory=tuple)
+    tenant_claim: str = "custom:tenant"
+    groups_claim: str = "cognito:groups"
+    max_receive_count: int = 5
+    ingest_reserved_concurrency: int = 5
+    evaluate_schedule: str = "rate(1 hour)"
+    log_retention_days: int = 30
+    api_rate_limit: int = 50
+    api_burst_limit: int = 100
+    queue_age_alarm_seconds: int = 900
+    query_p99_alarm_ms: int = 10000
+    skip_layer_bundling: bool = False
+
+    # ----------------------------------------------------------------------------------
+    @classmethod
+    def from_context(cls, get: Any) -> RaglineConfig:
+        """Build from a CDK node (``node.try_get_context``) or a plain mapping of context."""
+        if isinstance(get, Mapping):
+            mapping = get
+            lookup = mapping.get
+        else:
+            lookup = get.try_get_context
+
+        def ctx(key: str) -> Any:
+            value = lookup(key)
+            return CONTEXT_DEFAULTS[key] if value is None else value
+
+        stage = str(ctx("ragline:stage")).strip()
+        if not _STAGE_RE.match(stage):
+            raise ConfigError(
+                "ragline:stage must be 1-16 characters of lowercase letters, digits and '-', "
+                f"starting with a letter (it becomes part of resource names), got {stage!r}"
+            )
+        production = stage in PRODUCTION_STAGES
+
+        search_mode = str(ctx("ragline:searchMode")).strip().lower()
+        if search_mode not in SEARCH_MODES:
+            raise ConfigError(f"ragline:searchMode must be one of {SEARCH_MODES}, got {search_mode!r}")
+
+        isolation = str(ctx("ragline:tenantIsolation")).strip().lower()
+        if isolation not in TENANT_ISOLATION_MODES:
+            raise ConfigError(
+                f"ragline:tenantIsolation must be one of {TENANT_ISOLATION_MODES}, got {isolation!r}"
+            )
+
+        email = str(ctx("ragline:alarmEmail") or "").strip() or None
+        if email and not _EMAIL_RE.match(email):
+            raise ConfigError(f"ragline:alarmEmail is not an e-mail address: {email!r}")
+
+        issuer = str(ctx("ragline:jwtIssuer") or "").strip() or None
+        audience_raw = ctx("ragline:jwtAudience")
+        if isinstance(audience_raw, (list, tuple)):
+            audience = tuple(str(a).strip() for a in audience_raw if str(a).strip())
+        else:
+            audience = tuple(a.strip() for a in str(audience_raw or "").split(",") if a.strip())
+        if issuer and not issuer.startswith("https://"):
+            raise ConfigError(f"ragline:jwtIssuer must be an https:// URL, got {issuer!r}")
+        if issuer and not audience:
+            raise ConfigError("ragline:jwtIssuer is set, so ragline:jwtAudience must list the audience(s)")
+        if audience and not issuer:
+            raise ConfigError("ragline:jwtAudience is set without ragline:jwtIssuer")
+
+        schedule = str(ctx("ragline:evaluateSchedule")).strip()
+        if not _SCHEDULE_RE.match(schedule):
+            raise ConfigError(f"ragline:evaluateSchedule must be rate(...) or cron(...), got {schedule!r}")
+
+        retention = _as_int("ragline:logRetentionDays", ctx("ragline:logRetentionDays"), minimum=1, maximum=3653)
+        if retention not in _VALID_RETENTION_DAYS:
+            raise ConfigError(f"ragline:logRetentionDays must be one of {_VALID_RETENTION_DAYS}, got {retention}")
+
+        instance_type = str(ctx("ragline:searchInstanceType") or "").strip() or (
+            "r7g.large.search" if production else "m7g.medium.search"
+        )
+        if not instance_type.endswith(".search"):
+            raise ConfigError(f"ragline:searchInstanceType must end with .search, got {instance_type!r}")
+        data_nodes = _as_int("ragline:searchDataNodes", ctx("ragline:searchDataNodes"), minimum=0, maximum=80)
+        data_nodes = data_nodes or (3 if production else 1)
+        if production and data_nodes % 3:
+            raise ConfigError("ragline:searchDataNodes must be a multiple of 3 for a production stage (3 AZs)")
+
+        dimensions = _as_int(
+            "ragline:embeddingDimensions", ctx("ragline:embeddingDimensions"), minimum=1, maximum=8192
+        )
+        if dimensions not in EMBEDDING_DIMENSIONS:
+            raise ConfigError(f"ragline:embeddingDimensions must be one of {EMBEDDING_DIMENSIONS}, got {dimensions}")
+
+        rate = _as_int("ragline:apiRateLimit", ctx("ragline:apiRateLimit"), minimum=1, maximum=10000)
+        burst = _as_int("ragline:apiBurstLimit", ctx("ragline:apiBurstLimit"), minimum=1, maximum=5000)
+
+        return cls(
+            stage=stage,
+            embedding_model=_as_model("ragline:embeddingModel", ctx("ragline:embeddingModel")),
+            embedding_dimensions=dimensions,
+            chat_model_small=_as_model("ragline:chatModelSmall", ctx("ragline:chatModelSmall")),
+            chat_model_large=_as_model("ragline:chatModelLarge", ctx("ragline:chatModelLarge")),
+            chat_model_fallback=_as_model(
+                "ragline:chatModelFallback", ctx("ragline:chatModelFallback"), optional=True
+            ),
+            rerank_model=_as_model("ragline:rerankModel", ctx("ragline:rerankModel"), optional=True),
+            cache_threshold=_as_float(
+                "ragline:cacheThreshold", ctx("ragline:cacheThreshold"), minimum=0.0, maximum=1.0
+            ),
+            daily_budget_usd=_as_float(
+                "ragline:dailyBudgetUsd", ctx("ragline:dailyBudgetUsd"), minimum=0.01, maximum=1_000_000
+            ),
+            tenant_isolation=isolation,  # type: ignore[arg-type]
+            alarm_email=email,
+            search_mode=search_mode,  # type: ignore[arg-type]
+            search_instance_type=instance_type,
+            search_data_nodes=data_nodes,
+            jwt_issuer=issuer,
+            jwt_audience=audience,
+            tenant_claim=str(ctx("ragline:tenantClaim")).strip(),
+            groups_claim=str(ctx("ragline:groupsClaim")).strip(),
+            max_receive_count=_as_int(
+                "ragline:maxReceiveCount", ctx("ragline:maxReceiveCount"), minimum=1, maximum=1000
+            ),
+            ingest_reserved_concurrency=_as_int(
+                "ragline:ingestReservedConcurrency", ctx("ragline:ingestReservedConcurrency"),
+                minimum=0, maximum=1000,
+            ),
+            evaluate_schedule=schedule,
+            log_retention_days=retention,
+            api_rate_limit=rate,
+            api_burst_limit=burst,
+            queue_age_alarm_seconds=_as_int(
+                "ragline:queueAgeAlarmSeconds", ctx("ragline:queueAgeAlarmSeconds"), minimum=60, maximum=1_209_600
+            ),
+            query_p99_alarm_ms=_as_int(
+                "ragline:queryP99AlarmMs", ctx("ragline:queryP99AlarmMs"), minimum=100, maximum=900_000
+            ),
+            skip_layer_bundling=_as_bool(SKIP_LAYER_BUNDLING_KEY, ctx(SKIP_LAYER_BUNDLING_KEY)),
+        )
+
+    # ----------------------------------------------------------------------------------
+    @property
+    def is_production(self) -> bool:
+        return self.stage in PRODUCTION_STAGES
+
+    @property
+    def stack_name(self) -> str:
+        return f"Ragline-{self.stage}"
+
+    @property
+    def dashboard_name(self) -> str:
+        return f"Ragline-{self.stage}"
+
+    @property
+    def service_name(self) -> str:
+        """POWERTOOLS_SERVICE_NAME of every function: the ``service`` dimension of its metrics."""
+        return f"{SERVICE}-{self.stage}"
+
+    @property
+    def uses_cognito(self) -> bool:
+        return self.jwt_issuer is None
+
+    @property
+    def opensearch_service(self) -> str:
+        """The SigV4 service name the search adapter signs with (``RAGLINE_OPENSEARCH_SERVICE``)."""
+        return "es" if self.search_mode == "domain" else "aoss"
+
+    @property
+    def chat_models(self) -> tuple[str, ...]:
+        models = [self.chat_model_small, self.chat_model_large]
+        if self.chat_model_fallback:
+            models.append(self.chat_model_fallback)
+        return tuple(dict.fromkeys(models))
+
+    @property
+    def log_retention(self) -> logs.RetentionDays:
+        finite = [r for r in logs.RetentionDays if r is not logs.RetentionDays.INFINITE]
+        return dict(zip(_VALID_RETENTION_DAYS, finite, strict=True))[self.log_retention_days]
+
+    @property
+    def ingest_visibility_timeout(self) -> Duration:
+        return Duration.seconds(FUNCTIONS["ingest"].timeout.to_seconds() * VISIBILITY_TIMEOUT_FACTOR)
+
+
+# --------------------------------------------------------------------------------------
+# Bedrock model ARNs
+# --------------------------------------------------------------------------------------
+
+# Cross-region inference profiles are addressed by an id with a geography prefix.
+_INFERENCE_PROFILE_PREFIXES = ("us.", "eu.", "apac.", "us-gov.", "ca.", "jp.", "au.", "global.")
+
+
+def is_inference_profile(model_id: str) -> bool:
+    return model_id.startswith(_INFERENCE_PROFILE_PREFIXES)
+
+
+def bedrock_model_arns(model_id: str, *, partition: str, region: str, account: str) -> list[str]:
+    """ARNs an IAM statement must list to invoke ``model_id``.
+
+    A foundation model is ``arn:<partition>:bedrock:<region>::foundation-model/<id>``. A
+    cross-region inference profile (``us.anthropic...``) needs the profile in this account
+    and region plus the foundation model in every region the profile may route to.
+    """
+    if is_inference_profile(model_id):
+        base = model_id.split(".", 1)[1]
+        return [
+            f"arn:{partition}:bedrock:{region}:{account}:inference-profile/{model_id}",
+            f"arn:{partition}:bedrock:*::foundation-model/{base}",
+        ]
+    return [f"arn:{partition}:bedrock:{region}::foundation-model/{model_id}"]

@@ -1,0 +1,142 @@
+"""The other configurations: OpenSearch Serverless with an existing JWT issuer, and production."""
+
+from __future__ import annotations
+
+import json
+
+from _infra_support import Synth, as_list, role_statements
+
+
+def _fn(synth: Synth, name: str) -> dict:
+    return synth.resources[synth.logical_id(synth.stack.functions[name].function)]["Properties"]
+
+
+def _role(synth: Synth, name: str) -> str:
+    return synth.logical_id(synth.stack.functions[name].role)
+
+
+# -- serverless + existing issuer --------------------------------------------------------------
+
+
+def test_serverless_collection_with_its_three_policies(serverless_synth: Synth):
+    s = serverless_synth
+    assert not s.of_type("AWS::OpenSearchService::Domain")
+    _collection_id, collection = s.one("AWS::OpenSearchServerless::Collection")
+    assert collection["Properties"]["Type"] == "VECTORSEARCH"
+    assert collection["Properties"]["Name"] == "ragline-dev"
+    assert collection["Properties"]["StandbyReplicas"] == "DISABLED"
+    policies = {p["Properties"]["Type"]: p for p in s.of_type("AWS::OpenSearchServerless::SecurityPolicy").values()}
+    assert set(policies) == {"encryption", "network"}
+    encryption = json.loads(policies["encryption"]["Properties"]["Policy"])
+    assert encryption["AWSOwnedKey"] is True
+    assert encryption["Rules"] == [{"ResourceType": "collection", "Resource": ["collection/ragline-dev"]}]
+    network = json.loads(policies["network"]["Properties"]["Policy"])
+    assert network[0]["Rules"][0]["ResourceType"] == "collection"  # no dashboards access
+    # a collection can only be created once its encryption policy exists
+    depends = as_list(collection.get("DependsOn", []))
+    assert {s.logical_id(s.stack.search.node.find_child(n)) for n in ("EncryptionPolicy", "NetworkPolicy")} <= set(
+        depends
+    )
+    _, access = s.one("AWS::OpenSearchServerless::AccessPolicy")
+    assert access["Properties"]["Type"] == "data"
+    body = json.dumps(access["Properties"]["Policy"])
+    for name in ("ingest", "cache", "query"):
+        assert _role(s, name) in body
+    assert _role(s, "evaluate") not in body
+    assert "index/ragline-dev/ragline-*" in body
+
+
+def test_serverless_grants_and_settings(serverless_synth: Synth):
+    s = serverless_synth
+    collection_id, _ = s.one("AWS::OpenSearchServerless::Collection")
+    for name in ("ingest", "query", "cache", "evaluate"):
+        env = _fn(s, name)["Environment"]["Variables"]
+        assert env["RAGLINE_OPENSEARCH_SERVICE"] == "aoss"
+        assert env["RAGLINE_OPENSEARCH_ENDPOINT"] == {"Fn::GetAtt": [collection_id, "CollectionEndpoint"]}
+        grants = [st for st in role_statements(s, _role(s, name)) if "aoss:APIAccessAll" in as_list(st["Action"])]
+        if name == "evaluate":
+            assert not grants
+        else:
+            assert [st["Resource"] for st in grants] == [{"Fn::GetAtt": [collection_id, "Arn"]}]
+        assert not any(a.startswith("es:") for st in role_statements(s, _role(s, name)) for a in as_list(st["Action"]))
+
+
+def test_existing_issuer_replaces_cognito(serverless_synth: Synth):
+    s = serverless_synth
+    assert not s.of_type("AWS::Cognito::UserPool")
+    _, authorizer = s.one("AWS::ApiGatewayV2::Authorizer")
+    assert authorizer["Properties"]["JwtConfiguration"] == {
+        "Issuer": "https://idp.example.com/realms/ragline",
+        "Audience": ["ragline-api", "ragline-cli"],
+    }
+    for route in s.of_type("AWS::ApiGatewayV2::Route").values():
+        assert route["Properties"]["AuthorizationType"] == "JWT"
+    env = _fn(s, "query")["Environment"]["Variables"]
+    assert env["RAGLINE_JWT_ISSUER"] == "https://idp.example.com/realms/ragline"
+    assert env["RAGLINE_JWT_AUDIENCE"] == "ragline-api,ragline-cli"
+    outputs = s.template["Outputs"]
+    assert "UserPoolId" not in outputs and "JwtIssuer" in outputs
+
+
+def test_max_receive_count_comes_from_context(serverless_synth: Synth):
+    s = serverless_synth
+    queue = s.resources[s.logical_id(s.stack.ingestion.queue)]["Properties"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == 3
+
+
+# -- production --------------------------------------------------------------------------------
+
+
+def test_production_domain_is_highly_available(prod_synth: Synth):
+    _, domain = prod_synth.one("AWS::OpenSearchService::Domain")
+    cluster = domain["Properties"]["ClusterConfig"]
+    assert cluster["InstanceCount"] == 3 and cluster["InstanceType"] == "r7g.large.search"
+    assert cluster["DedicatedMasterEnabled"] is True and cluster["DedicatedMasterCount"] == 3
+    assert cluster["ZoneAwarenessEnabled"] is True
+    assert cluster["ZoneAwarenessConfig"] == {"AvailabilityZoneCount": 3}
+    assert cluster["MultiAZWithStandbyEnabled"] is True
+    assert domain["DeletionPolicy"] == "Retain"
+
+
+def test_production_keeps_its_data(prod_synth: Synth):
+    for logical_id, table in prod_synth.of_type("AWS::DynamoDB::Table").items():
+        assert table["Properties"]["DeletionProtectionEnabled"] is True, logical_id
+        assert table["DeletionPolicy"] == "Retain", logical_id
+    _, pool = prod_synth.one("AWS::Cognito::UserPool")
+    assert pool["Properties"]["DeletionProtection"] == "ACTIVE"
+
+
+def test_production_alarm_email_and_schedule(prod_synth: Synth):
+    _, subscription = prod_synth.one("AWS::SNS::Subscription")
+    assert subscription["Properties"]["Protocol"] == "email"
+    assert subscription["Properties"]["Endpoint"] == "oncall@example.com"
+    _, rule = prod_synth.one("AWS::Events::Rule")
+    assert rule["Properties"]["ScheduleExpression"] == "cron(0 */6 * * ? *)"
+    env = _fn(prod_synth, "query")["Environment"]["Variables"]
+    assert env["RAGLINE_STAGE"] == "prod" and env["POWERTOOLS_SERVICE_NAME"] == "ragline-prod"
+
+
+def test_tables_in_every_configuration(any_synth: Synth):
+    tables = any_synth.of_type("AWS::DynamoDB::Table")
+    assert len(tables) == 4
+    by_id = {any_synth.logical_id(getattr(any_synth.stack.tables, n)): n
+             for n in ("registry", "query_log", "ledger", "idempotency")}
+    expected_keys = {
+        "registry": [("pk", "HASH"), ("sk", "RANGE")],
+        "query_log": [("pk", "HASH"), ("sk", "RANGE")],
+        "ledger": [("pk", "HASH"), ("sk", "RANGE")],
+        "idempotency": [("id", "HASH")],
+    }
+    expected_ttl = {"registry": None, "query_log": "expires_at", "ledger": "expires_at", "idempotency": "expiration"}
+    for logical_id, table in tables.items():
+        name, props = by_id[logical_id], table["Properties"]
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert props["SSESpecification"]["SSEEnabled"] is True
+        assert [(k["AttributeName"], k["KeyType"]) for k in props["KeySchema"]] == expected_keys[name]
+        ttl = props.get("TimeToLiveSpecification")
+        assert (ttl["AttributeName"] if ttl else None) == expected_ttl[name]
+        if ttl:
+            assert ttl["Enabled"] is True
+    query_log = tables[any_synth.logical_id(any_synth.stack.tables.query_log)]["Properties"]
+    assert sorted(i["IndexName"] for i in query_log["GlobalSecondaryIndexes"]) == ["by_day_time", "by_tenant_time"]
