@@ -150,6 +150,7 @@ class SearchHit:
     page: int | None = None
     heading: str | None = None
     flags: tuple[str, ...] = ()
+    token_count: int | None = None
     lexical_score: float | None = None
     dense_score: float | None = None
 

@@ -41,7 +41,14 @@ class Piece:
 class Chunker:
     def __init__(self, settings: ChunkerSettings | None = None):
         self.settings = settings or ChunkerSettings()
-        self.enc = encoding(self.settings.encoding)
+        self._enc = None
+
+    @property
+    def enc(self):
+        # loaded on first use: the query path builds a pipeline but never chunks
+        if self._enc is None:
+            self._enc = encoding(self.settings.encoding)
+        return self._enc
 
     def split(self, sections: list[Section]) -> list[Piece]:
         pieces: list[Piece] = []

@@ -59,7 +59,7 @@ class Retriever:
         chosen: list[SearchHit] = []
         used = 0
         for h in hits:
-            n = count_tokens(h.text)
+            n = h.token_count if h.token_count else count_tokens(h.text)
             if chosen and used + n > budget:
                 continue
             chosen.append(h)

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS chunks (
   heading TEXT,
   acl TEXT NOT NULL DEFAULT '',
   flags TEXT NOT NULL DEFAULT '',
+  token_count INTEGER,
   text TEXT NOT NULL,
   vector BLOB NOT NULL
 );
@@ -156,7 +157,7 @@ class LocalHybridIndex:
                 raise ValueError(f"chunk {ch.chunk_id} vector has shape {vec.shape}, index expects ({self.dim},)")
             rows.append(
                 (ch.chunk_id, ch.tenant, ch.doc_id, ch.version, ch.ordinal, ch.source_key, ch.title, ch.page,
-                 ch.heading, _acl_text(ch.groups), ",".join(ch.flags), ch.text, vec.tobytes())
+                 ch.heading, _acl_text(ch.groups), ",".join(ch.flags), ch.token_count or None, ch.text, vec.tobytes())
             )
         with self._write_lock:
             c = self._conn()
@@ -166,10 +167,10 @@ class LocalHybridIndex:
                 # of the same id (same content version) are left alone
                 c.executemany(
                     """INSERT INTO chunks (chunk_id, tenant, doc_id, version, ordinal, source_key, title, page,
-                       heading, acl, flags, text, vector) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
+                       heading, acl, flags, token_count, text, vector) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                        ON CONFLICT(chunk_id) DO UPDATE SET text=excluded.text, vector=excluded.vector,
                        acl=excluded.acl, flags=excluded.flags, title=excluded.title, page=excluded.page,
-                       heading=excluded.heading WHERE chunks.live = 0""",
+                       heading=excluded.heading, token_count=excluded.token_count WHERE chunks.live = 0""",
                     rows,
                 )
                 c.execute("COMMIT")
@@ -327,7 +328,7 @@ class LocalHybridIndex:
         meta = {
             int(r[0]): r
             for r in c.execute(
-                f"""SELECT rowid, chunk_id, doc_id, version, text, source_key, title, page, heading, flags
+                f"""SELECT rowid, chunk_id, doc_id, version, text, source_key, title, page, heading, flags, token_count
                     FROM chunks WHERE rowid IN ({marks}) AND live=1 AND tenant=?""",
                 [*chosen, scope.tenant],
             )
@@ -340,7 +341,7 @@ class LocalHybridIndex:
             hits.append(
                 SearchHit(
                     chunk_id=r[1], doc_id=r[2], version=r[3], text=r[4], source_key=r[5], title=r[6],
-                    page=r[7], heading=r[8], flags=tuple(f for f in r[9].split(",") if f),
+                    page=r[7], heading=r[8], flags=tuple(f for f in r[9].split(",") if f), token_count=r[10],
                     score=float(fused[i]), lexical_score=float(lex_scores[i]), dense_score=float(dense_scores[i]),
                 )
             )
