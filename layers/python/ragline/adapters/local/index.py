@@ -121,8 +121,11 @@ class LocalHybridIndex:
         self._cache_lock = threading.Lock()
         self._generation = -1
         self._tenants: dict[str, _TenantVectors] = {}
-        with self._conn() as c:
-            c.executescript(_SCHEMA)
+        c = self._conn()
+        c.executescript(_SCHEMA)
+        cols = {r[1] for r in c.execute("PRAGMA table_info(chunks)")}
+        if "token_count" not in cols:  # index files written before token counts were stored
+            c.execute("ALTER TABLE chunks ADD COLUMN token_count INTEGER")
 
     # ------------------------------------------------------------------ plumbing
     def _conn(self) -> sqlite3.Connection:
