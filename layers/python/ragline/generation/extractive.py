@@ -58,7 +58,10 @@ class ExtractiveAnswerer:
                 if not t:
                     continue
                 overlap = len(q & t)
-                score = (overlap / math.sqrt(len(t) + 4)) * (1.0 + (overlap / max(len(q), 1))) + 0.15 * prior
+                n_words = len(sent.split())
+                # headings and fragments ("Let's eat") match words but answer nothing
+                brevity = min(1.0, n_words / 8.0)
+                score = brevity * (overlap / math.sqrt(len(t) + 4)) * (1.0 + (overlap / max(len(q), 1))) + 0.15 * prior
                 scored.append((score, rank, pos, sent))
         scored.sort(key=lambda s: (-s[0], s[1], s[2]))
         chosen: list[tuple[int, int, str]] = []

@@ -1,0 +1,94 @@
+"""Retrieval latency at 200k chunks (synthetic): query embedding + hybrid search, p50/p95/p99.
+
+The chunks are synthetic (Zipf-distributed words from a real vocabulary, random unit vectors):
+embedding 200k real passages would take hours on this machine and the latency of the search
+does not depend on what the vectors mean. Queries are real SciFact questions embedded by the
+real model, so the query-embedding cost is real. Chunks are spread over 4 tenants (one holds
+150k); the queries run as that tenant, with and without a group ACL.
+
+    .venv/bin/python bench/scale_latency.py [--chunks 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import DATA, need, percentiles, write
+
+from ragline.adapters.local.embedder import MiniLMEmbedder
+from ragline.adapters.local.index import LocalHybridIndex
+from ragline.models import Chunk, TenantScope
+from ragline.retrieval.service import Retriever
+from ragline.settings import RetrievalSettings
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--chunks", type=int, default=200_000)
+    ap.add_argument("--queries", type=int, default=300)
+    args = ap.parse_args()
+    sci = need(DATA / "beir_scifact")
+    vocab_counts: dict[str, int] = {}
+    with (sci / "corpus.jsonl").open() as f:
+        for line in f:
+            for w in re.findall(r"[a-z]{3,}", json.loads(line)["text"].lower()):
+                vocab_counts[w] = vocab_counts.get(w, 0) + 1
+    vocab = np.array(sorted(vocab_counts, key=vocab_counts.get, reverse=True))
+    rng = np.random.default_rng(7)
+    ranks = np.arange(1, len(vocab) + 1)
+    probs = (1 / ranks) / (1 / ranks).sum()
+    queries = [json.loads(l)["text"] for l in (sci / "queries.jsonl").open()][: args.queries]
+    with tempfile.TemporaryDirectory() as tmp:
+        index = LocalHybridIndex(Path(tmp) / "index.db", 384)
+        t0 = time.perf_counter()
+        batch = 5000
+        tenants = ["big"] * 3 + ["t1"]
+        for start in range(0, args.chunks, batch):
+            n = min(batch, args.chunks - start)
+            words = vocab[rng.choice(len(vocab), size=(n, 120), p=probs)]
+            vecs = rng.standard_normal((n, 384)).astype(np.float32)
+            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+            chunks = []
+            for i in range(n):
+                gid = start + i
+                tenant = tenants[gid % 4] if gid % 4 else "big"
+                tenant = "big" if gid % 4 != 3 else ["t1", "t2", "t3"][gid % 3]
+                chunks.append(Chunk(
+                    chunk_id=f"c{gid}", tenant=tenant, doc_id=f"d{gid // 10}", version="v1", ordinal=gid % 10,
+                    text=" ".join(words[i]), source_key=f"s{gid // 10}", groups=("g1",) if gid % 5 == 0 else (),
+                    vector=vecs[i]))
+            index.stage(chunks)
+            for d in sorted({(c.tenant, c.doc_id) for c in chunks}):
+                index.publish(d[0], d[1], "v1")
+        build_s = time.perf_counter() - t0
+        big = index.count(TenantScope("big", frozenset({"g1"})))
+        retriever = Retriever(index, MiniLMEmbedder(engine="numpy"), RetrievalSettings())
+        retriever.search(TenantScope("big"), "warm up the model and the vector cache")
+        results = {}
+        for label, scope in (("tenant", TenantScope("big")), ("tenant+acl", TenantScope("big", frozenset({"g1"})))):
+            lat = []
+            for q in queries:
+                t = time.perf_counter()
+                retriever.search(scope, q)
+                lat.append((time.perf_counter() - t) * 1000)
+            results[label] = percentiles(lat)
+        emb = []
+        for q in queries[:100]:
+            t = time.perf_counter()
+            retriever.embed(q)
+            emb.append((time.perf_counter() - t) * 1000)
+    write("scale_latency", {
+        "chunks": args.chunks, "tenant_chunks_visible": big, "queries": len(queries), "build_s": round(build_s, 1),
+        "latency_including_query_embedding": results, "query_embedding_only": percentiles(emb),
+        "target": "p99 <= 100 ms at 200k chunks",
+    })
+
+
+if __name__ == "__main__":
+    main()
