@@ -142,17 +142,42 @@ def test_implements_the_port(index):
 
 # --- ensure -------------------------------------------------------------------------------------
 
+_FUSION = Settings().retrieval.fusion
+_W = Settings().retrieval.dense_weight
 EXPECTED_PIPELINE = {
-    "description": "Ragline hybrid search: min-max normalised BM25 and k-NN scores, weighted mean",
+    "description": f"Ragline hybrid search: {dict(zscore='z_score', minmax='min_max')[_FUSION]} normalised BM25 and "
+    "k-NN scores, weighted mean",
     "phase_results_processors": [
         {
             "normalization-processor": {
-                "normalization": {"technique": "min_max"},
-                "combination": {"technique": "arithmetic_mean", "parameters": {"weights": [0.4, 0.6]}},
+                "normalization": {"technique": dict(zscore="z_score", minmax="min_max")[_FUSION]},
+                "combination": {"technique": "arithmetic_mean",
+                                "parameters": {"weights": [round(1 - _W, 6), round(_W, 6)]}},
             }
         }
     ],
 }
+
+
+@pytest.mark.parametrize("fusion,technique", [("minmax", "min_max"), ("zscore", "z_score")])
+def test_pipeline_follows_the_fusion_setting(cluster, fusion, technique):
+    from ragline.settings import RetrievalSettings
+
+    s = Settings(embedding_dimensions=DIM, retrieval=RetrievalSettings(fusion=fusion, dense_weight=0.25))
+    body = OpenSearchIndex(client=cluster.client(), settings=s).pipeline_body()
+    proc = body["phase_results_processors"][0]["normalization-processor"]
+    assert proc["normalization"] == {"technique": technique}
+    assert proc["combination"]["parameters"]["weights"] == [0.75, 0.25]
+
+
+def test_rrf_pipeline(cluster):
+    from ragline.settings import RetrievalSettings
+
+    s = Settings(embedding_dimensions=DIM, retrieval=RetrievalSettings(fusion="rrf", rrf_k=60))
+    body = OpenSearchIndex(client=cluster.client(), settings=s).pipeline_body()
+    assert body["phase_results_processors"] == [
+        {"score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": 60}}}
+    ]
 
 EXPECTED_INDEX = {
     "settings": {"index": {"knn": True}},

@@ -74,6 +74,8 @@ class OpenSearchIndex:
         if not 0.0 <= weight <= 1.0:
             raise ValueError("dense_weight must be within [0, 1]")
         self.dense_weight = weight
+        self.fusion = settings_.retrieval.fusion
+        self.rrf_k = settings_.retrieval.rrf_k
         if engine not in ("faiss", "lucene"):  # the engines with efficient filtering
             raise ValueError("engine must be faiss or lucene")
         self.engine = engine
@@ -114,14 +116,27 @@ class OpenSearchIndex:
     # --- bodies (public so tests and the infra code can check them) -----------------------------
 
     def pipeline_body(self) -> dict[str, Any]:
+        """The hybrid pipeline follows ``settings.retrieval.fusion`` as the local index does:
+        ``zscore`` -> normalization-processor ``z_score`` (OpenSearch 2.19+; arithmetic mean only),
+        ``minmax`` -> ``min_max``, ``rrf`` -> score-ranker-processor ``rrf`` (2.19+). One
+        difference remains: OpenSearch normalises each leg over its own hits, the local index
+        over the union of both legs' candidates (it can score both legs for every candidate)."""
         lexical = round(1.0 - self.dense_weight, 6)
         dense = round(self.dense_weight, 6)
+        if self.fusion == "rrf":
+            return {
+                "description": "Ragline hybrid search: reciprocal rank fusion of BM25 and k-NN",
+                "phase_results_processors": [
+                    {"score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": self.rrf_k}}}
+                ],
+            }
+        technique = {"zscore": "z_score", "minmax": "min_max"}[self.fusion]
         return {
-            "description": "Ragline hybrid search: min-max normalised BM25 and k-NN scores, weighted mean",
+            "description": f"Ragline hybrid search: {technique} normalised BM25 and k-NN scores, weighted mean",
             "phase_results_processors": [
                 {
                     "normalization-processor": {
-                        "normalization": {"technique": "min_max"},
+                        "normalization": {"technique": technique},
                         # weights follow the order of the hybrid sub-queries: [lexical, dense]
                         "combination": {
                             "technique": "arithmetic_mean",
