@@ -4,7 +4,8 @@ handler calls :func:`handle_s3_message` for each SQS record; the local driver ca
 Rules: ``s3:TestEvent`` messages are acknowledged and ignored; keys arrive URL-encoded and are
 decoded; the tenant comes from the key prefix ``tenants/<tenant>/...`` and an object outside
 that layout is rejected with a logged reason (not retried); ``ObjectCreated:*`` ingests the
-exact object version named in the event, ``ObjectRemoved:*`` deletes the document. Events can
+exact object version named in the event, ``ObjectRemoved:*`` deletes the document (except
+the permanent delete of a version other than the indexed one, which leaves it). Events can
 arrive out of order, so an event older (by S3 ``sequencer``) than the version already indexed
 is skipped.
 """
@@ -108,6 +109,13 @@ def handle_s3_record(app, record) -> EventResult:
     if sequencer and existing is not None and existing.source_sequencer and _seq_le(sequencer, existing.source_sequencer):
         logger().info("stale event skipped", extra={"key": key, "sequencer": sequencer})
         return EventResult("stale", key=key, tenant=tenant, doc_id=doc, reason="an newer version is already indexed")
+    removed_version = record.s3.object.versionId
+    if (name == "ObjectRemoved:Delete" and removed_version and existing is not None
+            and existing.source_version_id and removed_version != existing.source_version_id):
+        # a non-current version was deleted for good; the version that is indexed is still there
+        logger().info("noncurrent version deleted", extra={"key": key, "version_id": removed_version})
+        return EventResult("ignored", key=key, tenant=tenant, doc_id=doc,
+                           reason=f"version {removed_version} is not the indexed one")
     if name.startswith("ObjectRemoved"):
         out = app.pipeline.delete(tenant, key)
         metric("DocumentsDeleted", 1)
