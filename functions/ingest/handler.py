@@ -30,9 +30,14 @@ def _process(body: str) -> list[dict]:
     ]
 
 
+_config = None  # the IdempotencyConfig in use, if any
+
+
 def _idempotent(fn):
     """Wrap with Powertools idempotency when a table is configured (AWS); the local stack is
     idempotent by content hash alone."""
+    global _config
+    _config = None
     settings = factory.current_settings()
     if not settings.idempotency_table:
         return fn
@@ -49,6 +54,7 @@ def _idempotent(fn):
         raise_on_no_idempotency_key=False,
         expires_after_seconds=24 * 3600,
     )
+    _config = config
 
     @idempotent_function(data_keyword_argument="message", persistence_store=store, config=config)
     def run(message: dict) -> list[dict]:
@@ -60,11 +66,15 @@ def _idempotent(fn):
 _handle = None
 
 
-def record_handler(record: SQSRecord) -> list[dict]:
+def _handler():
     global _handle
     if _handle is None:
         _handle = _idempotent(_process)
-    results = _handle(record.body)
+    return _handle
+
+
+def record_handler(record: SQSRecord) -> list[dict]:
+    results = _handler()(record.body)
     for r in results:
         logger().info("s3 event processed", extra=r)
     return results
@@ -75,4 +85,10 @@ def record_handler(record: SQSRecord) -> list[dict]:
 @metrics().log_metrics
 def lambda_handler(event: dict, context) -> dict:
     set_deadline_from(context)
+    _handler()
+    if _config is not None:
+        # an in-progress idempotency record expires with this invocation: if the Lambda times
+        # out mid-document, the retry may run instead of being refused as "already in progress"
+        # until the 24-hour record expiry (Powertools reads the remaining time from the context)
+        _config.register_lambda_context(context)
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

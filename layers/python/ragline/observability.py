@@ -26,8 +26,34 @@ def logger():
     return Logger(service=SERVICE, level=os.environ.get("RAGLINE_LOG_LEVEL", os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING")))
 
 
+def tracing_disabled() -> bool:
+    return os.environ.get("POWERTOOLS_TRACE_DISABLED", "").lower() in {"1", "true"}
+
+
+class _Untraced:
+    """Stands in for Powertools' Tracer when tracing is off. A disabled ``Tracer`` still imports
+    the X-Ray SDK (and through it botocore's patching machinery), which measured 0.2-0.5 s of
+    every cold start (bench/cold_start.py) for nothing. Same decorator signatures, no-ops."""
+
+    disabled = True
+
+    def capture_lambda_handler(self, lambda_handler=None, capture_response=None, capture_error=None):
+        return (lambda fn: fn) if lambda_handler is None else lambda_handler
+
+    def capture_method(self, method=None, capture_response=None, capture_error=None):
+        return (lambda fn: fn) if method is None else method
+
+    def put_annotation(self, key: str, value: Any) -> None:
+        return None
+
+    def put_metadata(self, key: str, value: Any, namespace: str | None = None) -> None:
+        return None
+
+
 @lru_cache(maxsize=1)
 def tracer():
+    if tracing_disabled():
+        return _Untraced()
     from aws_lambda_powertools import Tracer
 
     return Tracer(service=SERVICE)
@@ -44,7 +70,7 @@ def metrics():
 def segment(name: str) -> Iterator[Any]:
     """An X-Ray subsegment around a step (embed, search, rerank, cache, generate); a no-op
     when tracing is disabled."""
-    if os.environ.get("POWERTOOLS_TRACE_DISABLED", "").lower() in {"1", "true"}:
+    if tracing_disabled():
         yield None
         return
     with tracer().provider.in_subsegment(f"## {name}") as sub:

@@ -183,3 +183,54 @@ def query_log_table(dynamodb_client) -> str:
 @pytest.fixture()
 def ledger_table(dynamodb_client) -> str:
     return _create_table(dynamodb_client, f"ledger-{uuid.uuid4().hex[:8]}", ttl="expires_at")
+
+
+@pytest.fixture(scope="session")
+def sqs_client(moto_endpoint: str):
+    return _client("sqs", moto_endpoint)
+
+
+class IngestQueues:
+    """An SQS ingest queue whose RedrivePolicy moves a message to ``dlq_url`` after
+    ``max_receive_count`` receives (what the CDK stack creates)."""
+
+    def __init__(self, url: str, arn: str, dlq_url: str, dlq_arn: str, max_receive_count: int):
+        self.url, self.arn = url, arn
+        self.dlq_url, self.dlq_arn = dlq_url, dlq_arn
+        self.max_receive_count = max_receive_count
+
+
+@pytest.fixture()
+def ingest_queues(sqs_client) -> IngestQueues:
+    import json as _json
+
+    suffix = uuid.uuid4().hex[:8]
+    dlq_url = sqs_client.create_queue(QueueName=f"ragline-ingest-dlq-{suffix}")["QueueUrl"]
+    dlq_arn = sqs_client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    max_receive_count = 2
+    url = sqs_client.create_queue(
+        QueueName=f"ragline-ingest-{suffix}",
+        Attributes={
+            "VisibilityTimeout": "30",
+            "RedrivePolicy": _json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+        },
+    )["QueueUrl"]
+    arn = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return IngestQueues(url, arn, dlq_url, dlq_arn, max_receive_count)
+
+
+@pytest.fixture()
+def idempotency_table(dynamodb_client) -> str:
+    """Shaped as Powertools' DynamoDBPersistenceLayer expects: partition key ``id``, TTL on
+    ``expiration``."""
+    name = f"idempotency-{uuid.uuid4().hex[:8]}"
+    dynamodb_client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb_client.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"}
+    )
+    return name

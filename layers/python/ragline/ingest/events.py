@@ -4,7 +4,8 @@ handler calls :func:`handle_s3_message` for each SQS record; the local driver ca
 Rules: ``s3:TestEvent`` messages are acknowledged and ignored; keys arrive URL-encoded and are
 decoded; the tenant comes from the key prefix ``tenants/<tenant>/...`` and an object outside
 that layout is rejected with a logged reason (not retried); ``ObjectCreated:*`` ingests the
-exact object version named in the event, ``ObjectRemoved:*`` deletes the document. Events can
+exact object version named in the event, ``ObjectRemoved:*`` deletes the document (except
+the permanent delete of a version other than the indexed one, which leaves it). Events can
 arrive out of order, so an event older (by S3 ``sequencer``) than the version already indexed
 is skipped.
 """
@@ -16,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
+
+from pydantic import BaseModel, ConfigDict
 
 from ..models import document_id
 from ..observability import logger, metric
@@ -32,6 +35,41 @@ class EventResult:
     tenant: str | None = None
     doc_id: str | None = None
     reason: str | None = None
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class S3NotificationObject(_Lenient):
+    key: str
+    versionId: str | None = None
+    sequencer: str | None = None
+    eTag: str | None = None
+
+
+class S3NotificationBucket(_Lenient):
+    name: str
+
+
+class S3NotificationEntity(_Lenient):
+    bucket: S3NotificationBucket
+    object: S3NotificationObject
+
+
+class S3NotificationRecord(_Lenient):
+    eventName: str
+    s3: S3NotificationEntity
+
+
+class S3Notification(_Lenient):
+    """The parts of an S3 event notification that ingestion acts on, validated strictly; the
+    audit fields (``userIdentity``, ``requestParameters``, ``responseElements``, the bucket's
+    ``ownerIdentity``) are ignored. Powertools' ``S3Model`` requires those, and notifiers other
+    than S3 itself (moto, S3-compatible stores) omit them, which would send every such message
+    to the dead-letter queue although nothing here reads them."""
+
+    Records: list[S3NotificationRecord]
 
 
 def tenant_of(key: str) -> tuple[str, str] | None:
@@ -51,9 +89,7 @@ def handle_s3_message(app, body: str | dict[str, Any]) -> list[EventResult]:
     if msg.get("Event") == "s3:TestEvent":
         logger().info("s3 test event acknowledged", extra={"bucket": msg.get("Bucket")})
         return [EventResult("ignored", reason="s3:TestEvent")]
-    from aws_lambda_powertools.utilities.parser.models import S3Model
-
-    event = S3Model.model_validate(msg)
+    event = S3Notification.model_validate(msg)
     return [handle_s3_record(app, r) for r in event.Records]
 
 
@@ -73,6 +109,13 @@ def handle_s3_record(app, record) -> EventResult:
     if sequencer and existing is not None and existing.source_sequencer and _seq_le(sequencer, existing.source_sequencer):
         logger().info("stale event skipped", extra={"key": key, "sequencer": sequencer})
         return EventResult("stale", key=key, tenant=tenant, doc_id=doc, reason="an newer version is already indexed")
+    removed_version = record.s3.object.versionId
+    if (name == "ObjectRemoved:Delete" and removed_version and existing is not None
+            and existing.source_version_id and removed_version != existing.source_version_id):
+        # a non-current version was deleted for good; the version that is indexed is still there
+        logger().info("noncurrent version deleted", extra={"key": key, "version_id": removed_version})
+        return EventResult("ignored", key=key, tenant=tenant, doc_id=doc,
+                           reason=f"version {removed_version} is not the indexed one")
     if name.startswith("ObjectRemoved"):
         out = app.pipeline.delete(tenant, key)
         metric("DocumentsDeleted", 1)
@@ -84,7 +127,7 @@ def handle_s3_record(app, record) -> EventResult:
     groups = tuple(g for g in (blob.metadata.get(GROUPS_METADATA, "") or "").split(",") if g)
     out = app.pipeline.ingest(
         IngestItem(tenant=tenant, key=key, data=blob.data, groups=groups, content_type=blob.content_type,
-                   source_version_id=version_id or blob.etag, sequencer=sequencer)
+                   source_version_id=version_id or blob.version_id or blob.etag, sequencer=sequencer)
     )
     metric("DocumentsProcessed", 1)
     if out.status in ("failed", "unsupported", "no_text"):

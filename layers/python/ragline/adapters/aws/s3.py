@@ -65,6 +65,7 @@ class S3BlobStore:
             version_id=response.get("VersionId"),
             etag=_strip_etag(response.get("ETag")),
             content_type=response.get("ContentType"),
+            metadata=dict(response.get("Metadata") or {}),  # x-amz-meta-*, e.g. ragline-groups
         )
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> Blob:
