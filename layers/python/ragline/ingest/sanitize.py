@@ -39,7 +39,7 @@ _INJECTION = [
         # instruction overrides
         r"\b(ignore|disregard|forget|override|bypass|skip)\b[^.\n]{0,40}\b(previous|prior|above|earlier|preceding|all|any|system|your)\b[^.\n]{0,20}\b(instructions?|prompts?|rules|directions|context|guidelines|guardrails|directives|constraints)\b",
         r"\b(ignore|disregard|forget)\s+(?:all\s+|everything\s+)?(?:of\s+)?(?:the\s+|your\s+)?(?:text\s+|content\s+)?(above|before this|preceding|previous|prior)\b[^.\n]{0,30}\b(and|then|instead)\b",
-        r"\bforget everything\b",
+        r"\bforget (?:everything|all) (?:you(?:'ve| have)? (?:were|been) (?:told|given)|you know|above|before this|(?:that )?(?:was|I) said (?:above|before))\b",
         r"\bnew (?:system )?instructions?\s*:",
         r"\b(?:updated|real|actual|true|revised) (?:system )?(?:instructions?|prompt)\s*:",
         # role-play and persona switches
