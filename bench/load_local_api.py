@@ -41,13 +41,13 @@ os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import requests  # noqa: E402
+import requests
 
-from ragline import factory  # noqa: E402
-from ragline.auth import mint_token  # noqa: E402
-from ragline.ingest.pipeline import IngestItem  # noqa: E402
-from ragline.server import LocalApiServer  # noqa: E402
-from ragline.settings import Settings  # noqa: E402
+from ragline import factory
+from ragline.auth import mint_token
+from ragline.ingest.pipeline import IngestItem
+from ragline.server import LocalApiServer
+from ragline.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = [

@@ -108,9 +108,7 @@ BENIGN = [
 
 here = Path(__file__).resolve().parent
 with open(here / "injection_corpus.jsonl", "w", encoding="utf-8") as f:
-    for case in A:
-        f.write(json.dumps(case, ensure_ascii=True) + "\n")
+    f.writelines(json.dumps(case, ensure_ascii=True) + "\n" for case in A)
 with open(here / "injection_benign.jsonl", "w", encoding="utf-8") as f:
-    for i, text in enumerate(BENIGN):
-        f.write(json.dumps({"id": f"benign-{i:02d}", "content": text}, ensure_ascii=True) + "\n")
+    f.writelines(json.dumps({"id": f"benign-{i:02d}", "content": text}, ensure_ascii=True) + "\n" for i, text in enumerate(BENIGN))
 print(len(A), "attacks,", len(BENIGN), "benign")

@@ -15,13 +15,13 @@ import urllib.request
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from ragline_testing import REPO
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from ragline import factory
 from ragline.auth import mint_token
 from ragline.ingest.pipeline import IngestItem
-from ragline_testing import REPO
 
 SCHEMA = schemathesis.openapi.from_path(str(REPO / "functions" / "query" / "openapi.json"))
 

@@ -13,11 +13,11 @@ the summary table names every file."""
 from __future__ import annotations
 
 import pytest
+from ragline_testing import INGEST_DOCS, need_shared
 from typer.testing import CliRunner
 
 from ragline import factory
 from ragline.models import TenantScope
-from ragline_testing import INGEST_DOCS, need_shared
 
 pytestmark = pytest.mark.slow
 

@@ -14,13 +14,14 @@ import json
 import re
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ragline_testing import REPO
 
 from ragline.generation.prompt import SYSTEM, build_prompt, render_passages
 from ragline.ingest.pipeline import IngestItem
 from ragline.ingest.sanitize import find_injection, is_hidden_style
 from ragline.models import Generation, Principal, SearchHit, TenantScope
-from ragline_testing import REPO
 
 DATA = REPO / "tests" / "data"
 ATTACKS = [json.loads(line) for line in (DATA / "injection_corpus.jsonl").read_text().splitlines() if line.strip()]

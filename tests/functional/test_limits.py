@@ -4,10 +4,11 @@ through Settings). Request-size limits over HTTP are in test_fuzz_api.py."""
 
 from __future__ import annotations
 
+from ragline_testing import REPO
+
 from ragline.ingest.pipeline import IngestItem
 from ragline.models import TenantScope
 from ragline.settings import Settings
-from ragline_testing import REPO
 
 
 def _settings(tmp_path, **kw):

@@ -8,11 +8,11 @@ types and counts only."""
 from __future__ import annotations
 
 import pytest
+from ragline_testing import HashEmbedder, presidio_detector, sqlite_dump
 
 from ragline.ingest.pipeline import IngestItem
 from ragline.models import Principal, TenantScope
 from ragline.settings import ChunkerSettings, Settings
-from ragline_testing import HashEmbedder, presidio_detector, sqlite_dump
 
 DOC = b"""# Supplier payment runbook
 

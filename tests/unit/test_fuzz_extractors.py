@@ -10,14 +10,15 @@ from __future__ import annotations
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ragline_testing import REPO
 
 from ragline.errors import DocumentRejected
 from ragline.ingest.chunking import Chunker
 from ragline.ingest.extract import extract
 from ragline.ingest.sanitize import clean_text, find_injection, neutralise
 from ragline.settings import ChunkerSettings
-from ragline_testing import REPO
 
 SAMPLES = {p.suffix: p.read_bytes() for p in sorted((REPO / "samples").iterdir()) if p.is_file()}
 CHUNKER = Chunker(ChunkerSettings(max_tokens=64, overlap_tokens=8))

@@ -8,10 +8,10 @@ from __future__ import annotations
 import socket
 
 import pytest
+from ragline_testing import presidio_detector
 
 from ragline.ingest.pii import Finding, PiiDetector, PiiStep, redact, resolve_overlaps
 from ragline.models import Section
-from ragline_testing import presidio_detector
 
 HR_NOTE = (
     "Onboarding record for the Lisbon office.\n\n"

@@ -132,7 +132,7 @@ class PresidioPatternDetector:
 
 _JOINED_BEFORE = re.compile(r"[\w./@-]$")
 _JOINED_AFTER = re.compile(r"^(?:[\w/@-]|\.\w)")
-_NUMBERING = re.compile(r"(?:section|sec\.|§|chapter|ch\.|figure|fig\.|table|version|ver\.|v|rule|clause|step|item|para\.?)\s*$", re.I)
+_NUMBERING = re.compile(r"(?:section|sec\.|§|chapter|ch\.|figure|fig\.|table|version|ver\.|v|rule|clause|step|item|para\.?)\s*$", re.IGNORECASE)
 
 
 def _plausible(text: str, kind: str, start: int, end: int) -> bool:
@@ -229,7 +229,7 @@ class PiiStep:
             raise ValueError(f"PII policies {sorted(wanted)} need a PII detector, and none is configured")
 
     @classmethod
-    def from_settings(cls, settings, detector: PiiDetector | None) -> "PiiStep":
+    def from_settings(cls, settings, detector: PiiDetector | None) -> PiiStep:
         return cls(detector, default_policy=settings.pii_default_policy, tenant_policies=settings.pii_policy,
                    restricted_group=settings.pii_restricted_group)
 

@@ -34,7 +34,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 _AI = r"(?:ai|a\.i\.|assistant|chatbot|chat\s*bot|llm|language model|model|bot|gpt|claude|copilot)"
 _INJECTION = [
-    re.compile(p, re.I | re.M)
+    re.compile(p, re.IGNORECASE | re.MULTILINE)
     for p in (
         # instruction overrides
         r"\b(ignore|disregard|forget|override|bypass|skip)\b[^.\n]{0,40}\b(previous|prior|above|earlier|preceding|all|any|system|your)\b[^.\n]{0,20}\b(instructions?|prompts?|rules|directions|context|guidelines|guardrails|directives|constraints)\b",
