@@ -54,3 +54,30 @@ class HashEmbedder:
 
     def embed_query(self, text):
         return self._vec(text)
+
+
+_PRESIDIO = None
+
+
+def presidio_detector():
+    """One Presidio pattern detector per test process (loading Presidio costs seconds)."""
+    global _PRESIDIO
+    if _PRESIDIO is None:
+        from ragline.ingest.pii import PresidioPatternDetector
+
+        _PRESIDIO = PresidioPatternDetector()
+    return _PRESIDIO
+
+
+def sqlite_dump(*paths: Path) -> str:
+    """Everything stored in these SQLite databases, as SQL text (to prove a value is absent)."""
+    import sqlite3
+
+    out = []
+    for p in paths:
+        conn = sqlite3.connect(p)
+        try:
+            out.extend(conn.iterdump())
+        finally:
+            conn.close()
+    return "\n".join(out)

@@ -6,10 +6,8 @@ service is built once per container by ``ragline.factory``.
 
 from __future__ import annotations
 
-import json
-
 from ragline import factory
-from ragline.api.http import build_resolver
+from ragline.api.http import build_resolver, precheck
 from ragline.observability import logger, metrics, tracer
 from ragline.runtime import set_deadline_from
 
@@ -21,12 +19,7 @@ app = build_resolver(factory.default, factory.current_settings)
 @metrics().log_metrics
 def lambda_handler(event: dict, context) -> dict:
     set_deadline_from(context)
-    body = event.get("body") or ""
-    if len(body.encode() if isinstance(body, str) else body) > factory.current_settings().max_body_bytes:
-        return {
-            "statusCode": 413,
-            "headers": {"Content-Type": "application/json"},
-            "body": json.dumps({"error": "payload_too_large",
-                                "message": f"the request body is over {factory.current_settings().max_body_bytes} bytes"}),
-        }
+    refused = precheck(event, factory.current_settings().max_body_bytes)
+    if refused is not None:
+        return refused
     return app.resolve(event, context)

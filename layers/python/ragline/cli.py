@@ -119,19 +119,30 @@ def ingest(
 
 
 def _summary(outcomes) -> None:
+    """One row per file: its name (the folder too when names repeat), status, chunks and, for
+    anything not indexed, the reason wrapped in its column; flags (injection attempts, PII,
+    invisible characters) in words. Then the totals per status."""
+    from collections import Counter
+    from pathlib import PurePath
+
     from rich.table import Table
 
     con = _console()
-    table = Table(title=f"{len(outcomes)} file(s)")
-    for col in ("status", "file", "chunks", "reason"):
-        table.add_column(col)
+    names = [PurePath(o.path).name for o in outcomes]
+    repeated = {n for n, c in Counter(names).items() if c > 1}
+    names = [("/".join(PurePath(o.path).parts[-2:]) if n in repeated else n) for n, o in zip(names, outcomes)]
+    table = Table(title=f"{len(outcomes)} file(s)", show_lines=False)
+    table.add_column("status", no_wrap=True)
+    table.add_column("file", no_wrap=True, min_width=min(max((len(n) for n in names), default=4), 60), overflow="ellipsis")
+    table.add_column("chunks", justify="right", no_wrap=True)
+    table.add_column("reason / notes", overflow="fold", ratio=1, min_width=24)
     colour = {"indexed": "green", "unchanged": "cyan", "failed": "red", "unsupported": "yellow", "no_text": "yellow"}
-    for o in outcomes:
-        table.add_row(f"[{colour.get(o.status, 'white')}]{o.status}[/]", o.path, str(o.chunks), o.reason or "")
+    for o, name in zip(outcomes, names):
+        notes = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted((o.flags or {}).items()))
+        reason = "; ".join(x for x in (o.reason, notes) if x)
+        table.add_row(f"[{colour.get(o.status, 'white')}]{o.status}[/]", name, str(o.chunks), reason)
     con.print(table)
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
+    counts = Counter(o.status for o in outcomes)
     con.print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
 
 

@@ -4,6 +4,7 @@ per Lambda container). Nothing else decides which adapter runs."""
 from __future__ import annotations
 
 from .cache.semantic import SemanticCache
+from .ingest.pii import PiiStep
 from .ingest.pipeline import IngestPipeline
 from .retrieval.service import Retriever
 from .service import Ragline
@@ -26,7 +27,7 @@ def build(settings: Settings | None = None, **overrides) -> Ragline:
     pipeline = IngestPipeline(
         registry=ports["registry"], index=ports["index"], embedder=ports["embedder"], chunker=settings.chunker,
         cache=ports.get("cache_store"), max_pages=settings.max_pages_per_document,
-        max_chunks=settings.max_chunks_per_document,
+        max_chunks=settings.max_chunks_per_document, pii=PiiStep.from_settings(settings, ports.get("pii")),
     )
     return Ragline(
         settings, blobs=ports["blobs"], index=ports["index"], registry=ports["registry"], retriever=retriever,
@@ -40,6 +41,7 @@ def _local_ports(settings: Settings) -> dict:
     from .adapters.local.embedder import MiniLMEmbedder
     from .adapters.local.index import LocalHybridIndex
     from .adapters.local.registry import SqliteLedger, SqliteQueryLog, SqliteRegistry
+    from .ingest.pii import PresidioPatternDetector
 
     home = settings.home_dir
     embedder = MiniLMEmbedder(batch_size=settings.embedding_batch_size)
@@ -53,6 +55,7 @@ def _local_ports(settings: Settings) -> dict:
         "cache_store": SqliteCacheStore(home / "cache.db", embedder.dimensions),
         "reranker": None,  # no cross-encoder weights can be had offline here
         "chat": None,  # the extractive answerer stands in, and says so
+        "pii": PresidioPatternDetector(min_score=settings.pii_min_score),  # presidio loads on first use
     }
 
 

@@ -120,6 +120,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol-level errors (an unknown method, a malformed request line or header) in the
+        API's JSON error shape instead of the stdlib's HTML page; an unknown method is a 405."""
+        self.close_connection = True
+        if code == 501:
+            self._send(405, json.dumps({"error": "method_not_allowed",
+                                        "message": f"method {getattr(self, 'command', '?')} is not allowed"}).encode(),
+                       {"Allow": "GET, POST, DELETE", "Connection": "close"})
+            return
+        if getattr(self, "request_version", None) is None:  # the request line itself was unreadable
+            self.request_version = "HTTP/1.0"
+        self._send(code, json.dumps({"error": "bad_request" if code < 500 else "internal_error",
+                                     "message": message or "the request could not be parsed"}).encode(),
+                   {"Connection": "close"})
+
     def _json_error(self, status: int, code: str, message: str) -> None:
         self._send(status, json.dumps({"error": code, "message": message}).encode())
 

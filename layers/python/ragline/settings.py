@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     max_pages_per_document: int = 2000
     max_chunks_per_document: int = 20000
 
+    # PII at ingestion (ragline.ingest.pii): a policy per tenant, e.g.
+    # RAGLINE_PII_POLICY='{"acme": "redact"}'; tenants not listed get the default
+    pii_default_policy: Literal["redact", "tag", "allow"] = "allow"
+    pii_policy: dict[str, Literal["redact", "tag", "allow"]] = Field(default_factory=dict)
+    pii_restricted_group: str = Field(default="pii-readers", min_length=1, max_length=128)
+    pii_min_score: float = Field(default=0.4, ge=0.0, le=1.0)
+    comprehend_language: Literal["en", "es"] = "en"
+
     # AWS (validated when backend == "aws")
     region: str | None = None
     documents_bucket: str | None = None

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,6 +68,37 @@ class DocumentList(BaseModel):
     count: int
 
 
+class ErrorBody(BaseModel):
+    """Every error the API returns has this shape (status codes map from domain errors here)."""
+
+    error: str = Field(description="A stable machine-readable code, e.g. invalid_request")
+    message: str = Field(description="What went wrong, in words safe to show the caller")
+    details: Any | None = Field(default=None, description="Per-field problems, for invalid requests")
+
+
+_ERRORS = {
+    400: "The request is well-formed but not acceptable (e.g. an unsupported file type)",
+    401: "Missing, invalid or expired bearer token",
+    403: "The caller may not do this",
+    404: "No such resource (or not visible to the caller)",
+    413: "The request body is too large",
+    415: "The request body is not JSON (send Content-Type: application/json)",
+    422: "The request does not match the schema",
+    429: "The tenant's budget or rate is exhausted",
+    500: "An internal error (logged)",
+    503: "A dependency (search, model, store) is unavailable; retry later",
+}
+
+
+def _responses(ok_model: Any, description: str = "Successful Response") -> dict[int, Any]:
+    """The documented responses of a route: its success body and every error, all in ErrorBody
+    shape, so clients and contract tests can rely on them."""
+    out: dict[int, Any] = {200: {"description": description, "content": {"application/json": {"model": ok_model}}}}
+    for code, text in _ERRORS.items():
+        out[code] = {"description": text, "content": {"application/json": {"model": ErrorBody}}}
+    return out
+
+
 def _view(rec) -> dict[str, Any]:
     d = rec.public_view()
     return {k: d.get(k) for k in DocumentView.model_fields}
@@ -80,6 +111,26 @@ def _error(status: int, code: str, message: str, details: Any = None) -> Respons
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
 
 
+def precheck(event: dict, max_body_bytes: int) -> dict | None:
+    """Refusals made before routing, as API Gateway v2 responses: a body over the limit (413),
+    and a body that is not JSON (415; every route takes JSON, and Powertools' multipart parser
+    would otherwise fail on a malformed multipart header with a 500)."""
+    body = event.get("body") or ""
+    size = len(body.encode() if isinstance(body, str) else body)
+
+    def refuse(status: int, code: str, message: str) -> dict:
+        return {"statusCode": status, "headers": {"Content-Type": "application/json"},
+                "body": json.dumps({"error": code, "message": message})}
+
+    if size > max_body_bytes:
+        return refuse(413, "payload_too_large", f"the request body is over {max_body_bytes} bytes")
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    media = (headers.get("content-type") or "").split(";")[0].strip().lower()
+    if size and media and media != "application/json" and not media.endswith("+json"):
+        return refuse(415, "unsupported_media_type", f"the request body must be JSON (application/json), not {media[:100]}")
+    return None
+
+
 def build_resolver(service: ServiceProvider, settings_provider: Callable[[], Any]) -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver(enable_validation=True)
 
@@ -88,33 +139,40 @@ def build_resolver(service: ServiceProvider, settings_provider: Callable[[], Any
         claims = ((rc.get("authorizer") or {}).get("jwt") or {}).get("claims")
         return principal_from_claims(settings_provider(), claims)
 
-    @app.post("/v1/query", summary="Ask a question over your documents", tags=["query"])
+    @app.post("/v1/query", summary="Ask a question over your documents", tags=["query"],
+             responses=_responses(Answer))
     def query(body: QueryRequest) -> Answer:
         who = principal()
         return service().ask(who, body.question, top_k=body.top_k, use_cache=body.use_cache)
 
-    @app.get("/v1/documents", summary="List your documents with their status", tags=["documents"])
+    @app.get("/v1/documents", summary="List your documents with their status", tags=["documents"],
+             responses=_responses(DocumentList))
     def list_documents() -> DocumentList:
         docs = [_view(r) for r in service().list_documents(principal())]
         return DocumentList.model_validate({"documents": docs, "count": len(docs)})
 
-    @app.get("/v1/documents/<doc_id>", summary="One document's provenance and status", tags=["documents"])
+    @app.get("/v1/documents/<doc_id>", summary="One document's provenance and status", tags=["documents"],
+             responses=_responses(DocumentView))
     def get_document(doc_id: Annotated[str, Path(min_length=1, max_length=128)]) -> DocumentView:
         return DocumentView.model_validate(_view(service().get_document(principal(), doc_id)))
 
-    @app.delete("/v1/documents/<doc_id>", summary="Delete a document and all its chunks", tags=["documents"])
+    @app.delete("/v1/documents/<doc_id>", summary="Delete a document and all its chunks", tags=["documents"],
+             responses=_responses(dict[str, Any]))
     def delete_document(doc_id: Annotated[str, Path(min_length=1, max_length=128)]) -> dict[str, Any]:
         return service().delete_document(principal(), doc_id)
 
-    @app.post("/v1/documents/upload-url", summary="A presigned upload under your tenant", tags=["documents"])
+    @app.post("/v1/documents/upload-url", summary="A presigned upload under your tenant", tags=["documents"],
+             responses=_responses(dict[str, Any]))
     def upload_url(body: UploadUrlRequest) -> dict[str, Any]:
         return service().upload_url(principal(), body.filename, body.content_type, body.size, body.groups)
 
-    @app.post("/v1/feedback", summary="Thumbs up or down on an answer", tags=["feedback"])
+    @app.post("/v1/feedback", summary="Thumbs up or down on an answer", tags=["feedback"],
+             responses=_responses(dict[str, Any]))
     def feedback(body: FeedbackRequest) -> dict[str, Any]:
         return service().feedback(principal(), body.query_id, body.rating, body.comment)
 
-    @app.get("/v1/usage", summary="Tokens and cost for your tenant", tags=["usage"])
+    @app.get("/v1/usage", summary="Tokens and cost for your tenant", tags=["usage"],
+             responses=_responses(dict[str, Any]))
     def usage(days: Annotated[int, Query(ge=1, le=366)] = 7) -> dict[str, Any]:
         return service().usage(principal(), days)
 
@@ -133,6 +191,11 @@ def build_resolver(service: ServiceProvider, settings_provider: Callable[[], Any
         summary = "; ".join(f"{d['field'] or 'body'}: {d['problem']}" for d in details[:5])
         return _error(422, "invalid_request", f"the request is not valid: {summary}", details)
 
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _unsupported_type(exc: RequestUnsupportedContentType) -> Response:
+        ctype = app.current_event.headers.get("content-type") or "(none)"
+        return _error(415, "unsupported_media_type", f"the request body must be JSON (application/json), not {ctype[:100]}")
+
     @app.exception_handler(NotFoundError)
     def _no_route(exc: NotFoundError) -> Response:
         return _error(404, "not_found", f"no route {app.current_event.http_method} {app.current_event.path}")
@@ -150,6 +213,11 @@ def build_resolver(service: ServiceProvider, settings_provider: Callable[[], Any
 
 
 def openapi_json(app: APIGatewayHttpResolver) -> str:
+    from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+
     return app.get_openapi_json_schema(
         title="Ragline API", version="1", description="Retrieval-augmented answers over your documents.",
+        security_schemes={"bearerAuth": HTTPBearer(scheme="bearer", bearerFormat="JWT",
+                                                   description="A JWT; API Gateway's authorizer verifies it")},
+        security=[{"bearerAuth": []}],
     )

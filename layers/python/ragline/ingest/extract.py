@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 
 from ..errors import DocumentRejected
 from ..models import ExtractedDocument, Section
+from .sanitize import is_hidden_style
 
 TEXT_EXTS = {".txt", ".text", ".log", ".csv", ".tsv"}
 MARKDOWN_EXTS = {".md", ".markdown", ".mdown"}
@@ -189,6 +190,8 @@ def extract_markdown(text: str) -> ExtractedDocument:
     carries no words (images, link targets, HTML comments)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    # link-reference "comments" ([//]: # (...)) render as nothing, so they are not content
+    text = re.sub(r"(?m)^[ \t]*\[(?://|comment|_)\]:[ \t]*(?:#|<>)[^\n]*$", "", text)
     text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)
     text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)
     sections: list[Section] = []
@@ -243,14 +246,7 @@ def extract_html(html: str) -> ExtractedDocument:
     for tag in soup.find_all(True):
         if tag.attrs is None:
             continue
-        style = (tag.get("style") or "").replace(" ", "").lower()
-        if (
-            tag.has_attr("hidden")
-            or tag.get("aria-hidden") == "true"
-            or "display:none" in style
-            or "visibility:hidden" in style
-            or "font-size:0" in style
-        ):
+        if tag.has_attr("hidden") or tag.get("aria-hidden") == "true" or is_hidden_style(tag.get("style") or ""):
             tag.decompose()
     # whitespace inside text is layout, not structure: only block elements make line breaks
     for s in soup.find_all(string=True):

@@ -23,6 +23,7 @@ from ..ports import CacheStore, DocumentRegistry, Embedder, SearchIndex
 from ..settings import ChunkerSettings
 from .chunking import Chunker, Piece
 from .extract import extract
+from .pii import PiiStep
 from .sanitize import clean_text, find_injection, neutralise
 
 log = logging.getLogger("ragline.ingest")
@@ -89,6 +90,7 @@ class IngestPipeline:
         max_chunks: int = 20000,
         embed_batch_chunks: int = 512,
         on_usage: Callable[[str, Usage], None] | None = None,
+        pii: PiiStep | None = None,
     ):
         self.registry = registry
         self.index = index
@@ -100,6 +102,7 @@ class IngestPipeline:
         self.max_chunks = max_chunks
         self.embed_batch_chunks = embed_batch_chunks
         self.on_usage = on_usage
+        self.pii = pii
 
     # ------------------------------------------------------------------ public
     def ingest(self, item: IngestItem) -> IngestOutcome:
@@ -181,6 +184,9 @@ class IngestPipeline:
             sec.text, removed = clean_text(sec.text)
             if removed:
                 flags["invisible_chars_removed"] = flags.get("invisible_chars_removed", 0) + removed
+        pii = self.pii.apply(item.tenant, extracted.sections, record.title) if self.pii is not None else None
+        if pii is not None:
+            record.title, record.pii = pii.title, dict(pii.counts)
         pieces = self.chunker.split(extracted.sections)
         if not pieces:
             return self._reject(item, doc, record, existing, DocumentRejected("no_text", "the document contains no text"))
@@ -190,6 +196,8 @@ class IngestPipeline:
                 DocumentRejected("failed", f"the document makes {len(pieces)} chunks, more than the limit of {self.max_chunks}"),
             )
         chunks, texts = self._make_chunks(item, record, pieces, flags)
+        if pii is not None:
+            pii.mark(chunks, pieces, flags)
         record.flags = flags
         return _Prepared(item, record, existing.version if existing else None, chunks, texts)
 

@@ -21,12 +21,14 @@ _EXPORTS = {
     "OpenSearchIndex": "opensearch",
     "IndexWriteRejected": "opensearch",
     "RetryPolicy": "_retry",
+    "ComprehendPiiDetector": "comprehend",
 }
 
 __all__ = [
     "BedrockChatModel",
     "BedrockEmbedder",
     "BedrockReranker",
+    "ComprehendPiiDetector",
     "DynamoLedgerStore",
     "DynamoQueryLog",
     "DynamoRegistry",
@@ -40,6 +42,7 @@ __all__ = [
 if TYPE_CHECKING:
     from ._retry import RetryPolicy
     from .bedrock import BedrockChatModel, BedrockEmbedder, BedrockReranker
+    from .comprehend import ComprehendPiiDetector
     from .dynamodb import DynamoLedgerStore, DynamoQueryLog, DynamoRegistry, StaleWrite
     from .opensearch import IndexWriteRejected, OpenSearchIndex
     from .s3 import S3BlobStore

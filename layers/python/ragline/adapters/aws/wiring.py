@@ -10,6 +10,7 @@ from ...settings import Settings
 def build_ports(settings: Settings) -> dict:
     from . import (
         BedrockChatModel,
+        ComprehendPiiDetector,
         BedrockEmbedder,
         BedrockReranker,
         DynamoLedgerStore,
@@ -33,4 +34,5 @@ def build_ports(settings: Settings) -> dict:
         "reranker": BedrockReranker(settings.bedrock_rerank_model, settings=settings, deadline=remaining_s)
         if settings.bedrock_rerank_model else None,
         "chat": BedrockChatModel(settings.bedrock_chat_model_small, settings=settings, deadline=remaining_s),
+        "pii": ComprehendPiiDetector(settings=settings),  # used only for tenants whose policy is not "allow"
     }
