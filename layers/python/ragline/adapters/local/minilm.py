@@ -110,6 +110,24 @@ class NumpyMiniLM:
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.hidden), dtype=np.float32)
+        if len(texts) <= 4:
+            # A query's matrices are tiny: BLAS threads cost more to wake than they save, and on
+            # a busy machine OpenBLAS's spinning pool turned a ~15 ms query into ~650 ms.
+            with self._one_blas_thread():
+                return self._encode(texts, batch_size)
+        return self._encode(texts, batch_size)
+
+    @staticmethod
+    def _one_blas_thread():
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with the local extra
+            from contextlib import nullcontext
+
+            return nullcontext()
+        return threadpool_limits(limits=1, user_api="blas")
+
+    def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         encs = self.tokenizer.encode_batch(list(texts))
         order = np.argsort([len(e.ids) for e in encs])
         out = np.zeros((len(texts), self.hidden), dtype=np.float32)
