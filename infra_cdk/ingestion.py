@@ -103,3 +103,10 @@ class Ingestion(Construct):
         fn.allow_table("IdempotencyReadWrite", tables.idempotency, write=True)
         fn.allow_table("LedgerReadWrite", tables.ledger, write=True)
         fn.allow_bedrock_models("InvokeEmbeddingModel", [config.embedding_model])
+        # PII detection at ingestion (tenants whose policy is redact or tag)
+        fn.allow(
+            "DetectPii",
+            ["comprehend:DetectPiiEntities"],
+            ["*"],
+            wildcard_reason="comprehend:DetectPiiEntities has no resource-level permissions (it takes text, not a resource).",
+        )

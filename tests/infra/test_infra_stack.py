@@ -247,6 +247,7 @@ RESOURCE_STAR_ALLOWED = (
     {"xray:PutTraceSegments", "xray:PutTelemetryRecords"},
     {"cloudwatch:PutMetricData"},
     {"bedrock:Rerank"},
+    {"comprehend:DetectPiiEntities"},  # no resource-level permissions
 )
 
 
@@ -421,4 +422,14 @@ def test_dashboard_covers_every_layer(synth: Synth):
 def test_outputs(synth: Synth):
     assert {"ApiUrl", "DocumentsBucketName", "UserPoolId", "UserPoolClientId", "DashboardName"} <= set(
         synth.template["Outputs"]
+    )
+
+
+def test_ingest_may_detect_pii_with_comprehend(template: Template):
+    from aws_cdk.assertions import Match
+
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {"PolicyDocument": {"Statement": Match.array_with([Match.object_like(
+            {"Action": "comprehend:DetectPiiEntities", "Effect": "Allow", "Resource": "*"})])}},
     )

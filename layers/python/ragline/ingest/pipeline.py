@@ -151,7 +151,11 @@ class IngestPipeline:
             return self._reject(item, doc, None, None, DocumentRejected("failed", f"the file could not be read: {exc.strerror or exc}"))
         sha = hashlib.sha256(data).hexdigest()
         existing = self.registry.get(item.tenant, doc)
+        # what produced the chunks: chunker settings and, when not "allow", the tenant's PII policy
+        # (a policy change must reprocess unchanged bytes)
         settings_fp = self.chunker_settings.fingerprint()
+        if self.pii is not None and self.pii.policy_for(item.tenant) != "allow":
+            settings_fp += f"|pii:{self.pii.policy_for(item.tenant)}"
         if (
             existing is not None
             and existing.version == sha
