@@ -58,13 +58,15 @@ def metric(name: str, value: float, unit: str = "Count", dimensions: dict[str, s
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
     try:
+        # by value: "Count", "Milliseconds", "Seconds", "None" (MetricUnit.NoUnit), ...
+        unit_ = MetricUnit(unit)
         if not dimensions:
-            metrics().add_metric(name=name, unit=getattr(MetricUnit, unit), value=value)
+            metrics().add_metric(name=name, unit=unit_, value=value)
             return
         if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in {"1", "true"}:
             return
         items = list(dimensions.items())
-        with single_metric(name=name, unit=getattr(MetricUnit, unit), value=value,
+        with single_metric(name=name, unit=unit_, value=value,
                            namespace=os.environ["POWERTOOLS_METRICS_NAMESPACE"]) as m:
             m.add_dimension(name="service", value=SERVICE)
             for k, v in items[:2]:
