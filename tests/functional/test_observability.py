@@ -125,3 +125,25 @@ def test_stats_reports_the_figures_from_the_local_store(app, monkeypatch):
     assert day["cost_usd"] == 0.003 and day["queries"] == 3 and day["cost_per_query_usd"] == pytest.approx(0.001)
     text = CliRunner().invoke(cli.app, ["stats"])
     assert text.exit_code == 0 and "tokens and cost per tenant and day" in text.output
+
+
+def test_evaluate_function_scores_the_sample_and_publishes_the_scores(make_app, tmp_path, emf, capsys):
+    from ragline.settings import Settings
+
+    app = make_app(settings=Settings(home=tmp_path / "ev", jwt_secret="x" * 40, eval_sample_rate=1.0))
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/a.txt", data=b"Invoices are kept for ten years."))
+    p = Principal(tenant="acme", user="u")
+    app.ask(p, "How long are invoices kept?")
+    app.ask(p, "Are invoices kept for ten years?", use_cache=False)
+    factory.use(app)
+    try:
+        ev = json.loads((REPO / "events" / "schedule_evaluate.json").read_text())
+        out = load_handler("evaluate").lambda_handler(ev, LambdaContext("evaluate"))
+    finally:
+        factory.use(None)
+    assert out["ragas"]["sampled"] == 2 and out["ragas"]["faithfulness"] == 1.0
+    assert "approximation" in out["ragas"]["method"]
+    assert out["drift"] == {"acme": "no drift detected"}
+    docs = _emf(capsys.readouterr().out)
+    published = {m["Name"] for d in docs for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"Eval_faithfulness", "Eval_answer_relevancy", "Eval_context_precision", "Eval_p95_ms"} <= published
