@@ -38,10 +38,13 @@ def emf(monkeypatch):
 
 
 def test_ingest_logs_the_object_key_as_correlation_id_and_emits_lag_and_failure_class(app, emf, capsys, monkeypatch):
+    import io
+
     factory.use(app)
     lg = logger()
-    monkeypatch.setattr(lg, "level", lg.level)
     lg.setLevel("INFO")
+    stream = io.StringIO()  # the Logger's handler was bound to whatever stdout existed at creation
+    old_stream = lg.registered_handler.setStream(stream)
     try:
         handler = load_handler("ingest")
         ev = json.loads((REPO / "events" / "s3_put_via_sqs.json").read_text())
@@ -56,14 +59,14 @@ def test_ingest_logs_the_object_key_as_correlation_id_and_emits_lag_and_failure_
         by_reason = [d for d in _emf(failed) if "DocumentsFailedByReason" in d]
         assert by_reason and by_reason[0]["reason"] in {"corrupt", "other"}
         assert by_reason[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "reason"]]
-        processed = [json.loads(x) for x in failed.splitlines() if '"s3 event processed"' in x]
+        processed = [json.loads(x) for x in stream.getvalue().splitlines() if '"s3 event processed"' in x]
         assert processed and processed[0]["correlation_id"] == unquote_plus(key)
         app.blobs.put(unquote_plus(key), (REPO / "samples" / "security-handbook.pdf").read_bytes())
         body["Records"][0]["s3"]["object"]["sequencer"] = "F" * 18  # a later upload of the same key
         ev["Records"][0]["body"] = json.dumps(body)
         assert handler.lambda_handler(ev, LambdaContext("ingest")) == {"batchItemFailures": []}
         printed = capsys.readouterr().out
-        logs = [json.loads(x) for x in printed.splitlines() if x.startswith("{") and '"level"' in x]
+        logs = [json.loads(x) for x in stream.getvalue().splitlines() if x.startswith("{") and '"level"' in x]
         searchable = [x for x in logs if x.get("message") == "document searchable"]
         assert searchable and searchable[0]["correlation_id"] == unquote_plus(key)
         names = {m["Name"] for d in _emf(printed) for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
@@ -71,6 +74,7 @@ def test_ingest_logs_the_object_key_as_correlation_id_and_emits_lag_and_failure_
     finally:
         factory.use(None)
         lg.setLevel("WARNING")
+        lg.registered_handler.setStream(old_stream)
 
 
 def test_reason_classes_are_a_small_fixed_set():

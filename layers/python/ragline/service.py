@@ -121,7 +121,6 @@ class Ragline:
         if usages:
             metric("QueryTokens", float(sum(u.input_tokens + u.output_tokens for u in usages)), "Count", {"tenant": principal.tenant})
             metric("QueryCostUSD", float(ans.cost_usd), "None", {"tenant": principal.tenant})
-        if usages:
             self.ledger.record(principal.tenant, query_id, usages)
         if self.cache is not None and context:
             self.cache.store_answer(
