@@ -27,6 +27,8 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/beir_scifact")
     ap.add_argument("--split", default="train")
     ap.add_argument("--home", default="/tmp/ragline-scifact")
+    ap.add_argument("--grid", default="zscore:0,zscore:0.3,zscore:0.4,zscore:0.5,zscore:0.6,zscore:0.7,zscore:1,"
+                    "minmax:0.4,minmax:0.5,minmax:0.6,rrf:0.5", help="fusion:dense_weight,...")
     args = ap.parse_args()
     data = Path(args.data)
     if not (data / "corpus.jsonl").exists():
@@ -39,20 +41,26 @@ def main() -> None:
     scope = TenantScope(TENANT)
     vecs = {qid: app.retriever.embed(text) for qid, text in queries.items()}
     results = []
-    grid = [("zscore", w) for w in (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)] + [("minmax", w) for w in (0.4, 0.5, 0.6)] + [("rrf", 0.5)]
-    for fusion, w in grid:
+    # fusion:dense_weight[:bm25 title weight]
+    grid = [(g.split(":")[0], float(g.split(":")[1]), float(g.split(":")[2]) if g.count(":") == 2 else 0.5)
+            for g in args.grid.split(",")]
+    for fusion, w, tw in grid:
+        app.index.title_weight = tw
         nd, r100 = [], []
         for qid, text in queries.items():
             req = SearchRequest(text=text, vector=vecs[qid], top_k=200, candidates=200, dense_weight=w, fusion=fusion)
             ranked = doc_ranking(app.index.search(scope, req), 100)
             nd.append(ndcg_at(ranked, qrels[qid], 10))
             r100.append(recall_at(ranked, qrels[qid], 100))
-        row = {"fusion": fusion, "dense_weight": w, "ndcg@10": round(float(np.mean(nd)), 4), "recall@100": round(float(np.mean(r100)), 4)}
+        row = {"fusion": fusion, "dense_weight": w, "title_weight": tw, "ndcg@10": round(float(np.mean(nd)), 4), "recall@100": round(float(np.mean(r100)), 4)}
         results.append(row)
         print(row, flush=True)
     out = Path(__file__).parent / "results" / "tune_fusion.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"split": args.split, "queries": len(queries), "results": results}, indent=2))
+    previous = json.loads(out.read_text())["results"] if out.exists() else []
+    merged = {(r["fusion"], r["dense_weight"], r.get("title_weight", 0.5)): r for r in previous + results}
+    out.write_text(json.dumps({"split": args.split, "queries": len(queries),
+                               "results": sorted(merged.values(), key=lambda r: (r["fusion"], r["dense_weight"], r.get("title_weight", 0.5)))}, indent=2))
 
 
 if __name__ == "__main__":

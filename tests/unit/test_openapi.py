@@ -11,7 +11,7 @@ from ragline_testing import REPO
 ROUTES = {
     ("post", "/v1/query"), ("get", "/v1/documents"), ("get", "/v1/documents/{doc_id}"),
     ("delete", "/v1/documents/{doc_id}"), ("post", "/v1/documents/upload-url"), ("post", "/v1/feedback"),
-    ("get", "/v1/usage"),
+    ("get", "/v1/usage"), ("get", "/v1/ops/stats"),
 }
 
 

@@ -29,25 +29,27 @@ def build(settings: Settings | None = None, **overrides) -> Ragline:
         cache=ports.get("cache_store"), max_pages=settings.max_pages_per_document,
         max_chunks=settings.max_chunks_per_document, pii=PiiStep.from_settings(settings, ports.get("pii")),
     )
-    return Ragline(
+    app = Ragline(
         settings, blobs=ports["blobs"], index=ports["index"], registry=ports["registry"], retriever=retriever,
         pipeline=pipeline, cache=cache, ledger=ports["ledger"], query_log=ports["query_log"], chat=ports.get("chat"),
     )
+    app.chat_tiers = ports.get("chat_tiers") or {}  # model tiers A/B variants may select
+    return app
 
 
 def _local_ports(settings: Settings) -> dict:
     from .adapters.local.blobstore import DirectoryBlobStore
     from .adapters.local.cache_store import SqliteCacheStore
     from .adapters.local.embedder import MiniLMEmbedder
-    from .adapters.local.index import LocalHybridIndex
     from .adapters.local.registry import SqliteLedger, SqliteQueryLog, SqliteRegistry
+    from .adapters.local.versions import AliasedIndex, IndexVersions
     from .ingest.pii import PresidioPatternDetector
 
     home = settings.home_dir
     embedder = MiniLMEmbedder(batch_size=settings.embedding_batch_size)
     return {
         "blobs": DirectoryBlobStore(home / "blobs"),
-        "index": LocalHybridIndex(home / "index.db", embedder.dimensions),
+        "index": AliasedIndex(IndexVersions(home), embedder.dimensions),  # blue-green: the aliased version
         "embedder": embedder,
         "registry": SqliteRegistry(home / "state.db"),
         "ledger": SqliteLedger(home / "state.db"),

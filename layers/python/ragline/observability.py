@@ -77,10 +77,40 @@ def segment(name: str) -> Iterator[Any]:
         yield sub
 
 
-def metric(name: str, value: float, unit: str = "Count") -> None:
-    from aws_lambda_powertools.metrics import MetricUnit
+def metric(name: str, value: float, unit: str = "Count", dimensions: dict[str, str] | None = None) -> None:
+    """Add one EMF metric. Without ``dimensions`` it joins the handler's batch (dimension:
+    service only). With them (kept to one or two low-cardinality keys such as ``tenant`` or
+    ``reason`` — every distinct value is a billed CloudWatch metric) it is flushed on its own."""
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
     try:
-        metrics().add_metric(name=name, unit=getattr(MetricUnit, unit), value=value)
+        # by value: "Count", "Milliseconds", "Seconds", "None" (MetricUnit.NoUnit), ...
+        unit_ = MetricUnit(unit)
+        if not dimensions:
+            metrics().add_metric(name=name, unit=unit_, value=value)
+            return
+        if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in {"1", "true"}:
+            return
+        items = list(dimensions.items())
+        with single_metric(name=name, unit=unit_, value=value,
+                           namespace=os.environ["POWERTOOLS_METRICS_NAMESPACE"]) as m:
+            m.add_dimension(name="service", value=SERVICE)
+            for k, v in items[:2]:
+                m.add_dimension(name=k, value=str(v)[:250] or "-")
     except Exception:  # noqa: BLE001 - metrics never break a request
         logger().debug("metric dropped", extra={"metric": name})
+
+
+def reason_class(reason: str | None, status: str) -> str:
+    """A small, fixed set of failure classes for the ingestion failure metric's dimension
+    (the free-text reason goes to the log, never into a dimension)."""
+    r = (reason or "").lower()
+    for cls, words in (
+        ("encrypted", ("encrypt", "password")),
+        ("corrupt", ("corrupt", "could not be parsed", "invalid", "damaged", "malformed")),
+        ("too_large", ("limit", "too large", "more than")),
+        ("unreadable", ("could not be read",)),
+    ):
+        if any(w in r for w in words):
+            return cls
+    return status if status in ("unsupported", "no_text") else "other"

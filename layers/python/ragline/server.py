@@ -102,6 +102,11 @@ def http_event(method: str, raw_path: str, headers: dict[str, str], body: bytes,
     return event
 
 
+def web_page() -> bytes:
+    """The small operator page shipped in the package (static HTML with its own JS; no CDN)."""
+    return (Path(__file__).resolve().parent / "data" / "web" / "index.html").read_bytes()
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "ragline-local"
     protocol_version = "HTTP/1.1"
@@ -149,6 +154,12 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path in ("/healthz",):
             self._send(200, b'{"ok": true}')
+            return
+        if method == "GET" and path in ("/", "/index.html"):
+            # the operator page itself needs no token; its API calls carry the one the user pastes
+            self._send(200, web_page(), {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+                                          "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                                                                     "style-src 'unsafe-inline'; img-src 'self' data:"})
             return
         auth = self.headers.get("Authorization", "")
         if not auth.lower().startswith("bearer "):

@@ -12,6 +12,7 @@ from typing import Any
 
 from .cache.semantic import SemanticCache
 from .errors import Forbidden, InvalidInput, NotFound
+from .experiments import resolve as resolve_experiments
 from .generation.extractive import ExtractiveAnswerer
 from .generation.prompt import SYSTEM, build_prompt
 from .ingest.extract import SUPPORTED
@@ -57,6 +58,7 @@ class Ragline:
         self.ledger = ledger
         self.query_log = query_log
         self.chat = chat
+        self.chat_tiers: dict[str, ChatModel] = {}  # model tiers an experiment may select (factory fills)
         self.extractive = ExtractiveAnswerer()
 
     # ------------------------------------------------------------------ questions
@@ -69,6 +71,12 @@ class Ragline:
             raise InvalidInput(f"question is {len(question)} characters; the limit is {self.settings.max_question_chars}")
         scope = principal.scope()
         query_id = "q_" + uuid.uuid4().hex[:20]
+        # A/B: a user in an experiment gets their variant's overrides and bypasses the shared
+        # semantic cache, so every arm is measured on its own answers
+        exp = resolve_experiments(self.settings.experiments, principal.user)
+        ov = exp.overrides
+        top_k = top_k or ov.get("top_k")
+        use_cache = use_cache and not exp.variants
         vector = self.retriever.embed(question)
         if use_cache and self.cache is not None:
             with segment("cache"):
@@ -80,19 +88,22 @@ class Ragline:
                 })
                 ans.notes.append(f"served from the semantic cache (similarity {sim:.3f})")
                 metric("CacheHitRate", 1)
-                self._log_query(principal, query_id, question, ans, [])
+                self._log_query(principal, query_id, question, ans, [], vector=vector)
                 return ans
             metric("CacheHitRate", 0)
-        hits, timings = self.retriever.search(scope, question, top_k=top_k, vector=vector)
+        retriever = self.retriever.with_overrides(ov) if ov else self.retriever
+        hits, timings = retriever.search(scope, question, top_k=top_k, vector=vector, dense_weight=ov.get("dense_weight"))
         context = self.retriever.select_context(hits)
         usages: list[Usage] = []
-        if self.chat is not None and context:
-            with segment("generate"):
-                gen = self.chat.generate(SYSTEM, build_prompt(question, context), max_tokens=512, timeout_s=None)
-            usages.append(Usage(model_id=gen.model_id, purpose="generation", input_tokens=gen.input_tokens,
-                                output_tokens=gen.output_tokens))
-        else:
-            gen = self.extractive.answer(question, context)
+        chat = self.chat_tiers.get(ov.get("model_tier"), self.chat)
+        with segment("generate"):
+            if chat is not None and context:
+                system = exp.system_prompt() if exp.variants else SYSTEM
+                gen = chat.generate(system, build_prompt(question, context), max_tokens=512, timeout_s=None)
+                usages.append(Usage(model_id=gen.model_id, purpose="generation", input_tokens=gen.input_tokens,
+                                    output_tokens=gen.output_tokens))
+            else:
+                gen = self.extractive.answer(question, context)
         citations = [
             Citation(
                 id=i, doc_id=h.doc_id, version=h.version, chunk_id=h.chunk_id, source=h.source_key, title=h.title,
@@ -103,11 +114,13 @@ class Ragline:
         ans = Answer(
             query_id=query_id, answer=gen.text, citations=citations, cached=False, model=gen.model_id,
             generative=gen.generative, latency_ms=(time.perf_counter() - t0) * 1000, usage=usages,
-            cost_usd=sum(u.cost_usd for u in usages),
+            cost_usd=sum(u.cost_usd for u in usages), variant=exp.label,
         )
-        if not context:
-            metric("EmptyResult", 1)
+        metric("EmptyResult", 0 if context else 1)
+        metric("NoAnswer", 1 if not context or gen.text.startswith("I don't know") else 0)
         if usages:
+            metric("QueryTokens", float(sum(u.input_tokens + u.output_tokens for u in usages)), "Count", {"tenant": principal.tenant})
+            metric("QueryCostUSD", float(ans.cost_usd), "None", {"tenant": principal.tenant})
             self.ledger.record(principal.tenant, query_id, usages)
         if self.cache is not None and context:
             self.cache.store_answer(
@@ -115,11 +128,15 @@ class Ragline:
                 {h.doc_id: h.version for h in context},
             )
         metric("QueryLatencyMs", ans.latency_ms, "Milliseconds")
-        self._log_query(principal, query_id, question, ans, context, timings)
+        self._log_query(principal, query_id, question, ans, context, timings, vector=vector, hits=hits,
+                        experiments=exp.variants)
         return ans
 
     def _log_query(self, principal: Principal, query_id: str, question: str, ans: Answer,
-                   context: list[SearchHit], timings: dict[str, float] | None = None) -> None:
+                   context: list[SearchHit], timings: dict[str, float] | None = None, *, vector=None,
+                   hits: list[SearchHit] | None = None, experiments: dict[str, str] | None = None) -> None:
+        from .operations.drift import retrieval_signals
+
         try:
             self.query_log.append({
                 "tenant": principal.tenant, "query_id": query_id, "user": principal.user, "ts": time.time(),
@@ -128,6 +145,10 @@ class Ragline:
                 "passages": [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score,
                               "text": _snippet(h.text, 1200)} for h in context],
                 "empty": not ans.citations,
+                # operations (issue 7): evaluation sample flag, A/B arm, drift signals
+                "sampled": in_eval_sample(query_id, self.settings.eval_sample_rate),
+                "variant": ans.variant, "experiments": experiments or {},
+                **retrieval_signals(self.index, principal.tenant, vector, hits),
             })
         except Exception:  # noqa: BLE001 - the log must not fail the answer
             logger().exception("query log write failed", extra={"query_id": query_id})
@@ -219,6 +240,12 @@ class Ragline:
 def _snippet(text: str, limit: int = 400) -> str:
     t = " ".join(text.split())
     return t if len(t) <= limit else t[:limit].rsplit(" ", 1)[0] + " …"
+
+
+def in_eval_sample(query_id: str, rate: float) -> bool:
+    """Deterministic evaluation sample: the same query id is always in or always out."""
+    h = int.from_bytes(hashlib.sha256(query_id.encode()).digest()[:8], "big") / 2**64
+    return h < rate
 
 
 def content_hash(data: bytes) -> str:

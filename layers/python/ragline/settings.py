@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,6 +44,44 @@ class RetrievalSettings(BaseSettings):
     fusion: Literal["minmax", "zscore", "rrf"] = "zscore"
     rrf_k: int = 60
     context_token_budget: int = Field(default=1500, ge=100)
+
+
+class VariantSettings(BaseModel):
+    """One arm of an experiment: its traffic share and what it changes (unset = unchanged)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    share: float = Field(gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=1, le=50)
+    dense_weight: float | None = Field(default=None, ge=0.0, le=1.0)
+    rerank: bool | None = None
+    model_tier: Literal["small", "large"] | None = None
+    prompt: str | None = None  # a name in ragline.experiments.SYSTEM_PROMPTS
+    index_version: str | None = None  # a local index version name / OpenSearch index behind the alias
+
+    @model_validator(mode="after")
+    def _known_prompt(self) -> "VariantSettings":
+        from .experiments import SYSTEM_PROMPTS
+
+        if self.prompt is not None and self.prompt not in SYSTEM_PROMPTS:
+            raise ValueError(f"variant {self.name}: unknown prompt {self.prompt!r}; known: {', '.join(sorted(SYSTEM_PROMPTS))}")
+        return self
+
+
+class ExperimentSettings(BaseModel):
+    """A named A/B experiment (``RAGLINE_EXPERIMENTS`` is a JSON list of these)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    enabled: bool = True
+    variants: list[VariantSettings] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _shares(self) -> "ExperimentSettings":
+        total = sum(v.share for v in self.variants)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"experiment {self.name}: variant shares add up to {total:g}, not 1")
+        if len({v.name for v in self.variants}) != len(self.variants):
+            raise ValueError(f"experiment {self.name}: variant names must be unique")
+        return self
 
 
 class Settings(BaseSettings):
@@ -107,6 +145,14 @@ class Settings(BaseSettings):
 
     chunker: ChunkerSettings = Field(default_factory=ChunkerSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+
+    # operations (issue 7): evaluation sample, judge repeats, A/B experiments, drift thresholds
+    eval_sample_rate: float = Field(default=0.15, ge=0.0, le=1.0)
+    judge_repeats: int = Field(default=3, ge=1, le=10)
+    judge_model: str | None = None  # Bedrock model for the LLM judge (default: the large chat model)
+    experiments: list[ExperimentSettings] = Field(default_factory=list)
+    drift_psi_alarm: float = Field(default=0.2, gt=0.0)
+    drift_ks_alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _aws_requires(self) -> "Settings":

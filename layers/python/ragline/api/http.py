@@ -176,6 +176,18 @@ def build_resolver(service: ServiceProvider, settings_provider: Callable[[], Any
     def usage(days: Annotated[int, Query(ge=1, le=366)] = 7) -> dict[str, Any]:
         return service().usage(principal(), days)
 
+    @app.get("/v1/ops/stats", summary="Operating figures: latency, cache, cost, documents, evaluation, drift", tags=["ops"])
+    def ops_stats(days: Annotated[int, Query(ge=1, le=90)] = 7,
+                  all_tenants: Annotated[bool, Query(description="Every tenant (needs the admin scope)")] = False) -> dict[str, Any]:
+        from ..operations.figures import figures
+
+        who = principal()
+        if all_tenants and settings_provider().admin_scope not in who.scopes:
+            from ..errors import Forbidden
+
+            raise Forbidden("the cross-tenant view needs the admin scope")
+        return figures(service(), None if all_tenants else who.tenant, days=days)
+
     @app.exception_handler(RaglineError)
     def _domain_error(exc: RaglineError) -> Response:
         if exc.http_status >= 500:

@@ -3,7 +3,9 @@
 - latency percentiles, empty-result rate ("I don't know" rate), cache hit rate;
 - feedback rate and share of positive feedback;
 - grounding: the share of the answer's content words found in the passages it cited (a
-  deterministic approximation of faithfulness, labelled as such).
+  deterministic approximation of faithfulness, labelled as such);
+- RAGAS-style scores (:mod:`ragline.evaluation.ragas`) on the deterministic evaluation sample
+  (entries logged with ``sampled``): an LLM judge on AWS, the labelled approximation locally.
 """
 
 from __future__ import annotations
@@ -52,11 +54,53 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def evaluate_recent(app, *, limit: int = 500, tenant: str | None = None) -> dict[str, Any]:
+def default_scorer(app):
+    """The judge the backend offers: Bedrock (the judge model, else the large chat model) on
+    AWS, the deterministic approximation locally."""
+    from .ragas import ApproxScorer, LLMJudge
+
+    s = app.settings
+    if s.backend == "aws":
+        from ..adapters.aws import BedrockChatModel
+
+        # default sampling temperature on purpose: repeated judgements are averaged
+        chat = BedrockChatModel(s.judge_model or s.bedrock_chat_model_large, settings=s)
+        return LLMJudge(chat, ledger=app.ledger, repeats=s.judge_repeats)
+    return ApproxScorer(app.retriever.embedder)
+
+
+def score_sample(entries: list[dict[str, Any]], scorer) -> dict[str, Any]:
+    """RAGAS-style scores over the sampled, answered (not cached, not empty) entries."""
+    from .ragas import Sample, mean_scores
+
+    rows = []
+    for e in entries:
+        if not e.get("sampled") or e.get("cached") or e.get("empty"):
+            continue
+        s = Sample(question=e.get("question", ""), answer=e.get("answer", ""),
+                   contexts=[p.get("text", "") for p in e.get("passages", [])])
+        rows.append(scorer.score(s, e["query_id"]) if hasattr(scorer, "chat") else scorer.score(s))
+    return {"sampled": len(rows), **mean_scores(rows)}
+
+
+def evaluate_recent(app, *, limit: int = 500, tenant: str | None = None, scorer=None) -> dict[str, Any]:
     from ..observability import metric
 
     entries = app.query_log.recent(tenant, limit)
     out = summarise(entries)
+    if entries:
+        out["ragas"] = score_sample(entries, scorer or default_scorer(app))
+        for k in ("faithfulness", "answer_relevancy", "context_precision", "context_recall"):
+            if out["ragas"].get(k) is not None:
+                metric(f"Eval_{k}", float(out["ragas"][k]), "None")
+        # drift of retrieval signals, per tenant seen in the window (metric + alarm-worthy log)
+        from ..operations.drift import report
+
+        s = app.settings
+        out["drift"] = {
+            t: report(entries, tenant=t, psi_alarm=s.drift_psi_alarm, ks_alpha=s.drift_ks_alpha, emit=True)["message"]
+            for t in sorted({e["tenant"] for e in entries if e.get("tenant")})
+        }
     units = {"p50_ms": "Milliseconds", "p95_ms": "Milliseconds", "p99_ms": "Milliseconds"}
     for k, v in out.items():
         if isinstance(v, (int, float)) and k != "queries":

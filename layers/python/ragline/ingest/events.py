@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -21,7 +22,7 @@ from urllib.parse import unquote_plus
 from pydantic import BaseModel, ConfigDict
 
 from ..models import document_id
-from ..observability import logger, metric
+from ..observability import logger, metric, reason_class
 from .pipeline import IngestItem
 
 _TENANT_KEY = re.compile(r"^tenants/([A-Za-z0-9][\w.@:+-]{0,127})/(.+)$")
@@ -95,6 +96,7 @@ def handle_s3_message(app, body: str | dict[str, Any]) -> list[EventResult]:
 
 def handle_s3_record(app, record) -> EventResult:
     key = unquote_plus(record.s3.object.key)
+    logger().set_correlation_id(key)  # every log line of this record carries its object key
     parsed = tenant_of(key)
     if parsed is None:
         reason = f"object key {key!r} is outside the tenants/<tenant>/ layout; not ingested"
@@ -132,4 +134,10 @@ def handle_s3_record(app, record) -> EventResult:
     metric("DocumentsProcessed", 1)
     if out.status in ("failed", "unsupported", "no_text"):
         metric("DocumentsFailed", 1)
+        metric("DocumentsFailedByReason", 1, "Count", {"reason": reason_class(out.reason, out.status)})
+    elif out.status == "indexed" and getattr(record, "eventTime", None) is not None:
+        # upload (S3 event time) to searchable (published): the ingestion lag
+        lag = time.time() - record.eventTime.timestamp()
+        metric("IngestLagSeconds", max(0.0, lag), "Seconds")
+        logger().info("document searchable", extra={"key": key, "ingest_lag_s": round(lag, 3)})
     return EventResult(out.status, key=key, tenant=tenant, doc_id=out.doc_id, reason=out.reason)

@@ -20,6 +20,21 @@ class Retriever:
         self.settings = settings
         self.reranker = reranker
 
+    def with_overrides(self, overrides: dict) -> "Retriever":
+        """A retriever for one A/B variant: another ``top_k`` / ``dense_weight``, re-ranking
+        switched off, or another index version (an index that offers ``at_version``)."""
+        index = self.index
+        version = overrides.get("index_version")
+        if version:
+            at_version = getattr(self.index, "at_version", None)
+            if at_version is None:
+                raise ValueError(f"this index has no versions; an experiment asks for {version!r}")
+            index = at_version(version)
+        knobs = {k: overrides[k] for k in ("top_k", "dense_weight") if overrides.get(k) is not None}
+        settings = self.settings.model_copy(update=knobs) if knobs else self.settings
+        reranker = None if overrides.get("rerank") is False else self.reranker
+        return Retriever(index, self.embedder, settings, reranker=reranker)
+
     def embed(self, question: str):
         with segment("embed"):
             return self.embedder.embed_query(question)

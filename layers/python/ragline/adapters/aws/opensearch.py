@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -460,3 +461,71 @@ class OpenSearchIndex:
             ),
         )
         return int(response.get("count", 0))
+
+    # --- blue-green versions (issue 7) ------------------------------------------------------------
+    # A version is a concrete index "<alias>-<name>"; the alias is what every read and write
+    # names. Switching is one _aliases request (remove from every index + add to the new one),
+    # which OpenSearch applies atomically. Backfilling a new version runs the ingest pipeline
+    # with an index from at_version(name) (for large backfills, Bedrock batch inference).
+
+    def version_index(self, name: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9._-]{0,63}$", name or ""):
+            raise ValueError(f"invalid index version name {name!r}: lower-case letters, digits, '.', '_', '-'")
+        return f"{self.alias}-{name}"
+
+    def version_body(self) -> dict[str, Any]:
+        """The mapping of a new version: the live mapping without the alias (added at switch)."""
+        body = self.index_body()
+        body.pop("aliases", None)
+        return body
+
+    def create_version(self, name: str) -> str:
+        index = self.version_index(name)
+        self._call("create version", lambda: self.client.indices.create(index=index, body=self.version_body()))
+        return index
+
+    def versions(self) -> dict[str, Any]:
+        """Every version index and which one the alias points at."""
+        indices = self._call("versions", lambda: self.client.indices.get(index=f"{self.alias}-*"))
+        aliased = self._call("versions", lambda: self.client.indices.get_alias(name=self.alias))
+        live = sorted(aliased)
+        return {"alias": self.alias, "live": live[0] if len(live) == 1 else live, "indices": sorted(indices)}
+
+    def switch_body(self, name: str) -> dict[str, Any]:
+        return {
+            "actions": [
+                {"remove": {"index": f"{self.alias}-*", "alias": self.alias}},
+                {"add": {"index": self.version_index(name), "alias": self.alias, "is_write_index": True}},
+            ]
+        }
+
+    def switch_alias(self, name: str) -> dict[str, Any]:
+        """Point the alias at version ``name`` in one atomic _aliases request."""
+        body = self.switch_body(name)
+        self._call("switch alias", lambda: self.client.indices.update_aliases(body=body))
+        return body
+
+    def at_version(self, name: str) -> "OpenSearchIndex":
+        """This index reading and writing one version directly (a build, or an A/B arm)."""
+        import copy
+
+        other = copy.copy(self)
+        other.alias = self.version_index(name)
+        return other
+
+    def snapshot_version(self, name: str, repository: str, snapshot: str) -> dict[str, Any]:
+        """An OpenSearch snapshot of one version into a registered (S3) repository."""
+        body = {"indices": self.version_index(name), "include_global_state": False}
+        self._call("snapshot", lambda: self.client.snapshot.create(
+            repository=repository, snapshot=snapshot, body=body, wait_for_completion=False))
+        return body
+
+    def restore_version(self, repository: str, snapshot: str, source: str, name: str) -> dict[str, Any]:
+        """Restore version ``source`` from a snapshot as the new version ``name`` (not live)."""
+        body = {
+            "indices": self.version_index(source), "include_global_state": False, "include_aliases": False,
+            "rename_pattern": re.escape(self.version_index(source)), "rename_replacement": self.version_index(name),
+        }
+        self._call("restore", lambda: self.client.snapshot.restore(
+            repository=repository, snapshot=snapshot, body=body, wait_for_completion=False))
+        return body

@@ -35,4 +35,9 @@ def build_ports(settings: Settings) -> dict:
         if settings.bedrock_rerank_model else None,
         "chat": BedrockChatModel(settings.bedrock_chat_model_small, settings=settings, deadline=remaining_s),
         "pii": ComprehendPiiDetector(settings=settings),  # used only for tenants whose policy is not "allow"
+        # tiers an A/B variant may select (model_tier); the default path uses "chat"
+        "chat_tiers": {
+            "small": BedrockChatModel(settings.bedrock_chat_model_small, settings=settings, deadline=remaining_s),
+            "large": BedrockChatModel(settings.bedrock_chat_model_large, settings=settings, deadline=remaining_s),
+        },
     }

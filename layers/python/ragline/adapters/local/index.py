@@ -99,6 +99,7 @@ class _TenantVectors:
     acls: list[str] = field(default_factory=list)  # distinct acl strings
     acl_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     pos: dict[int, int] = field(default_factory=dict)
+    centroid: np.ndarray | None = None  # mean of the live vectors, computed on first use
 
     def visible(self, groups: frozenset[str]) -> np.ndarray | None:
         """Boolean mask of rows the scope may see, or None when it may see all of them."""
@@ -349,6 +350,16 @@ class LocalHybridIndex:
                 )
             )
         return hits
+
+    def centroid(self, tenant: str) -> np.ndarray | None:
+        """Mean of a tenant's live chunk vectors (for drift of query embeddings); cached until
+        the index changes."""
+        tv = self._tenant_vectors(tenant)
+        if tv.mat is None or not len(tv.rowids):
+            return None
+        if tv.centroid is None:
+            tv.centroid = tv.mat.mean(axis=0)
+        return tv.centroid
 
     # ------------------------------------------------------------------ vector cache
     def _tenant_vectors(self, tenant: str) -> _TenantVectors:

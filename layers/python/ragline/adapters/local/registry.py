@@ -65,6 +65,10 @@ class SqliteRegistry(SqliteStore):
         with self.tx() as c:
             c.execute("DELETE FROM documents WHERE tenant=? AND doc_id=?", (tenant, doc_id))
 
+    def tenants(self) -> list[str]:
+        """Every tenant with a document (operators' tools: index builds, stats)."""
+        return [r[0] for r in self.conn().execute("SELECT DISTINCT tenant FROM documents ORDER BY tenant")]
+
 
 class SqliteQueryLog(SqliteStore):
     schema = """

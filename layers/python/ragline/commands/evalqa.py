@@ -1,0 +1,42 @@
+"""``ragline eval qa``: question answering quality against gold answers (support@k, token F1,
+RAGAS-style scores)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer, eval_app: typer.Typer) -> None:
+    @eval_app.command("qa")
+    def eval_qa(
+        data: Path = typer.Option(..., "--data", help="JSON lines: question, answers[{text, gold_paragraph}]"),
+        corpus: Optional[Path] = typer.Option(None, "--corpus", help="Folder or BEIR corpus.jsonl to ingest first (into a throwaway store)"),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Deterministic subset of N questions"),
+        tenant: str = typer.Option("eval", "--tenant", "-t", help="Tenant to search (without --corpus: your local store)"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """support@1/3/5, answer token F1 and RAGAS-style scores on a QA set."""
+        from rich.console import Console
+
+        from ..evaluation.qa import evaluate_qa
+
+        err = Console(stderr=True, highlight=False)
+        try:
+            with err.status("evaluating…"):
+                res = evaluate_qa(data, corpus, limit=limit, tenant=tenant)
+        except (FileNotFoundError, ValueError) as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2)
+        if as_json:
+            print(json.dumps(res))
+            return
+        con = Console(highlight=False)
+        for k in ("questions", "support@1", "support@3", "support@5", "answer_f1", "answerer", "p50_ms", "p95_ms"):
+            con.print(f"{k:>18}  {res[k]}")
+        for k, v in res["ragas"].items():
+            if not k.endswith("_n"):
+                con.print(f"{k:>18}  {v}")

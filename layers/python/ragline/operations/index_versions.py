@@ -1,0 +1,190 @@
+"""Blue-green index operations on the local stack: build a new index version beside the live
+one, validate it against the live one, promote it (switch the alias), roll back.
+
+``build`` re-ingests every current document version — the bytes from the blob store, the
+groups and provenance from the registry — through the ingestion pipeline with the *current*
+embedder and chunker settings into a new index file, with a scratch registry so the live
+registry is not touched and "unchanged" short-cuts do not apply. Queries keep being served
+from the live version meanwhile. The manifest records a fingerprint of the registry (every
+tenant, document and version) so ``promote`` can refuse a build that no longer matches the
+documents (uploaded, changed or deleted since), unless forced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from ..adapters.local.index import LocalHybridIndex
+from ..adapters.local.registry import SqliteRegistry
+from ..adapters.local.versions import AliasedIndex, Conflict, IndexVersions
+from ..errors import InvalidInput, NotFound
+from ..ingest.pipeline import IngestItem, IngestPipeline
+from ..models import DocStatus, TenantScope
+from ..retrieval.service import Retriever
+from ..settings import ChunkerSettings
+
+
+def versions_of(app) -> tuple[IndexVersions, AliasedIndex]:
+    if not isinstance(app.index, AliasedIndex):
+        raise InvalidInput("index versions need the local aliased index (RAGLINE_BACKEND=local)")
+    return app.index.versions, app.index
+
+
+def tenants(app) -> list[str]:
+    fn = getattr(app.registry, "tenants", None)
+    if fn is None:
+        raise InvalidInput("this registry cannot list its tenants")
+    return fn()
+
+
+def registry_fingerprint(app) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    for t in tenants(app):
+        for r in app.registry.list(t):
+            if r.status == DocStatus.INDEXED:
+                h.update(f"{t}\x00{r.doc_id}\x00{r.version}\x00{','.join(sorted(r.groups))}\n".encode())
+                n += 1
+    return h.hexdigest(), n
+
+
+def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = None,
+          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    versions, aliased = versions_of(app)
+    name = versions.create(name)
+    t0 = time.perf_counter()
+    fingerprint, _ = registry_fingerprint(app)
+    index = LocalHybridIndex(versions.path(name), aliased.dim)
+    scratch_path = versions.root / f".{name}.build-registry.db"
+    scratch = SqliteRegistry(scratch_path)
+    base = app.pipeline
+    pipeline = IngestPipeline(
+        registry=scratch, index=index, embedder=base.embedder, chunker=chunker or base.chunker_settings, cache=None,
+        max_pages=base.max_pages, max_chunks=base.max_chunks,
+    )
+    records = [r for t in tenants(app) for r in app.registry.list(t) if r.status == DocStatus.INDEXED]
+    changed: list[str] = []
+    missing: list[str] = []
+
+    def items():
+        for r in records:
+            try:
+                blob = app.blobs.get(r.source_key)
+            except NotFound:
+                missing.append(r.source_key)
+                continue
+            if hashlib.sha256(blob.data).hexdigest() != r.version:
+                changed.append(r.source_key)  # built from the current bytes; ingestion will catch up live
+            yield IngestItem(tenant=r.tenant, key=r.source_key, data=blob.data, groups=tuple(r.groups),
+                             content_type=r.content_type, source_version_id=r.source_version_id)
+
+    statuses: dict[str, int] = {}
+    chunks = 0
+    try:
+        for i, out in enumerate(pipeline.ingest_many(items()), start=1):
+            statuses[out.status] = statuses.get(out.status, 0) + 1
+            chunks += out.chunks
+            if progress:
+                progress(i, len(records))
+    except BaseException:
+        index.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{versions.path(name)}{suffix}").unlink(missing_ok=True)
+        raise
+    finally:
+        scratch.conn().close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{scratch_path}{suffix}").unlink(missing_ok=True)
+    index.close()
+    manifest = {
+        "name": name, "built_at": time.time(), "source": "build", "documents": len(records), "chunks": chunks,
+        "statuses": statuses, "embedding_model": base.embedder.model_id,
+        "chunker": pipeline.chunker_settings.fingerprint(), "registry_fingerprint": fingerprint,
+        "changed_since_indexed": changed, "missing_blobs": missing, "seconds": round(time.perf_counter() - t0, 2),
+    }
+    versions.write_manifest(name, manifest)
+    return manifest
+
+
+def promote(app, name: str, *, force: bool = False) -> dict[str, Any]:
+    versions, _ = versions_of(app)
+    m = versions.manifest(name)
+    if m and m.get("registry_fingerprint") and not force:
+        now, n = registry_fingerprint(app)
+        if now != m["registry_fingerprint"]:
+            raise Conflict(f"documents changed since version {name} was built ({n} indexed now, "
+                           f"{m.get('documents')} at build time): build again, or promote with --force")
+    return versions.switch(name)
+
+
+def rollback(app) -> dict[str, Any]:
+    versions, _ = versions_of(app)
+    return versions.rollback()
+
+
+def _retriever(app, index) -> Retriever:
+    return Retriever(index, app.retriever.embedder, app.retriever.settings)
+
+
+def validate(app, candidate: str, *, baseline: str | None = None, data: Path | None = None,
+             split: str = "test", tenant: str = "eval", queries: int = 200, k: int = 5) -> dict[str, Any]:
+    """Compare two versions: with ``data`` (a BEIR folder whose corpus is ingested under
+    ``tenant``), nDCG@10 and Recall@10 of each; otherwise the query log's recent questions,
+    as overlap of the top-k documents, top-1 agreement and mean top-1 similarity."""
+    versions, aliased = versions_of(app)
+    baseline = baseline or versions.live()
+    if candidate == baseline:
+        raise InvalidInput("validate compares two different versions")
+    sides = {v: _retriever(app, aliased.at_version(v)) for v in (baseline, candidate)}
+    out: dict[str, Any] = {"baseline": baseline, "candidate": candidate}
+    if data is not None:
+        from ..evaluation.beir import load_beir, ndcg_at, recall_at
+
+        _, qs, qrels = load_beir(data, split)
+        scope = TenantScope(tenant)
+        for v, r in sides.items():
+            nd, rc = [], []
+            for qid, text in qs.items():
+                hits, _ = r.search(scope, text, top_k=100)
+                ranked = list(dict.fromkeys(PurePosixPath(h.source_key).stem for h in hits))
+                nd.append(ndcg_at(ranked, qrels[qid], 10))
+                rc.append(recall_at(ranked, qrels[qid], 10))
+            out[v] = {"ndcg@10": round(float(np.mean(nd)), 4) if nd else 0.0,
+                      "recall@10": round(float(np.mean(rc)), 4) if rc else 0.0}
+        out.update(mode="beir", queries=len(qs))
+        out["delta_ndcg@10"] = round(out[candidate]["ndcg@10"] - out[baseline]["ndcg@10"], 4)
+        return out
+    seen: set[tuple[str, str]] = set()
+    asked = []
+    for e in app.query_log.recent(None, queries * 5):
+        key = (e.get("tenant"), e.get("question"))
+        if all(key) and key not in seen:
+            seen.add(key)
+            asked.append(key)
+        if len(asked) >= queries:
+            break
+    overlaps, agree, top1 = [], [], {baseline: [], candidate: []}
+    for t, q in asked:
+        scope = TenantScope(t)
+        res = {}
+        for v, r in sides.items():
+            hits, _ = r.search(scope, q, top_k=k)
+            res[v] = list(dict.fromkeys(h.doc_id for h in hits))
+            if hits:
+                top1[v].append(max(float(h.dense_score if h.dense_score is not None else h.score) for h in hits))
+        a, b = set(res[baseline]), set(res[candidate])
+        overlaps.append(len(a & b) / len(a | b) if a | b else 1.0)
+        agree.append(bool(res[baseline][:1] == res[candidate][:1]))
+    out.update(
+        mode="query_log", queries=len(asked), k=k,
+        doc_overlap_at_k=round(float(np.mean(overlaps)), 4) if overlaps else None,
+        top1_agreement=round(float(np.mean(agree)), 4) if agree else None,
+        mean_top1_similarity={v: round(float(np.mean(x)), 4) if x else None for v, x in top1.items()},
+    )
+    return out
