@@ -100,7 +100,7 @@ def test_query_metrics_include_latency_cache_and_per_tenant_cost(app, emf, capsy
     printed = capsys.readouterr().out
     docs = _emf(printed)
     names = {m["Name"] for d in docs for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
-    assert {"QueryLatencyMs", "CacheHit", "EmptyResult", "NoAnswer", "QueryTokens", "QueryCostUSD"} <= names
+    assert {"QueryLatencyMs", "CacheHitRate", "EmptyResult", "NoAnswer", "QueryTokens", "QueryCostUSD"} <= names
     tokens = next(d for d in docs if "QueryTokens" in d)
     assert tokens["tenant"] == "acme" and tokens["QueryTokens"] in (105, [105])
     assert tokens["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "tenant"]]

@@ -13,6 +13,7 @@ is skipped.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 import re
 import time
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class S3NotificationEntity(_Lenient):
 
 class S3NotificationRecord(_Lenient):
     eventName: str
+    eventTime: datetime | None = None  # for the upload-to-searchable lag
     s3: S3NotificationEntity
 
 
