@@ -13,7 +13,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 PORT ?= 8080
 TENANT ?= demo
 
-.PHONY: setup run demo serve test test-fast lint synth bench bench-scifact clean
+.PHONY: setup browser run demo serve test test-fast lint synth bench bench-scifact clean
 
 setup: $(STAMP)
 
@@ -42,7 +42,14 @@ run: setup
 serve: setup
 	$(BIN)/ragline serve --port $(PORT)
 
-test: setup
+# Debian's chromium for the operator page's browser test (Playwright drives it; it never
+# downloads a browser). Without apt (not root, no Debian) that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium not installed: the browser test will be skipped"; }
+
+test: setup browser
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-fast: setup

@@ -52,15 +52,18 @@ def main() -> None:
             ranked = doc_ranking(app.index.search(scope, req), 100)
             nd.append(ndcg_at(ranked, qrels[qid], 10))
             r100.append(recall_at(ranked, qrels[qid], 100))
-        row = {"fusion": fusion, "dense_weight": w, "title_weight": tw, "ndcg@10": round(float(np.mean(nd)), 4), "recall@100": round(float(np.mean(r100)), 4)}
+        row = {"chunker": app.settings.chunker.fingerprint(), "fusion": fusion, "dense_weight": w, "title_weight": tw,
+               "ndcg@10": round(float(np.mean(nd)), 4), "recall@100": round(float(np.mean(r100)), 4)}
         results.append(row)
         print(row, flush=True)
     out = Path(__file__).parent / "results" / "tune_fusion.json"
     out.parent.mkdir(exist_ok=True)
     previous = json.loads(out.read_text())["results"] if out.exists() else []
-    merged = {(r["fusion"], r["dense_weight"], r.get("title_weight", 0.5)): r for r in previous + results}
+    default_fp = "tiktoken:cl100k_base/max256/overlap32"
+    merged = {(r.get("chunker", default_fp), r["fusion"], r["dense_weight"], r.get("title_weight", 0.5)): r
+              for r in previous + results}
     out.write_text(json.dumps({"split": args.split, "queries": len(queries),
-                               "results": sorted(merged.values(), key=lambda r: (r["fusion"], r["dense_weight"], r.get("title_weight", 0.5)))}, indent=2))
+                               "results": sorted(merged.values(), key=lambda r: (r.get("chunker", ""), r["fusion"], r["dense_weight"], r.get("title_weight", 0.5)))}, indent=2))
 
 
 if __name__ == "__main__":
