@@ -13,10 +13,11 @@ from typing import Any
 from .cache.semantic import SemanticCache
 from .errors import Forbidden, InvalidInput, NotFound
 from .generation.extractive import ExtractiveAnswerer
-from .generation.prompt import SYSTEM, build_prompt
+from .generation.service import UNAVAILABLE_MODEL, GenerationService
+from .ledger import meter
 from .ingest.extract import SUPPORTED
 from .ingest.pipeline import IngestPipeline
-from .models import Answer, Citation, DocStatus, DocumentRecord, Principal, SearchHit, Usage
+from .models import Answer, Citation, DocStatus, DocumentRecord, Principal, SearchHit
 from .observability import logger, metric, segment
 from .ports import BlobStore, ChatModel, DocumentRegistry, Ledger, QueryLog, SearchIndex
 from .retrieval.service import Retriever
@@ -46,6 +47,7 @@ class Ragline:
         ledger: Ledger,
         query_log: QueryLog,
         chat: ChatModel | None = None,
+        generation: GenerationService | None = None,
     ):
         self.settings = settings
         self.blobs = blobs
@@ -58,6 +60,10 @@ class Ragline:
         self.query_log = query_log
         self.chat = chat
         self.extractive = ExtractiveAnswerer()
+        self.generation = generation or GenerationService(
+            settings, ledger=ledger, small=chat, embedder_id=getattr(retriever.embedder, "model_id", None),
+            select_context=retriever.select_context,
+        )
 
     # ------------------------------------------------------------------ questions
     def ask(self, principal: Principal, question: str, *, top_k: int | None = None, use_cache: bool = True) -> Answer:
@@ -69,30 +75,32 @@ class Ragline:
             raise InvalidInput(f"question is {len(question)} characters; the limit is {self.settings.max_question_chars}")
         scope = principal.scope()
         query_id = "q_" + uuid.uuid4().hex[:20]
-        vector = self.retriever.embed(question)
-        if use_cache and self.cache is not None:
-            with segment("cache"):
-                hit, sim = self.cache.lookup(scope, vector)
-            if hit is not None:
-                ans = Answer.model_validate(hit["answer"] | {
-                    "query_id": query_id, "cached": True, "latency_ms": (time.perf_counter() - t0) * 1000,
-                    "usage": [], "cost_usd": 0.0,
-                })
-                ans.notes.append(f"served from the semantic cache (similarity {sim:.3f})")
-                metric("CacheHit", 1)
-                self._log_query(principal, query_id, question, ans, [])
-                return ans
-            metric("CacheHit", 0)
-        hits, timings = self.retriever.search(scope, question, top_k=top_k, vector=vector)
-        context = self.retriever.select_context(hits)
-        usages: list[Usage] = []
-        if self.chat is not None and context:
-            with segment("generate"):
-                gen = self.chat.generate(SYSTEM, build_prompt(question, context), max_tokens=512, timeout_s=None)
-            usages.append(Usage(model_id=gen.model_id, purpose="generation", input_tokens=gen.input_tokens,
-                                output_tokens=gen.output_tokens))
-        else:
-            gen = self.extractive.answer(question, context)
+        with meter.collecting() as model_calls:
+            vector = self.retriever.embed(question)
+            hits = timings = None
+            if use_cache and self.cache is not None:
+                with segment("cache"):
+                    decision = self.cache.decide(
+                        scope, vector, question, lambda: self.retriever.search(scope, question, top_k=top_k, vector=vector))
+                if decision.hit:
+                    hit = decision.entry
+                    ans = Answer.model_validate(hit["answer"] | {
+                        "query_id": query_id, "cached": True, "latency_ms": (time.perf_counter() - t0) * 1000,
+                        "usage": [], "cost_usd": 0.0,
+                    })
+                    ans.notes.append(f"served from the semantic cache (similarity {decision.similarity:.3f}; {decision.reason})")
+                    ans.usage = self.generation.settle(principal.tenant, query_id, question, model_calls, [])
+                    ans.cost_usd = sum(u.cost_usd for u in ans.usage)
+                    metric("CacheHit", 1)
+                    self._log_query(principal, query_id, question, ans, [])
+                    return ans
+                metric("CacheHit", 0)
+                hits, timings = decision.hits, decision.timings
+            if hits is None:
+                hits, timings = self.retriever.search(scope, question, top_k=top_k, vector=vector)
+        result = self.generation.answer(principal.tenant, question, hits)
+        context, gen = result.context, result.generation
+        usages = self.generation.settle(principal.tenant, query_id, question, model_calls, result.usages)
         citations = [
             Citation(
                 id=i, doc_id=h.doc_id, version=h.version, chunk_id=h.chunk_id, source=h.source_key, title=h.title,
@@ -103,16 +111,14 @@ class Ragline:
         ans = Answer(
             query_id=query_id, answer=gen.text, citations=citations, cached=False, model=gen.model_id,
             generative=gen.generative, latency_ms=(time.perf_counter() - t0) * 1000, usage=usages,
-            cost_usd=sum(u.cost_usd for u in usages),
+            cost_usd=sum(u.cost_usd for u in usages), route=result.route.label(), notes=result.notes,
         )
         if not context:
             metric("EmptyResult", 1)
-        if usages:
-            self.ledger.record(principal.tenant, query_id, usages)
-        if self.cache is not None and context:
+        if self.cache is not None and context and gen.model_id != UNAVAILABLE_MODEL:
             self.cache.store_answer(
                 scope, question, vector, ans.model_dump(mode="json", exclude={"query_id", "latency_ms", "usage", "cost_usd"}),
-                {h.doc_id: h.version for h in context},
+                {h.doc_id: h.version for h in context}, [h.chunk_id for h in hits],
             )
         metric("QueryLatencyMs", ans.latency_ms, "Milliseconds")
         self._log_query(principal, query_id, question, ans, context, timings)
@@ -138,12 +144,13 @@ class Ragline:
         if self.cache is None:
             return {"hit": False, "similarity": 0.0, "answer": None, "reason": "cache disabled"}
         t0 = time.perf_counter()
-        entry, sim = self.cache.lookup(scope, self.retriever.embed(question))
+        vector = self.retriever.embed(question)
+        d = self.cache.decide(scope, vector, question, lambda: self.retriever.search(scope, question, vector=vector))
         ms = (time.perf_counter() - t0) * 1000
         metric("CacheLookupMs", ms, "Milliseconds")
-        metric("CacheHit", 1 if entry else 0)
-        return {"hit": entry is not None, "similarity": round(sim, 4), "answer": entry["answer"] if entry else None,
-                "lookup_ms": round(ms, 2)}
+        metric("CacheHit", 1 if d.hit else 0)
+        return {"hit": d.hit, "similarity": round(d.similarity, 4), "answer": d.entry["answer"] if d.entry else None,
+                "reason": d.reason, "lookup_ms": round(ms, 2)}
 
     def cache_invalidate(self, tenant: str, doc_id: str | None = None) -> dict[str, Any]:
         if self.cache is None:
@@ -204,7 +211,7 @@ class Ragline:
         rows = self.ledger.totals(principal.tenant, days)
         return {
             "tenant": principal.tenant, "days": days, "rows": rows,
-            "total_cost_usd": round(sum(r["cost_usd"] for r in rows), 6),
+            "total_cost_usd": round(sum(r["cost_usd"] for r in rows), 9),
             "total_input_tokens": sum(r["input_tokens"] for r in rows),
             "total_output_tokens": sum(r["output_tokens"] for r in rows),
         }

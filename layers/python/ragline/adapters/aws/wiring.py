@@ -3,6 +3,7 @@ per Lambda container. Nothing here makes a network call; clients are created laz
 
 from __future__ import annotations
 
+from ...ledger import meter
 from ...runtime import remaining_s
 from ...settings import Settings
 
@@ -24,13 +25,17 @@ def build_ports(settings: Settings) -> dict:
         "blobs": S3BlobStore(settings=settings),
         "index": OpenSearchIndex(settings=settings, dimensions=dims),
         "embedder": BedrockEmbedder(settings.bedrock_embedding_model, dimensions=dims, settings=settings,
-                                    deadline=remaining_s),
+                                    deadline=remaining_s, on_usage=meter.record),
         "registry": DynamoRegistry(settings=settings),
         "ledger": DynamoLedgerStore(settings=settings),
         "query_log": DynamoQueryLog(settings=settings),
         # the semantic cache on AWS arrives with the cost layer (issue 5); off until then
         "cache_store": None,
-        "reranker": BedrockReranker(settings.bedrock_rerank_model, settings=settings, deadline=remaining_s)
+        "reranker": BedrockReranker(settings.bedrock_rerank_model, settings=settings, deadline=remaining_s,
+                                    on_usage=meter.record)
         if settings.bedrock_rerank_model else None,
         "chat": BedrockChatModel(settings.bedrock_chat_model_small, settings=settings, deadline=remaining_s),
+        "chat_large": BedrockChatModel(settings.bedrock_chat_model_large, settings=settings, deadline=remaining_s),
+        "chat_fallback": BedrockChatModel(settings.bedrock_chat_model_fallback, settings=settings, deadline=remaining_s)
+        if settings.bedrock_chat_model_fallback else None,
     }

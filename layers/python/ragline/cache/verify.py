@@ -1,0 +1,131 @@
+"""Verification of a semantic-cache candidate: is the new question really the cached one?
+
+Cosine similarity of sentence embeddings is blind to exactly the details that make two
+questions different while their words overlap: a number ("in 2008" vs "in 2009"), a negation
+("does X affect Y" vs "does X not affect Y"), a named entity ("IFITM5" vs "IFITM3"). Those are
+cheap to compare on the surface, so the cache decides in two stages:
+
+1. a candidate threshold below the accept threshold picks the nearest cached question;
+2. the pair is verified: numbers, negations and named entities must agree, and, in the band
+   between the candidate and the accept threshold, the two questions must share enough content
+   words and (when retrieval ran) retrieve the same passages.
+
+Written by hand because it is a few set comparisons over regex tokens; a library (spaCy NER)
+would add a model load to every query for little gain on short questions. The rules and their
+thresholds are measured on STS-B train and checked on held-out sets (bench/cache_policy.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-\.]*[A-Za-z0-9]|[A-Za-z0-9]")
+_NUMBER = re.compile(r"^\d+(?:[.,]\d+)*$")
+_HAS_DIGIT = re.compile(r"\d")
+NEGATIONS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "cannot", "without",
+                       "nowhere", "n't"})
+NUMBER_WORDS = {
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
+    "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "twenty": "20", "thirty": "30",
+    "forty": "40", "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1000000",
+    "billion": "1000000000", "first": "1", "second": "2", "third": "3", "half": "0.5", "once": "1", "twice": "2",
+}
+STOP = frozenset(
+    "a an the and or but if of to in on at by for with from as into onto about over under than then there here this "
+    "that these those it its is are was were be been being am do does did doing has have had having can could should "
+    "would will shall may might must what which who whom whose when where why how i you he she we they me him her us "
+    "them my your his our their some any all each every other such own same so too very just also only s t "
+    "up down out off again further once is's it's there's what's".split()
+)
+
+
+def tokens(text: str) -> list[str]:
+    raw = _TOKEN.findall(text.replace("\u2019", "'"))
+    out: list[str] = []
+    for t in raw:
+        low = t.lower()
+        if low.endswith("n't"):
+            out.extend([t[:-3], "n't"])
+        else:
+            out.append(t)
+    return [t for t in out if t]
+
+
+def _stem(word: str) -> str:
+    w = word.lower().strip(".'-")
+    for suf in ("ing", "ies", "es", "ed", "ly", "s"):
+        if len(w) > len(suf) + 3 and w.endswith(suf):
+            return w[: -len(suf)]
+    return w
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    lowered: frozenset[str]
+    numbers: frozenset[str]
+    negations: int
+    entities: frozenset[str]
+    content: frozenset[str]
+
+
+def features(text: str) -> Features:
+    toks = tokens(text)
+    lowered = frozenset(t.lower() for t in toks)
+    numbers: set[str] = set()
+    entities: set[str] = set()
+    negations = 0
+    for i, t in enumerate(toks):
+        low = t.lower()
+        if low in NEGATIONS:
+            negations += 1
+        if _NUMBER.match(t):
+            numbers.add(t.replace(",", ""))
+        elif low in NUMBER_WORDS:
+            numbers.add(NUMBER_WORDS[low])
+        elif _HAS_DIGIT.search(t):
+            entities.add(low)  # HIV-1, IFITM5, COVID-19, 2BP: identifiers, never interchangeable
+        elif low not in STOP and (t.isupper() and len(t) >= 2 or (t[0].isupper() and i > 0 and not _sentence_start(toks, i))):
+            entities.add(low)
+    content = frozenset(_stem(t) for t in toks if t.lower() not in STOP and t.lower() not in NEGATIONS and len(t) > 1)
+    return Features(lowered, frozenset(numbers), negations, frozenset(entities), content)
+
+
+def _sentence_start(toks: list[str], i: int) -> bool:
+    return i == 0
+
+
+@dataclass(slots=True)
+class Verdict:
+    ok: bool
+    reason: str
+    details: dict = field(default_factory=dict)
+
+
+def conflicts(a: Features, b: Features) -> str | None:
+    """A hard disagreement between two questions, or None. Checked at every similarity."""
+    if a.numbers != b.numbers:
+        return f"numbers differ ({sorted(a.numbers ^ b.numbers)})"
+    if (a.negations % 2) != (b.negations % 2):
+        return "negation differs"
+    # an entity of one question that the other does not mention at all (case-insensitively, so a
+    # sentence-initial mention still counts)
+    missing = {e for e in a.entities if e not in b.lowered} | {e for e in b.entities if e not in a.lowered}
+    if missing:
+        return f"named entities differ ({sorted(missing)[:4]})"
+    return None
+
+
+def content_overlap(a: Features, b: Features) -> float:
+    """Jaccard overlap of stemmed content words (1.0 when neither has any)."""
+    if not a.content and not b.content:
+        return 1.0
+    return len(a.content & b.content) / len(a.content | b.content)
+
+
+def passage_overlap(cached: list[str] | None, fresh: list[str] | None) -> float | None:
+    """Share of the cached question's top passages that the new question also retrieves
+    (None when either side has no retrieval to compare)."""
+    if not cached or fresh is None:
+        return None
+    return len(set(cached) & set(fresh)) / len(set(cached))
