@@ -68,11 +68,13 @@ def tokens(text: str) -> list[str]:
 
 
 def _stem(word: str) -> str:
+    """A crude suffix stripper (plural, -ing, -ed, -ly, final e), enough to match inflections."""
     w = word.lower().strip(".'-")
     for suf in ("ing", "ies", "es", "ed", "ly", "s"):
         if len(w) > len(suf) + 3 and w.endswith(suf):
-            return w[: -len(suf)]
-    return w
+            w = w[: -len(suf)]
+            break
+    return w[:-1] if len(w) > 4 and w.endswith("e") else w
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,101 @@
+"""Semantic-cache policy benchmark -> bench/results/cache_policy.json.
+
+Runs ``ragline eval cache``'s evaluation (the real ask path, the real local MiniLM embedder) for
+the default policy and for plain cosine at 0.92 and 0.88, on:
+
+* STS-B test pairs (score >= 4.5 same meaning, < 3.0 different), no corpus;
+* a COVID-QA question-pair set built here, with the COVID-QA corpus ingested (so the
+  retrieval-aware check compares real passages): positives are our hand-written paraphrases
+  (bench/data/covidqa_paraphrases.jsonl, "light" rewordings and "heavy" ones with new
+  vocabulary) of the dataset's questions; hard negatives are two different questions about the
+  same article whose gold answers are different, non-overlapping spans of that article.
+
+The policy's thresholds were tuned on STS-B *train* only (bench/tune_cache_policy.py); test
+and the question set are held out. Usage: ``python bench/cache_policy.py [--limit N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "layers" / "python"))
+SHARED = ROOT.parent / "shared" / "data"
+STSB = SHARED / "paraphrase_stsb" / "pairs.jsonl"
+COVID_QA = SHARED / "qa_covidqa" / "qa.jsonl"
+COVID_CORPUS = SHARED / "qa_covidqa" / "beir" / "corpus.jsonl"
+PARAPHRASES = ROOT / "bench" / "data" / "covidqa_paraphrases.jsonl"
+OUT = ROOT / "bench" / "results" / "cache_policy.json"
+
+
+def covid_pairs() -> list[dict]:
+    """Labelled pairs: our paraphrases (label 1) and same-article questions with disjoint gold
+    answers (label 0)."""
+    qs = [json.loads(line) for line in COVID_QA.open(encoding="utf-8")]
+    by_id = {q["id"]: q for q in qs}
+    pairs = []
+    for line in PARAPHRASES.open(encoding="utf-8"):
+        p = json.loads(line)
+        pairs.append({"text1": by_id[p["id"]]["question"].strip(), "text2": p["paraphrase"], "label": 1,
+                      "style": p["style"]})
+    by_doc: dict[str, list[dict]] = {}
+    for q in qs:
+        by_doc.setdefault(q["doc_id"], []).append(q)
+    for doc_qs in by_doc.values():
+        for a, b in zip(doc_qs, doc_qs[1:]):
+            sa, sb = a["answers"][0], b["answers"][0]
+            a0, a1 = sa["answer_start"], sa["answer_start"] + len(sa["text"])
+            b0, b1 = sb["answer_start"], sb["answer_start"] + len(sb["text"])
+            disjoint = a1 <= b0 or b1 <= a0
+            if disjoint and sa["text"].strip() != sb["text"].strip() and a["question"].strip().lower() != b["question"].strip().lower():
+                pairs.append({"text1": a["question"].strip(), "text2": b["question"].strip(), "label": 0})
+    return pairs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--limit", type=int, default=None, help="first N pairs of each set (smoke runs)")
+    args = ap.parse_args()
+    from ragline.evaluation.cache_eval import evaluate_cache, load_pairs
+    from ragline.settings import CacheSettings, Settings
+
+    default = Settings().cache
+    policies = {
+        "default": default,
+        "plain_cosine_0.92": CacheSettings(threshold=0.92, verify=False),
+        "plain_cosine_0.88": CacheSettings(threshold=0.88, verify=False),
+    }
+    results: dict = {"policy_default": default.model_dump(include={"threshold", "candidate_threshold",
+                                                                   "min_content_overlap", "min_passage_overlap"}),
+                     "embedder": "sentence-transformers/all-MiniLM-L6-v2 (local)", "sets": {}}
+    t0 = time.time()
+    stsb = load_pairs(STSB, "test")[: args.limit]
+    results["sets"]["stsb_test"] = evaluate_cache(stsb, policies=policies)
+    print("stsb test", {k: (v["hit_rate"], v["false_hit_rate"]) for k, v in results["sets"]["stsb_test"].items()},
+          f"{time.time() - t0:.0f}s", flush=True)
+    covid = covid_pairs()
+    if args.limit:
+        covid = [p for p in covid if p["label"] == 1][: args.limit] + [p for p in covid if p["label"] == 0][: args.limit]
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs_file = Path(tmp) / "covid_pairs.jsonl"
+        pairs_file.write_text("".join(json.dumps(p) + "\n" for p in covid), encoding="utf-8")
+        rows = load_pairs(pairs_file)
+    res = evaluate_cache(rows, corpus=COVID_CORPUS, policies=policies)
+    # hit rate per paraphrase style, from the same run's per-pair outcomes
+    results["sets"]["covidqa_questions"] = res
+    print("covid", {k: (v["hit_rate"], v["false_hit_rate"]) for k, v in res.items()}, f"{time.time() - t0:.0f}s", flush=True)
+    base = res["plain_cosine_0.92"]["hits_pos"]
+    results["covidqa_paraphrases_found_vs_plain_0.92"] = round(res["default"]["hits_pos"] / base, 3) if base else None
+    results["elapsed_s"] = round(time.time() - t0, 1)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
