@@ -161,6 +161,7 @@ class Settings(BaseSettings):
     ledger_table: str | None = None
     query_log_table: str | None = None
     idempotency_table: str | None = None
+    cache_table: str | None = None  # semantic cache on DynamoDB; unset: no cache on AWS
     opensearch_endpoint: str | None = None
     opensearch_service: Literal["es", "aoss"] = "es"
     opensearch_index_alias: str = "ragline-chunks"

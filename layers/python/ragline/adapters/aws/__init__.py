@@ -14,6 +14,7 @@ _EXPORTS = {
     "DynamoRegistry": "dynamodb",
     "DynamoQueryLog": "dynamodb",
     "DynamoLedgerStore": "dynamodb",
+    "DynamoCacheStore": "dynamodb_cache",
     "StaleWrite": "dynamodb",
     "BedrockEmbedder": "bedrock",
     "BedrockChatModel": "bedrock",
@@ -27,6 +28,7 @@ __all__ = [
     "BedrockChatModel",
     "BedrockEmbedder",
     "BedrockReranker",
+    "DynamoCacheStore",
     "DynamoLedgerStore",
     "DynamoQueryLog",
     "DynamoRegistry",
@@ -40,6 +42,7 @@ __all__ = [
 if TYPE_CHECKING:
     from ._retry import RetryPolicy
     from .bedrock import BedrockChatModel, BedrockEmbedder, BedrockReranker
+    from .dynamodb_cache import DynamoCacheStore
     from .dynamodb import DynamoLedgerStore, DynamoQueryLog, DynamoRegistry, StaleWrite
     from .opensearch import IndexWriteRejected, OpenSearchIndex
     from .s3 import S3BlobStore

@@ -13,6 +13,7 @@ def build_ports(settings: Settings) -> dict:
         BedrockChatModel,
         BedrockEmbedder,
         BedrockReranker,
+        DynamoCacheStore,
         DynamoLedgerStore,
         DynamoQueryLog,
         DynamoRegistry,
@@ -29,8 +30,7 @@ def build_ports(settings: Settings) -> dict:
         "registry": DynamoRegistry(settings=settings),
         "ledger": DynamoLedgerStore(settings=settings),
         "query_log": DynamoQueryLog(settings=settings),
-        # the semantic cache on AWS arrives with the cost layer (issue 5); off until then
-        "cache_store": None,
+        "cache_store": DynamoCacheStore(settings=settings, dimensions=dims) if settings.cache_table else None,
         "reranker": BedrockReranker(settings.bedrock_rerank_model, settings=settings, deadline=remaining_s,
                                     on_usage=meter.record)
         if settings.bedrock_rerank_model else None,
