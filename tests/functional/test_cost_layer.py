@@ -205,3 +205,46 @@ def test_usage_cli(priced, tmp_path, monkeypatch):
     body = json.loads(out.stdout)
     assert body["total_cost_usd"] == pytest.approx(ans.cost_usd, abs=1e-9) and body["rows"]
     assert bad.exit_code == 2
+
+
+def test_http_429_names_the_budget_and_503_names_the_models(priced):
+    """Over the local API (real HTTP server -> API Gateway v2 events -> the query handler)."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from ragline import factory
+    from ragline.auth import mint_token
+    from ragline.server import LocalApiServer
+
+    small = LocalTemplateChatModel("ragline/local-small")
+    app = priced(small=small, costs=CostSettings(price_table="test", hard_budget_usd={"broke": 1e-12}))
+    app.pipeline.ingest(IngestItem(tenant="broke", key="tenants/broke/policy.md", data=DOC))
+    app.ask(who("broke"), SIMPLE, use_cache=False)  # spends past the budget
+    factory.use(app)
+    srv = LocalApiServer("127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+    def post(tenant, question):
+        req = urllib.request.Request(f"http://127.0.0.1:{srv.server_address[1]}/v1/query", method="POST",
+                                     data=json.dumps({"question": question, "use_cache": False}).encode())
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Authorization", "Bearer " + mint_token(app.settings, tenant, "alice", []))
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        status, body = post("broke", SIMPLE)
+        assert status == 429 and "daily budget" in json.dumps(body) and "broke" in json.dumps(body)
+        small.fail_next(ModelError("model ragline/local-small throttled after 4 attempts"))
+        status, body = post("acme", SIMPLE)
+        assert status == 503 and "ragline/local-small throttled" in json.dumps(body)
+        status, body = post("acme", SIMPLE)
+        assert status == 200 and body["route"] == "small: simple factual question" and body["cost_usd"] > 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        factory.use(None)
