@@ -36,6 +36,19 @@ _WH = [
     ("manner", re.compile(r"\bhow\b", re.I)),
 ]
 _PREFIXES = ("dis", "un", "non", "in", "im", "ir", "il", "anti", "de")
+# words that turn a question into its opposite when swapped for each other (both directions)
+_CONTRASTS = [
+    ("upper", "lower"), ("children", "adults"), ("child", "adult"), ("male", "female"), ("men", "women"),
+    ("before", "after"), ("increase", "decrease"), ("increased", "decreased"), ("high", "low"),
+    ("higher", "lower"), ("highest", "lowest"), ("positive", "negative"), ("maximum", "minimum"),
+    ("most", "least"), ("more", "less"), ("acute", "chronic"), ("inhibit", "promote"), ("inhibits", "promotes"),
+    ("advantage", "drawback"), ("benefit", "risk"), ("benefits", "risks"), ("cause", "prevent"),
+    ("causes", "prevents"), ("early", "late"), ("earliest", "latest"), ("first", "last"), ("input", "output"),
+    ("internal", "external"), ("import", "export"), ("minor", "major"), ("old", "new"), ("older", "younger"),
+    ("pros", "cons"), ("start", "end"), ("success", "failure"), ("strength", "weakness"), ("strengths", "weaknesses"),
+    ("with", "without"), ("inside", "outside"), ("human", "animal"), ("humans", "animals"),
+]
+_CONTRAST = {a: b for a, b in _CONTRASTS} | {b: a for a, b in _CONTRASTS}
 NEGATIONS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "cannot", "without",
                        "nowhere", "n't"})
 NUMBER_WORDS = {
@@ -135,8 +148,10 @@ def conflicts(a: Features, b: Features) -> str | None:
       may still match;
     * negation: an odd number of negations on one side only;
     * negated words: "advantage" vs "disadvantage", "likely" vs "unlikely";
+    * opposite words swapped (upper / lower, children / adults: a short curated list);
     * the kind of answer asked for, when both questions say it: when / where / who / why /
-      how many / yes-no / how ("what" and "which" match any kind);
+      how many / how ("what" and "which" match any of these), and a yes-no question never
+      matches a wh-question;
     * named entities (capitalised words, acronyms, identifiers with digits): each side mentions
       an entity the other does not (a substitution: "IFITM5" vs "IFITM3"). Only dropping a
       qualifier ("the U.S. troops" vs "troops") is not a conflict: measured on STS-B train, the
@@ -150,7 +165,10 @@ def conflicts(a: Features, b: Features) -> str | None:
     antonym = _prefixed_antonym(a.lowered, b.lowered) or _prefixed_antonym(b.lowered, a.lowered)
     if antonym:
         return f"negated word ({antonym})"
-    if a.asks and b.asks and a.asks != b.asks:
+    swapped = _contrast(a.lowered, b.lowered)
+    if swapped:
+        return f"opposite words ({swapped})"
+    if (a.asks == "yesno") != (b.asks == "yesno") or (a.asks and b.asks and a.asks != b.asks):
         return f"asks for a different kind of answer ({a.asks} vs {b.asks})"
     # matched case-insensitively against all the other side's words, so a sentence-initial
     # mention still counts
@@ -162,13 +180,25 @@ def conflicts(a: Features, b: Features) -> str | None:
 
 
 def _prefixed_antonym(a: frozenset[str], b: frozenset[str]) -> str | None:
-    """A word of ``a`` whose negative-prefixed form is in ``b`` (advantage / disadvantage)."""
+    """A word of ``a`` whose negative-prefixed form is in ``b`` and not in ``a`` (advantage /
+    disadvantage, structural / non-structural)."""
     for word in a:
         if len(word) < 4 or not word.isalpha():
             continue
         for prefix in _PREFIXES:
-            if prefix + word in b:
-                return f"{word} / {prefix}{word}"
+            for form in (prefix + word, f"{prefix}-{word}"):
+                if form in b and form not in a:
+                    return f"{word} / {form}"
+    return None
+
+
+def _contrast(a: frozenset[str], b: frozenset[str]) -> str | None:
+    """A word of one side whose opposite (upper / lower, children / adults) is on the other
+    side only."""
+    for word in a - b:
+        other = _CONTRAST.get(word)
+        if other and other in b and other not in a:
+            return f"{word} / {other}"
     return None
 
 

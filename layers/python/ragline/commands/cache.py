@@ -66,6 +66,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             except (FileNotFoundError, RuntimeError) as exc:
                 err.print(f"[red]error:[/red] {exc}")
                 raise typer.Exit(2)
+        res.pop("outcomes", None)
         if as_json:
             print(json.dumps(res))
             return

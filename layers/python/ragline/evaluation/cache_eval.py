@@ -128,6 +128,7 @@ def evaluate_cache(
             totals = {0: 0, 1: 0}
             reasons: dict[str, int] = {}
             examples: list[dict[str, Any]] = []
+            outcomes: list[dict[str, Any]] = []
             for i, pair in enumerate(pairs):
                 store.clear(TENANT)
                 app.ask(principal, pair["text1"])
@@ -141,6 +142,8 @@ def evaluate_cache(
                 else:
                     key = "miss"
                 reasons[key] = reasons.get(key, 0) + 1
+                outcomes.append({"text1": pair["text1"], "text2": pair["text2"], "label": pair["label"],
+                                 "cached": ans.cached})
                 if progress:
                     progress(name, i + 1, len(pairs))
             store.clear(TENANT)
@@ -151,6 +154,6 @@ def evaluate_cache(
                 "retrieval_check": corpus is not None,
                 "policy": policy.model_dump(include={"threshold", "candidate_threshold", "min_content_overlap",
                                                      "min_passage_overlap", "verify"}),
-                "ingest_s": round(ingest_s, 1), "false_hit_examples": examples,
+                "ingest_s": round(ingest_s, 1), "false_hit_examples": examples, "outcomes": outcomes,
             }
         return results
