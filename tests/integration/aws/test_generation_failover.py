@@ -78,7 +78,8 @@ def service(stubs, tmp_path, fake: FakeTime, **gen):
     settings = Settings(home=tmp_path, costs=CostSettings(price_table="test"), generation=GenerationSettings(**gen))
     ledger = SqliteLedger(tmp_path / "ledger.db")
     svc = GenerationService(settings, ledger=ledger, small=primary, large=primary, fallback=fallback,
-                            embedder_id=None, select_context=lambda hits, budget: hits)
+                            embedder_id=None, select_context=lambda hits, budget: hits,
+                            deadline=lambda default: default)  # no Lambda deadline in these tests
     return svc, ledger
 
 
