@@ -129,7 +129,8 @@ class Ragline:
         try:
             self.query_log.append({
                 "tenant": principal.tenant, "query_id": query_id, "user": principal.user, "ts": time.time(),
-                "question": question, "answer": ans.answer, "cached": ans.cached, "model": ans.model,
+                "question": question, "answer": ans.answer, "cached": ans.cached, "model": ans.model, "route": ans.route,
+                "cost_usd": ans.cost_usd,
                 "latency_ms": ans.latency_ms, "timings": timings or {},
                 "passages": [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score,
                               "text": _snippet(h.text, 1200)} for h in context],
