@@ -8,11 +8,13 @@ then reported on dev and test, which the search never saw; the defaults in
 ``ragline.settings.CacheSettings`` come from this run. No corpus here, so the passage check is not
 part of the grid (bench/cache_policy.py measures it on COVID-QA with its corpus).
 
-Usage: ``python bench/tune_cache_policy.py``.
+Usage: ``python bench/tune_cache_policy.py [--embeddings FILE.npz]`` (the npz caches the pair
+embeddings between runs: embedding 7,000 sentences takes minutes on a busy machine).
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import sys
@@ -33,9 +35,20 @@ def main() -> None:
 
     rows = [json.loads(line) for line in STSB.open(encoding="utf-8")]
     rows = [r for r in rows if r["score"] >= 4.5 or r["score"] < 3.0]
-    emb = MiniLMEmbedder()
-    a = emb.embed_documents([r["text1"] for r in rows])
-    b = emb.embed_documents([r["text2"] for r in rows])
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--embeddings", type=Path, default=None)
+    args = ap.parse_args()
+    if args.embeddings and args.embeddings.exists():
+        cached = np.load(args.embeddings)
+        a, b = cached["a"], cached["b"]
+        if len(a) != len(rows):
+            raise SystemExit(f"{args.embeddings} holds {len(a)} pairs, expected {len(rows)}")
+    else:
+        emb = MiniLMEmbedder()
+        a = emb.embed_documents([r["text1"] for r in rows])
+        b = emb.embed_documents([r["text2"] for r in rows])
+        if args.embeddings:
+            np.savez(args.embeddings, a=a, b=b)
     cos = (a * b).sum(1)
     label = np.array([r["score"] >= 4.5 for r in rows])
     split = np.array([r["split"] for r in rows])
