@@ -19,6 +19,7 @@ and the question set are held out. Usage: ``python bench/cache_policy.py [--limi
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -54,7 +55,7 @@ def covid_pairs() -> list[dict]:
     for q in qs:
         by_doc.setdefault(q["doc_id"], []).append(q)
     for doc_qs in by_doc.values():
-        for a, b in zip(doc_qs, doc_qs[1:]):
+        for a, b in itertools.pairwise(doc_qs):
             sa, sb = a["answers"][0], b["answers"][0]
             a0, a1 = sa["answer_start"], sa["answer_start"] + len(sa["text"])
             b0, b1 = sb["answer_start"], sb["answer_start"] + len(sb["text"])
@@ -107,7 +108,7 @@ def main() -> None:
         heavy = {(p["text1"], p["text2"]) for p in covid if p.get("style") == "heavy"}
         app = factory.build(Settings(home=args.home)) if args.home else None
         res = evaluate_cache(covid, corpus=COVID_CORPUS, policies=policies, app=app)
-        for name, r in res.items():
+        for r in res.values():
             # hits on the "heavy" paraphrases (new vocabulary), from the per-pair outcomes
             r["heavy_paraphrase_hits"] = sum(1 for o in r.pop("outcomes") if o["label"] == 1 and o["cached"]
                                              and (o["text1"], o["text2"]) in heavy)

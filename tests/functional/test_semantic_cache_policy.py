@@ -32,7 +32,7 @@ def _settings(tmp_path, **cache) -> Settings:
 
 
 def test_a_reuploaded_document_never_yields_the_old_cached_answer(app):
-    item = lambda data: IngestItem(tenant="acme", key="tenants/acme/retention.md", data=data)  # noqa: E731
+    item = lambda data: IngestItem(tenant="acme", key="tenants/acme/retention.md", data=data)
     app.pipeline.ingest(item(V1))
     first = app.ask(who(), Q)
     assert "ten years" in first.answer and not first.cached

@@ -14,9 +14,9 @@ from .cache.semantic import SemanticCache
 from .errors import Forbidden, InvalidInput, NotFound
 from .generation.extractive import ExtractiveAnswerer
 from .generation.service import UNAVAILABLE_MODEL, GenerationService
-from .ledger import meter
 from .ingest.extract import SUPPORTED
 from .ingest.pipeline import IngestPipeline
+from .ledger import meter
 from .models import Answer, Citation, DocStatus, DocumentRecord, Principal, SearchHit
 from .observability import logger, metric, segment
 from .ports import BlobStore, ChatModel, DocumentRegistry, Ledger, QueryLog, SearchIndex

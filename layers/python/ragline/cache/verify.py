@@ -27,13 +27,13 @@ _RANGE = re.compile(r"^\d+(?:[.,]\d+)*(?:[-\u2013/]\d+(?:[.,]\d+)*)+$")
 # what kind of answer a question asks for; "what"/"which" ask for anything and match every kind
 _WH = [
     ("quantity", re.compile(r"\bhow (?:many|much|big|large|long|old|far|often|high|small|frequent)\b|"
-                            r"\b(?:number|percentage|percent|proportion|amount|rate) of\b", re.I)),
-    ("time", re.compile(r"\b(?:when|what (?:year|date|time|day|month))\b", re.I)),
-    ("place", re.compile(r"\b(?:where|what (?:country|city|place|region))\b", re.I)),
-    ("person", re.compile(r"\b(?:who|whom|whose)\b", re.I)),
-    ("reason", re.compile(r"\bwhy\b|\bwhat (?:is|was|are|were) the (?:reason|cause)s?\b", re.I)),
-    ("yesno", re.compile(r"^(?:is|are|was|were|do|does|did|can|could|should|has|have|had|will|would)\b", re.I)),
-    ("manner", re.compile(r"\bhow\b", re.I)),
+                            r"\b(?:number|percentage|percent|proportion|amount|rate) of\b", re.IGNORECASE)),
+    ("time", re.compile(r"\b(?:when|what (?:year|date|time|day|month))\b", re.IGNORECASE)),
+    ("place", re.compile(r"\b(?:where|what (?:country|city|place|region))\b", re.IGNORECASE)),
+    ("person", re.compile(r"\b(?:who|whom|whose)\b", re.IGNORECASE)),
+    ("reason", re.compile(r"\bwhy\b|\bwhat (?:is|was|are|were) the (?:reason|cause)s?\b", re.IGNORECASE)),
+    ("yesno", re.compile(r"^(?:is|are|was|were|do|does|did|can|could|should|has|have|had|will|would)\b", re.IGNORECASE)),
+    ("manner", re.compile(r"\bhow\b", re.IGNORECASE)),
 ]
 _PREFIXES = ("dis", "un", "non", "in", "im", "ir", "il", "anti", "de")
 # words that turn a question into its opposite when swapped for each other (both directions)
@@ -58,11 +58,7 @@ NUMBER_WORDS = {
     "billion": "1000000000", "first": "1", "second": "2", "third": "3", "half": "0.5", "once": "1", "twice": "2",
 }
 STOP = frozenset(
-    "a an the and or but if of to in on at by for with from as into onto about over under than then there here this "
-    "that these those it its is are was were be been being am do does did doing has have had having can could should "
-    "would will shall may might must what which who whom whose when where why how i you he she we they me him her us "
-    "them my your his our their some any all each every other such own same so too very just also only s t "
-    "up down out off again further once is's it's there's what's".split()
+    ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "into", "onto", "about", "over", "under", "than", "then", "there", "here", "this", "that", "these", "those", "it", "its", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "doing", "has", "have", "had", "having", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "i", "you", "he", "she", "we", "they", "me", "him", "her", "us", "them", "my", "your", "his", "our", "their", "some", "any", "all", "each", "every", "other", "such", "own", "same", "so", "too", "very", "just", "also", "only", "s", "t", "up", "down", "out", "off", "again", "further", "once", "is's", "it's", "there's", "what's"]
 )
 
 

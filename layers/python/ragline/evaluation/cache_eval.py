@@ -109,9 +109,7 @@ def evaluate_cache(
         t0 = time.perf_counter()
         items = list(_corpus_items(corpus, TENANT)) if corpus else [
             IngestItem(tenant=TENANT, key=f"tenants/{TENANT}/placeholder.md", data=PLACEHOLDER.encode())]
-        done = 0
-        for out in app.pipeline.ingest_many(iter(items)):
-            done += 1
+        for done, out in enumerate(app.pipeline.ingest_many(iter(items)), start=1):
             if progress:
                 progress("ingest", done, len(items))
             if out.status == "failed":

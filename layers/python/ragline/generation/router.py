@@ -26,17 +26,17 @@ _COMPARATIVE = re.compile(
     r"\b(compare[sd]?|comparing|comparison|contrast|difference(?:s)? between|differ(?:s|ent)? (?:from|between)|"
     r"versus|vs\.?|better than|worse than|more (?:\w+ )?than|less (?:\w+ )?than|similarit(?:y|ies) between|"
     r"relative to|trade-?offs?)\b",
-    re.I,
+    re.IGNORECASE,
 )
 _REASONING = re.compile(
     r"(^|\b)(why|explain|explanation|justify|evaluate|assess|analy[sz]e|implications?|consequences?|"
     r"step[- ]by[- ]step|pros and cons|advantages and disadvantages|what would happen|what if|"
     r"how would|how should|should (?:we|i)|recommend|reason(?:s|ing)? (?:for|behind)|summari[sz]e|"
     r"critically|argue|predict|impact of|effects? of .* on|relationship between)\b",
-    re.I,
+    re.IGNORECASE,
 )
-_MULTI = re.compile(r"\?\s*\S.*\?|\b(?:and|also|as well as)\s+(?:what|how|why|when|where|who|which)\b|;\s*\w", re.I)
-_LIST = re.compile(r"\b(list (?:all|every)|all the (?:ways|reasons|factors)|each of)\b", re.I)
+_MULTI = re.compile(r"\?\s*\S.*\?|\b(?:and|also|as well as)\s+(?:what|how|why|when|where|who|which)\b|;\s*\w", re.IGNORECASE)
+_LIST = re.compile(r"\b(list (?:all|every)|all the (?:ways|reasons|factors)|each of)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)

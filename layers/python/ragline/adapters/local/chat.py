@@ -22,7 +22,7 @@ from ...errors import ModelError
 from ...models import Generation
 from ...tokens import count_tokens
 
-_PASSAGE = re.compile(r'<passage id="(\d+)"[^>]*>\n(.*?)\n</passage>', re.S)
+_PASSAGE = re.compile(r'<passage id="(\d+)"[^>]*>\n(.*?)\n</passage>', re.DOTALL)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
