@@ -4,7 +4,7 @@ The chunks are synthetic (Zipf-distributed words from a real vocabulary, random 
 embedding 200k real passages would take hours on this machine and the latency of the search
 does not depend on what the vectors mean. Queries are real SciFact questions embedded by the
 real model, so the query-embedding cost is real. Chunks are spread over 4 tenants (one holds
-150k); the queries run as that tenant, with and without a group ACL.
+150k; a fifth of its documents are shared with group g1 only); the queries run as that tenant, with and without a group ACL.
 
     .venv/bin/python bench/scale_latency.py [--chunks 200000]
 """
@@ -48,7 +48,6 @@ def main() -> None:
         index = LocalHybridIndex(Path(tmp) / "index.db", 384)
         t0 = time.perf_counter()
         batch = 5000
-        tenants = ["big"] * 3 + ["t1"]
         for start in range(0, args.chunks, batch):
             n = min(batch, args.chunks - start)
             words = vocab[rng.choice(len(vocab), size=(n, 120), p=probs)]
@@ -57,12 +56,12 @@ def main() -> None:
             chunks = []
             for i in range(n):
                 gid = start + i
-                tenant = tenants[gid % 4] if gid % 4 else "big"
-                tenant = "big" if gid % 4 != 3 else ["t1", "t2", "t3"][gid % 3]
+                doc = gid // 50  # 50 chunks per document; a quarter of the documents in 3 small tenants
+                tenant = "big" if doc % 4 != 3 else ["t1", "t2", "t3"][doc % 3]
                 chunks.append(Chunk(
-                    chunk_id=f"c{gid}", tenant=tenant, doc_id=f"d{gid // 10}", version="v1", ordinal=gid % 10,
-                    text=" ".join(words[i]), source_key=f"s{gid // 10}", groups=("g1",) if gid % 5 == 0 else (),
-                    vector=vecs[i]))
+                    chunk_id=f"c{gid}", tenant=tenant, doc_id=f"d{doc}", version="v1", ordinal=gid % 50,
+                    text=" ".join(words[i]), source_key=f"s{doc}", groups=("g1",) if doc % 5 == 0 else (),
+                    token_count=160, vector=vecs[i]))
             index.stage(chunks)
             for d in sorted({(c.tenant, c.doc_id) for c in chunks}):
                 index.publish(d[0], d[1], "v1")

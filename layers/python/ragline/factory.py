@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .cache.semantic import SemanticCache
 from .ingest.pii import PiiStep
+from .generation.service import GenerationService
 from .ingest.pipeline import IngestPipeline
 from .retrieval.service import Retriever
 from .service import Ragline
@@ -21,9 +22,15 @@ def build(settings: Settings | None = None, **overrides) -> Ragline:
         ports = _aws_ports(settings)
     ports.update(overrides)
     cache = ports.pop("semantic_cache", None) or (
-        SemanticCache(ports["cache_store"], ports["registry"]) if ports.get("cache_store") is not None else None
+        SemanticCache(ports["cache_store"], ports["registry"], settings=settings.cache)
+        if ports.get("cache_store") is not None and settings.cache.enabled else None
     )
     retriever = Retriever(ports["index"], ports["embedder"], settings.retrieval, reranker=ports.get("reranker"))
+    generation = ports.pop("generation", None) or GenerationService(
+        settings, ledger=ports["ledger"], small=ports.get("chat"), large=ports.get("chat_large"),
+        fallback=ports.get("chat_fallback"), embedder_id=getattr(ports["embedder"], "model_id", None),
+        select_context=retriever.select_context, limiter=ports.get("rate_limiter"),
+    )
     pipeline = IngestPipeline(
         registry=ports["registry"], index=ports["index"], embedder=ports["embedder"], chunker=settings.chunker,
         cache=ports.get("cache_store"), max_pages=settings.max_pages_per_document,
@@ -32,6 +39,7 @@ def build(settings: Settings | None = None, **overrides) -> Ragline:
     app = Ragline(
         settings, blobs=ports["blobs"], index=ports["index"], registry=ports["registry"], retriever=retriever,
         pipeline=pipeline, cache=cache, ledger=ports["ledger"], query_log=ports["query_log"], chat=ports.get("chat"),
+        generation=generation,
     )
     app.chat_tiers = ports.get("chat_tiers") or {}  # model tiers A/B variants may select
     return app
@@ -56,7 +64,7 @@ def _local_ports(settings: Settings) -> dict:
         "query_log": SqliteQueryLog(home / "state.db"),
         "cache_store": SqliteCacheStore(home / "cache.db", embedder.dimensions),
         "reranker": None,  # no cross-encoder weights can be had offline here
-        "chat": None,  # the extractive answerer stands in, and says so
+        "chat": None,  # no generative model is configured locally: the extractive answerer answers, and says so
         "pii": PresidioPatternDetector(min_score=settings.pii_min_score),  # presidio loads on first use
     }
 

@@ -184,8 +184,9 @@ class Usage(BaseModel):
     purpose: str
     input_tokens: int = 0
     output_tokens: int = 0
-    estimated: bool = False
+    estimated: bool = False  # True when tokens were counted with tiktoken, not reported by the provider
     cost_usd: float = 0.0
+    price_version: str | None = None  # the price table that priced it
 
 
 class Answer(BaseModel):
@@ -211,3 +212,4 @@ class Generation:
     output_tokens: int = 0
     generative: bool = True
     used_citations: list[int] = field(default_factory=list)
+    usage_reported: bool = True  # False: the provider gave no token counts (the ledger estimates them)

@@ -14,10 +14,11 @@ from .cache.semantic import SemanticCache
 from .errors import Forbidden, InvalidInput, NotFound
 from .experiments import resolve as resolve_experiments
 from .generation.extractive import ExtractiveAnswerer
-from .generation.prompt import SYSTEM, build_prompt
+from .generation.service import UNAVAILABLE_MODEL, GenerationService
 from .ingest.extract import SUPPORTED
 from .ingest.pipeline import IngestPipeline
-from .models import Answer, Citation, DocStatus, DocumentRecord, Principal, SearchHit, Usage
+from .ledger import meter
+from .models import Answer, Citation, DocStatus, DocumentRecord, Principal, SearchHit
 from .observability import logger, metric, segment
 from .ports import BlobStore, ChatModel, DocumentRegistry, Ledger, QueryLog, SearchIndex
 from .retrieval.service import Retriever
@@ -47,6 +48,7 @@ class Ragline:
         ledger: Ledger,
         query_log: QueryLog,
         chat: ChatModel | None = None,
+        generation: GenerationService | None = None,
     ):
         self.settings = settings
         self.blobs = blobs
@@ -60,6 +62,10 @@ class Ragline:
         self.chat = chat
         self.chat_tiers: dict[str, ChatModel] = {}  # model tiers an experiment may select (factory fills)
         self.extractive = ExtractiveAnswerer()
+        self.generation = generation or GenerationService(
+            settings, ledger=ledger, small=chat, embedder_id=getattr(retriever.embedder, "model_id", None),
+            select_context=retriever.select_context,
+        )
 
     # ------------------------------------------------------------------ questions
     def ask(self, principal: Principal, question: str, *, top_k: int | None = None, use_cache: bool = True) -> Answer:
@@ -77,33 +83,40 @@ class Ragline:
         ov = exp.overrides
         top_k = top_k or ov.get("top_k")
         use_cache = use_cache and not exp.variants
-        vector = self.retriever.embed(question)
-        if use_cache and self.cache is not None:
-            with segment("cache"):
-                hit, sim = self.cache.lookup(scope, vector)
-            if hit is not None:
-                ans = Answer.model_validate(hit["answer"] | {
-                    "query_id": query_id, "cached": True, "latency_ms": (time.perf_counter() - t0) * 1000,
-                    "usage": [], "cost_usd": 0.0,
-                })
-                ans.notes.append(f"served from the semantic cache (similarity {sim:.3f})")
-                metric("CacheHitRate", 1)
-                self._log_query(principal, query_id, question, ans, [], vector=vector)
-                return ans
-            metric("CacheHitRate", 0)
         retriever = self.retriever.with_overrides(ov) if ov else self.retriever
-        hits, timings = retriever.search(scope, question, top_k=top_k, vector=vector, dense_weight=ov.get("dense_weight"))
-        context = self.retriever.select_context(hits)
-        usages: list[Usage] = []
-        chat = self.chat_tiers.get(ov.get("model_tier"), self.chat)
+
+        def search():
+            return retriever.search(scope, question, top_k=top_k, vector=vector, dense_weight=ov.get("dense_weight"))
+
+        with meter.collecting() as model_calls:
+            vector = self.retriever.embed(question)
+            hits = timings = None
+            if use_cache and self.cache is not None:
+                with segment("cache"):
+                    decision = self.cache.decide(scope, vector, question, search)
+                if decision.hit:
+                    hit = decision.entry
+                    ans = Answer.model_validate(hit["answer"] | {
+                        "query_id": query_id, "cached": True, "latency_ms": (time.perf_counter() - t0) * 1000,
+                        "usage": [], "cost_usd": 0.0,
+                    })
+                    ans.notes.append(f"served from the semantic cache (similarity {decision.similarity:.3f}; {decision.reason})")
+                    ans.usage = self.generation.settle(principal.tenant, query_id, question, model_calls, [])
+                    ans.cost_usd = sum(u.cost_usd for u in ans.usage)
+                    metric("CacheHitRate", 1)
+                    self._log_query(principal, query_id, question, ans, [], vector=vector)
+                    return ans
+                metric("CacheHitRate", 0)
+                hits, timings = decision.hits, decision.timings
+            if hits is None:
+                hits, timings = search()
         with segment("generate"):
-            if chat is not None and context:
-                system = exp.system_prompt() if exp.variants else SYSTEM
-                gen = chat.generate(system, build_prompt(question, context), max_tokens=512, timeout_s=None)
-                usages.append(Usage(model_id=gen.model_id, purpose="generation", input_tokens=gen.input_tokens,
-                                    output_tokens=gen.output_tokens))
-            else:
-                gen = self.extractive.answer(question, context)
+            result = self.generation.answer(
+                principal.tenant, question, hits, tier=ov.get("model_tier"),
+                system=exp.system_prompt() if exp.variants else None,
+            )
+        context, gen = result.context, result.generation
+        usages = self.generation.settle(principal.tenant, query_id, question, model_calls, result.usages)
         citations = [
             Citation(
                 id=i, doc_id=h.doc_id, version=h.version, chunk_id=h.chunk_id, source=h.source_key, title=h.title,
@@ -114,18 +127,19 @@ class Ragline:
         ans = Answer(
             query_id=query_id, answer=gen.text, citations=citations, cached=False, model=gen.model_id,
             generative=gen.generative, latency_ms=(time.perf_counter() - t0) * 1000, usage=usages,
-            cost_usd=sum(u.cost_usd for u in usages), variant=exp.label,
+            cost_usd=sum(u.cost_usd for u in usages), route=result.route.label(), notes=result.notes,
+            variant=exp.label,
         )
         metric("EmptyResult", 0 if context else 1)
         metric("NoAnswer", 1 if not context or gen.text.startswith("I don't know") else 0)
         if usages:
-            metric("QueryTokens", float(sum(u.input_tokens + u.output_tokens for u in usages)), "Count", {"tenant": principal.tenant})
+            metric("QueryTokens", float(sum(u.input_tokens + u.output_tokens for u in usages)), "Count",
+                   {"tenant": principal.tenant})
             metric("QueryCostUSD", float(ans.cost_usd), "None", {"tenant": principal.tenant})
-            self.ledger.record(principal.tenant, query_id, usages)
-        if self.cache is not None and context:
+        if self.cache is not None and context and gen.model_id != UNAVAILABLE_MODEL and not exp.variants:
             self.cache.store_answer(
                 scope, question, vector, ans.model_dump(mode="json", exclude={"query_id", "latency_ms", "usage", "cost_usd"}),
-                {h.doc_id: h.version for h in context},
+                {h.doc_id: h.version for h in context}, [h.chunk_id for h in hits],
             )
         metric("QueryLatencyMs", ans.latency_ms, "Milliseconds")
         self._log_query(principal, query_id, question, ans, context, timings, vector=vector, hits=hits,
@@ -140,7 +154,8 @@ class Ragline:
         try:
             self.query_log.append({
                 "tenant": principal.tenant, "query_id": query_id, "user": principal.user, "ts": time.time(),
-                "question": question, "answer": ans.answer, "cached": ans.cached, "model": ans.model,
+                "question": question, "answer": ans.answer, "cached": ans.cached, "model": ans.model, "route": ans.route,
+                "cost_usd": ans.cost_usd,
                 "latency_ms": ans.latency_ms, "timings": timings or {},
                 "passages": [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score,
                               "text": _snippet(h.text, 1200)} for h in context],
@@ -159,12 +174,13 @@ class Ragline:
         if self.cache is None:
             return {"hit": False, "similarity": 0.0, "answer": None, "reason": "cache disabled"}
         t0 = time.perf_counter()
-        entry, sim = self.cache.lookup(scope, self.retriever.embed(question))
+        vector = self.retriever.embed(question)
+        d = self.cache.decide(scope, vector, question, lambda: self.retriever.search(scope, question, vector=vector))
         ms = (time.perf_counter() - t0) * 1000
         metric("CacheLookupMs", ms, "Milliseconds")
-        metric("CacheHitRate", 1 if entry else 0)
-        return {"hit": entry is not None, "similarity": round(sim, 4), "answer": entry["answer"] if entry else None,
-                "lookup_ms": round(ms, 2)}
+        metric("CacheHitRate", 1 if d.hit else 0)
+        return {"hit": d.hit, "similarity": round(d.similarity, 4), "answer": d.entry["answer"] if d.entry else None,
+                "reason": d.reason, "lookup_ms": round(ms, 2)}
 
     def cache_invalidate(self, tenant: str, doc_id: str | None = None) -> dict[str, Any]:
         if self.cache is None:
@@ -225,7 +241,7 @@ class Ragline:
         rows = self.ledger.totals(principal.tenant, days)
         return {
             "tenant": principal.tenant, "days": days, "rows": rows,
-            "total_cost_usd": round(sum(r["cost_usd"] for r in rows), 6),
+            "total_cost_usd": round(sum(r["cost_usd"] for r in rows), 9),
             "total_input_tokens": sum(r["input_tokens"] for r in rows),
             "total_output_tokens": sum(r["output_tokens"] for r in rows),
         }

@@ -84,6 +84,85 @@ class ExperimentSettings(BaseModel):
         return self
 
 
+class CacheSettings(BaseSettings):
+    """The semantic cache's decision policy (bench/cache_policy.py measures it).
+
+    ``threshold`` is the cosine at which a verified cached question is accepted outright;
+    between ``candidate_threshold`` and ``threshold`` a candidate must also share enough content
+    words and (when retrieval runs) passages. Numbers, negations and named entities must agree
+    at every similarity. Per-tenant overrides take precedence over the defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGLINE_CACHE_", extra="ignore")
+
+    enabled: bool = True
+    # tuned on STS-B train (bench/cache_policy.py): plain cosine 0.92 is the baseline it beats
+    threshold: float = Field(default=0.89, ge=0.5, le=1.0)
+    candidate_threshold: float = Field(default=0.82, ge=0.3, le=1.0)
+    min_content_overlap: float = Field(default=0.65, ge=0.0, le=1.0)
+    min_passage_overlap: float = Field(default=0.6, ge=0.0, le=1.0)
+    verify: bool = True  # False: plain cosine >= threshold (the baseline the bench compares with)
+    ttl_s: float = Field(default=86400.0, gt=0)
+    tenant_thresholds: dict[str, float] = Field(default_factory=dict)
+    tenant_ttl_s: dict[str, float] = Field(default_factory=dict)
+    # per document type (content type such as "text/html", or a file extension such as ".md"):
+    # an answer citing a document of that type lives at most this long
+    doctype_ttl_s: dict[str, float] = Field(default_factory=dict)
+
+    def threshold_for(self, tenant: str) -> float:
+        return float(self.tenant_thresholds.get(tenant, self.threshold))
+
+    def ttl_for(self, tenant: str) -> float:
+        return float(self.tenant_ttl_s.get(tenant, self.ttl_s))
+
+
+class TierSettings(BaseSettings):
+    """One model tier: which model, how much context it gets, how long its answer may be."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    model: str
+    context_token_budget: int = Field(default=1500, ge=100)
+    max_passages: int = Field(default=5, ge=1, le=50)
+    max_output_tokens: int = Field(default=512, ge=16)
+
+
+class GenerationSettings(BaseSettings):
+    """Routing, failover, rate limits and budgets for model calls (ragline.generation.service)."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGLINE_GENERATION_", extra="ignore")
+
+    # routing: the small tier answers simple factual questions, the large one complex questions
+    small: TierSettings | None = None  # None: taken from the backend's model settings
+    large: TierSettings | None = None
+    route_long_question_tokens: int = Field(default=28, ge=5)
+    timeout_s: float = Field(default=20.0, gt=0)  # per request, all attempts and the fallback included
+    # when every model fails: "error" -> 503 naming the models; "passages" -> the retrieved
+    # passages, labelled as such
+    unavailable_mode: Literal["error", "passages"] = "error"
+    # per-model token buckets: model id -> [requests per second, burst]
+    rate_limits: dict[str, tuple[float, int]] = Field(default_factory=dict)
+    rate_limit_max_wait_s: float = Field(default=2.0, ge=0)
+
+
+class CostSettings(BaseSettings):
+    """Prices and budgets. The price table is a versioned JSON file shipped in the package
+    (``ragline/data/prices/<name>.json``) or a path to one."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGLINE_COST_", extra="ignore")
+
+    price_table: str = "2024-11"
+    # per tenant, USD per UTC day; "*" applies to tenants without their own entry
+    soft_budget_usd: dict[str, float] = Field(default_factory=dict)
+    hard_budget_usd: dict[str, float] = Field(default_factory=dict)
+    # at the hard limit: refuse with 429, or answer with the cheaper tier (then refuse when even
+    # that one would be over twice the hard limit)
+    hard_limit_action: Literal["refuse", "downgrade"] = "refuse"
+
+    def budget(self, table: dict[str, float], tenant: str) -> float | None:
+        value = table.get(tenant, table.get("*"))
+        return float(value) if value is not None else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGLINE_", extra="ignore")
 
@@ -133,6 +212,7 @@ class Settings(BaseSettings):
     ledger_table: str | None = None
     query_log_table: str | None = None
     idempotency_table: str | None = None
+    cache_table: str | None = None  # semantic cache on DynamoDB; unset: no cache on AWS
     opensearch_endpoint: str | None = None
     opensearch_service: Literal["es", "aoss"] = "es"
     opensearch_index_alias: str = "ragline-chunks"
@@ -145,6 +225,9 @@ class Settings(BaseSettings):
 
     chunker: ChunkerSettings = Field(default_factory=ChunkerSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    costs: CostSettings = Field(default_factory=CostSettings)
 
     # operations (issue 7): evaluation sample, judge repeats, A/B experiments, drift thresholds
     eval_sample_rate: float = Field(default=0.15, ge=0.0, le=1.0)

@@ -1,36 +1,126 @@
 """Semantic cache: a question close enough to an earlier one of the same tenant and ACL
-group set gets the earlier answer, if every document version it cited is still current."""
+group set gets the earlier answer, if every document version it cited is still current.
+
+The decision is two-stage (see :mod:`.verify` and bench/cache_policy.py for the measurements):
+cached questions above ``candidate_threshold`` are candidates; a candidate is served only if its
+numbers, negations and named entities agree with the new question, and, below ``threshold``,
+the two questions also share enough content words and retrieve the same passages. Entries live
+for the tenant's TTL, shortened by the TTL of the document types they cite, and are removed the
+moment a cited document changes or is deleted (ingestion calls :meth:`invalidate_document`).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
-from ..models import TenantScope
+from ..models import SearchHit, TenantScope
+from ..observability import metric
 from ..ports import CacheStore, DocumentRegistry
+from ..settings import CacheSettings
+from . import verify
 
 
 def acl_key(scope: TenantScope) -> str:
     return hashlib.sha256("|".join(sorted(scope.groups)).encode()).hexdigest()[:16]
 
 
+@dataclass(slots=True)
+class CacheDecision:
+    entry: dict[str, Any] | None
+    similarity: float
+    reason: str
+    # the new question's own retrieval, when the decision needed it (reused by the caller on a miss)
+    hits: list[SearchHit] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def hit(self) -> bool:
+        return self.entry is not None
+
+
 class SemanticCache:
-    def __init__(self, store: CacheStore, registry: DocumentRegistry, *, threshold: float = 0.92, ttl_s: float = 86400):
+    def __init__(self, store: CacheStore, registry: DocumentRegistry, *, threshold: float | None = None,
+                 ttl_s: float | None = None, settings: CacheSettings | None = None):
+        settings = settings or CacheSettings()
+        updates: dict[str, Any] = {}
+        if threshold is not None:
+            updates["threshold"] = threshold
+            updates["candidate_threshold"] = min(settings.candidate_threshold, threshold)
+        if ttl_s is not None:
+            updates["ttl_s"] = ttl_s
+        self.settings = settings.model_copy(update=updates) if updates else settings
         self.store = store
         self.registry = registry
-        self.threshold = threshold
-        self.ttl_s = ttl_s
 
-    def lookup(self, scope: TenantScope, vector: Any) -> tuple[dict[str, Any] | None, float]:
+    @property
+    def threshold(self) -> float:
+        return self.settings.threshold
+
+    # ------------------------------------------------------------------ lookup
+    def lookup(self, scope: TenantScope, vector: Any, question: str | None = None,
+               retrieve: Callable[[], tuple[list[SearchHit], dict[str, float]]] | None = None
+               ) -> tuple[dict[str, Any] | None, float]:
         """The cached answer entry and its similarity, or (None, best similarity)."""
+        d = self.decide(scope, vector, question, retrieve)
+        return d.entry, d.similarity
+
+    def decide(self, scope: TenantScope, vector: Any, question: str | None = None,
+               retrieve: Callable[[], tuple[list[SearchHit], dict[str, float]]] | None = None) -> CacheDecision:
+        """Decide hit or miss. ``retrieve`` runs the new question's retrieval; it is called at
+        most once, only when a candidate needs the passage check, and its result is returned
+        so that a miss does not search twice."""
+        t0 = time.perf_counter()
+        s = self.settings
+        accept_at = s.threshold_for(scope.tenant)
+        candidate_at = min(s.candidate_threshold, accept_at) if s.verify and question else accept_at
         best = 0.0
+        reason = "no cached question"
+        fresh: tuple[list[SearchHit], dict[str, float]] | None = None
+        new_features = verify.features(question) if question else None
         for entry, sim in self.store.nearest(scope.tenant, acl_key(scope), vector, k=3):
             best = max(best, sim)
-            if sim < self.threshold:
+            if sim < candidate_at:
+                reason = f"nearest similarity {best:.3f} below {candidate_at:.2f}"
                 break
-            if self._still_current(scope.tenant, entry):
-                return entry, sim
-        return None, best
+            if not self._still_current(scope.tenant, entry):
+                reason = "cited document changed"
+                continue
+            if new_features is None or not s.verify:
+                if sim >= accept_at:
+                    return self._hit(entry, sim, f"cosine {sim:.3f} >= {accept_at:.2f}", fresh, t0)
+                continue
+            old = verify.features(entry.get("question", ""))
+            conflict = verify.conflicts(old, new_features)
+            if conflict:
+                reason = conflict
+                continue
+            if sim >= accept_at:
+                return self._hit(entry, sim, f"cosine {sim:.3f} >= {accept_at:.2f}, verified", fresh, t0)
+            overlap = verify.content_overlap(old, new_features)
+            if overlap < s.min_content_overlap:
+                reason = f"content overlap {overlap:.2f} < {s.min_content_overlap:.2f}"
+                continue
+            cached_passages = entry.get("passages") or []
+            if retrieve is not None and cached_passages:
+                if fresh is None:
+                    fresh = retrieve()
+                p = verify.passage_overlap(cached_passages, [h.chunk_id for h in fresh[0]])
+                if p is not None and p < s.min_passage_overlap:
+                    reason = f"passage overlap {p:.2f} < {s.min_passage_overlap:.2f}"
+                    continue
+            return self._hit(entry, sim, f"cosine {sim:.3f} in the verified band (content overlap {overlap:.2f})",
+                             fresh, t0)
+        metric("CacheLookupMs", (time.perf_counter() - t0) * 1000, "Milliseconds")
+        return CacheDecision(None, best, reason, fresh[0] if fresh else None, fresh[1] if fresh else {})
+
+    def _hit(self, entry, sim, reason, fresh, t0) -> CacheDecision:
+        metric("CacheLookupMs", (time.perf_counter() - t0) * 1000, "Milliseconds")
+        return CacheDecision(entry, sim, reason, fresh[0] if fresh else None, fresh[1] if fresh else {})
 
     def _still_current(self, tenant: str, entry: dict[str, Any]) -> bool:
         for doc_id, version in entry.get("doc_versions", {}).items():
@@ -39,12 +129,29 @@ class SemanticCache:
                 return False
         return True
 
+    # ------------------------------------------------------------------ store
+    def ttl_for(self, tenant: str, doc_ids: list[str]) -> float:
+        """The tenant's TTL, shortened to the shortest TTL of the cited documents' types
+        (content type such as ``text/html`` or file extension such as ``.md``)."""
+        ttl = self.settings.ttl_for(tenant)
+        by_type = self.settings.doctype_ttl_s
+        if by_type:
+            for doc_id in doc_ids:
+                rec = self.registry.get(tenant, doc_id)
+                if rec is None:
+                    continue
+                for key in (rec.content_type, PurePosixPath(rec.source_key).suffix.lower()):
+                    if key and key in by_type:
+                        ttl = min(ttl, float(by_type[key]))
+        return ttl
+
     def store_answer(self, scope: TenantScope, question: str, vector: Any, answer: dict[str, Any],
-                     doc_versions: dict[str, str]) -> None:
+                     doc_versions: dict[str, str], passages: list[str] | None = None) -> None:
         self.store.put(
             {
                 "tenant": scope.tenant, "acl_key": acl_key(scope), "question": question, "answer": answer,
-                "doc_versions": doc_versions, "ttl_s": self.ttl_s,
+                "doc_versions": doc_versions, "passages": list(passages or []),
+                "ttl_s": self.ttl_for(scope.tenant, list(doc_versions)),
             },
             vector,
         )

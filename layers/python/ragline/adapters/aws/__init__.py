@@ -14,6 +14,7 @@ _EXPORTS = {
     "DynamoRegistry": "dynamodb",
     "DynamoQueryLog": "dynamodb",
     "DynamoLedgerStore": "dynamodb",
+    "DynamoCacheStore": "dynamodb_cache",
     "StaleWrite": "dynamodb",
     "BedrockEmbedder": "bedrock",
     "BedrockChatModel": "bedrock",
@@ -29,6 +30,7 @@ __all__ = [
     "BedrockEmbedder",
     "BedrockReranker",
     "ComprehendPiiDetector",
+    "DynamoCacheStore",
     "DynamoLedgerStore",
     "DynamoQueryLog",
     "DynamoRegistry",
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from ._retry import RetryPolicy
     from .bedrock import BedrockChatModel, BedrockEmbedder, BedrockReranker
     from .comprehend import ComprehendPiiDetector
+    from .dynamodb_cache import DynamoCacheStore
     from .dynamodb import DynamoLedgerStore, DynamoQueryLog, DynamoRegistry, StaleWrite
     from .opensearch import IndexWriteRejected, OpenSearchIndex
     from .s3 import S3BlobStore

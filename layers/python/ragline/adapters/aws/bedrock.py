@@ -293,6 +293,7 @@ class BedrockChatModel(_BedrockBase):
             input_tokens=int(usage.get("inputTokens", 0)),
             output_tokens=int(usage.get("outputTokens", 0)),
             generative=True,
+            usage_reported="inputTokens" in usage,
         )
 
 

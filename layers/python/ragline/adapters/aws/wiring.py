@@ -3,6 +3,7 @@ per Lambda container. Nothing here makes a network call; clients are created laz
 
 from __future__ import annotations
 
+from ...ledger import meter
 from ...runtime import remaining_s
 from ...settings import Settings
 
@@ -10,9 +11,10 @@ from ...settings import Settings
 def build_ports(settings: Settings) -> dict:
     from . import (
         BedrockChatModel,
-        ComprehendPiiDetector,
         BedrockEmbedder,
         BedrockReranker,
+        ComprehendPiiDetector,
+        DynamoCacheStore,
         DynamoLedgerStore,
         DynamoQueryLog,
         DynamoRegistry,
@@ -21,23 +23,25 @@ def build_ports(settings: Settings) -> dict:
     )
 
     dims = settings.bedrock_embedding_dimensions
+    small = BedrockChatModel(settings.bedrock_chat_model_small, settings=settings, deadline=remaining_s)
+    large = BedrockChatModel(settings.bedrock_chat_model_large, settings=settings, deadline=remaining_s)
     return {
         "blobs": S3BlobStore(settings=settings),
         "index": OpenSearchIndex(settings=settings, dimensions=dims),
         "embedder": BedrockEmbedder(settings.bedrock_embedding_model, dimensions=dims, settings=settings,
-                                    deadline=remaining_s),
+                                    deadline=remaining_s, on_usage=meter.record),
         "registry": DynamoRegistry(settings=settings),
         "ledger": DynamoLedgerStore(settings=settings),
         "query_log": DynamoQueryLog(settings=settings),
-        # the semantic cache on AWS arrives with the cost layer (issue 5); off until then
-        "cache_store": None,
-        "reranker": BedrockReranker(settings.bedrock_rerank_model, settings=settings, deadline=remaining_s)
+        "cache_store": DynamoCacheStore(settings=settings, dimensions=dims) if settings.cache_table else None,
+        "reranker": BedrockReranker(settings.bedrock_rerank_model, settings=settings, deadline=remaining_s,
+                                    on_usage=meter.record)
         if settings.bedrock_rerank_model else None,
-        "chat": BedrockChatModel(settings.bedrock_chat_model_small, settings=settings, deadline=remaining_s),
+        "chat": small,
         "pii": ComprehendPiiDetector(settings=settings),  # used only for tenants whose policy is not "allow"
-        # tiers an A/B variant may select (model_tier); the default path uses "chat"
-        "chat_tiers": {
-            "small": BedrockChatModel(settings.bedrock_chat_model_small, settings=settings, deadline=remaining_s),
-            "large": BedrockChatModel(settings.bedrock_chat_model_large, settings=settings, deadline=remaining_s),
-        },
+        "chat_large": large,
+        "chat_fallback": BedrockChatModel(settings.bedrock_chat_model_fallback, settings=settings, deadline=remaining_s)
+        if settings.bedrock_chat_model_fallback else None,
+        # tiers an A/B variant may select (model_tier); the default path routes between them
+        "chat_tiers": {"small": small, "large": large},
     }

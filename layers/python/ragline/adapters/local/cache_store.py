@@ -45,16 +45,23 @@ class SqliteCacheStore(SqliteStore):
 
     def nearest(self, tenant: str, acl_key: str, vector: Any, k: int) -> list[tuple[dict[str, Any], float]]:
         now = time.time()
-        rows = self.conn().execute(
-            "SELECT id, entry, vector FROM cache_entries WHERE tenant=? AND acl_key=? AND expires>?",
+        c = self.conn()
+        # vectors only for the scan; the (larger) entry JSON is read for the top k alone
+        rows = c.execute(
+            "SELECT id, vector FROM cache_entries WHERE tenant=? AND acl_key=? AND expires>?",
             (tenant, acl_key, now),
         ).fetchall()
         if not rows:
             return []
-        mat = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+        mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
         sims = mat @ np.asarray(vector, dtype=np.float32)
         order = np.argsort(-sims)[:k]
-        return [(json.loads(rows[i][1]) | {"entry_id": rows[i][0]}, float(sims[i])) for i in order]
+        out = []
+        for i in order:
+            entry = c.execute("SELECT entry FROM cache_entries WHERE id=?", (rows[i][0],)).fetchone()
+            if entry is not None:  # removed since the scan: skip it
+                out.append((json.loads(entry[0]) | {"entry_id": rows[i][0]}, float(sims[i])))
+        return out
 
     def invalidate_document(self, tenant: str, doc_id: str) -> int:
         with self.tx() as c:

@@ -12,6 +12,8 @@ from ...errors import StaleWrite
 from ...models import DocumentRecord, Usage, utcnow
 from .sqlite import SqliteStore
 
+NANOS = 1_000_000_000
+
 
 class SqliteRegistry(SqliteStore):
     schema = """
@@ -126,21 +128,50 @@ class SqliteQueryLog(SqliteStore):
 
 class SqliteLedger(SqliteStore):
     """Per-request usage records and per tenant/day/model/purpose aggregates, written in one
-    transaction so the aggregates always equal the sum of the records."""
+    transaction so the aggregates always equal the sum of the records. Costs are integer
+    nano-dollars, as in the DynamoDB ledger (a short query's embedding costs ~1e-7 USD, which
+    micro-dollars would round to zero)."""
 
     schema = """
     CREATE TABLE IF NOT EXISTS usage_records (
       id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, query_id TEXT NOT NULL, day TEXT NOT NULL,
       model_id TEXT NOT NULL, purpose TEXT NOT NULL, input_tokens INTEGER NOT NULL,
-      output_tokens INTEGER NOT NULL, cost_micros INTEGER NOT NULL, estimated INTEGER NOT NULL
+      output_tokens INTEGER NOT NULL, cost_nanos INTEGER NOT NULL, estimated INTEGER NOT NULL,
+      price_version TEXT
     );
     CREATE TABLE IF NOT EXISTS usage_daily (
       tenant TEXT NOT NULL, day TEXT NOT NULL, model_id TEXT NOT NULL, purpose TEXT NOT NULL,
       input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
-      cost_micros INTEGER NOT NULL DEFAULT 0, calls INTEGER NOT NULL DEFAULT 0,
+      cost_nanos INTEGER NOT NULL DEFAULT 0, calls INTEGER NOT NULL DEFAULT 0,
       PRIMARY KEY (tenant, day, model_id, purpose)
     );
     """
+
+    def __init__(self, path):
+        self._migrate_micros(path)
+        super().__init__(path)
+
+    @staticmethod
+    def _migrate_micros(path) -> None:
+        """Ledgers written before costs moved to nano-dollars: rename and rescale in place."""
+        import sqlite3
+        from pathlib import Path
+
+        if not Path(path).exists():
+            return
+        c = sqlite3.connect(path, timeout=30, isolation_level=None)
+        try:
+            for table in ("usage_records", "usage_daily"):
+                cols = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+                if "cost_micros" in cols:
+                    c.execute("BEGIN IMMEDIATE")
+                    c.execute(f"ALTER TABLE {table} RENAME COLUMN cost_micros TO cost_nanos")
+                    c.execute(f"UPDATE {table} SET cost_nanos = cost_nanos * 1000")
+                    if table == "usage_records":
+                        c.execute("ALTER TABLE usage_records ADD COLUMN price_version TEXT")
+                    c.execute("COMMIT")
+        finally:
+            c.close()
 
     def record(self, tenant: str, query_id: str, usages: Sequence[Usage]) -> None:
         if not usages:
@@ -148,31 +179,45 @@ class SqliteLedger(SqliteStore):
         day = datetime.now(timezone.utc).date().isoformat()
         with self.tx() as c:
             for u in usages:
-                micros = int(round(u.cost_usd * 1_000_000))
+                nanos = int(round(u.cost_usd * NANOS))
                 c.execute(
                     """INSERT INTO usage_records (tenant, query_id, day, model_id, purpose, input_tokens,
-                       output_tokens, cost_micros, estimated) VALUES (?,?,?,?,?,?,?,?,?)""",
-                    (tenant, query_id, day, u.model_id, u.purpose, u.input_tokens, u.output_tokens, micros, int(u.estimated)),
+                       output_tokens, cost_nanos, estimated, price_version) VALUES (?,?,?,?,?,?,?,?,?,?)""",
+                    (tenant, query_id, day, u.model_id, u.purpose, u.input_tokens, u.output_tokens, nanos,
+                     int(u.estimated), u.price_version),
                 )
                 c.execute(
                     """INSERT INTO usage_daily (tenant, day, model_id, purpose, input_tokens, output_tokens,
-                       cost_micros, calls) VALUES (?,?,?,?,?,?,?,1)
+                       cost_nanos, calls) VALUES (?,?,?,?,?,?,?,1)
                        ON CONFLICT(tenant, day, model_id, purpose) DO UPDATE SET
                        input_tokens = input_tokens + excluded.input_tokens,
                        output_tokens = output_tokens + excluded.output_tokens,
-                       cost_micros = cost_micros + excluded.cost_micros, calls = calls + 1""",
-                    (tenant, day, u.model_id, u.purpose, u.input_tokens, u.output_tokens, micros),
+                       cost_nanos = cost_nanos + excluded.cost_nanos, calls = calls + 1""",
+                    (tenant, day, u.model_id, u.purpose, u.input_tokens, u.output_tokens, nanos),
                 )
 
     def totals(self, tenant: str, days: int) -> list[dict[str, Any]]:
         since = (datetime.now(timezone.utc).date() - timedelta(days=max(days, 1) - 1)).isoformat()
         rows = self.conn().execute(
-            """SELECT day, model_id, purpose, input_tokens, output_tokens, cost_micros, calls FROM usage_daily
+            """SELECT day, model_id, purpose, input_tokens, output_tokens, cost_nanos, calls FROM usage_daily
                WHERE tenant=? AND day>=? ORDER BY day, model_id, purpose""",
             (tenant, since),
         ).fetchall()
         return [
             {"day": r[0], "model_id": r[1], "purpose": r[2], "input_tokens": r[3], "output_tokens": r[4],
-             "cost_usd": r[5] / 1_000_000, "calls": r[6]}
+             "cost_usd": r[5] / NANOS, "calls": r[6]}
             for r in rows
         ]
+
+    def records(self, tenant: str, query_id: str | None = None) -> list[dict[str, Any]]:
+        """Per-request records (newest last), for audits and the concurrency test."""
+        sql = ("SELECT query_id, day, model_id, purpose, input_tokens, output_tokens, cost_nanos, estimated, "
+               "price_version FROM usage_records WHERE tenant=?")
+        args: list[Any] = [tenant]
+        if query_id is not None:
+            sql += " AND query_id=?"
+            args.append(query_id)
+        rows = self.conn().execute(sql + " ORDER BY id", args).fetchall()
+        return [{"query_id": r[0], "day": r[1], "model_id": r[2], "purpose": r[3], "input_tokens": r[4],
+                 "output_tokens": r[5], "cost_nanos": r[6], "estimated": bool(r[7]), "price_version": r[8]}
+                for r in rows]

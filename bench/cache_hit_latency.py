@@ -1,0 +1,91 @@
+"""Cache-hit latency of the whole ask path, query embedding included -> bench/results/cache_hit_latency.json.
+
+Local backend, real MiniLM query embedder (numpy engine), a small ingested corpus and a cache
+holding 500 answered questions (so the nearest-neighbour scan is not trivially small). Each
+timed call is ``Ragline.ask`` on a question answered before (a cache hit): embed, cache lookup
+and verification, registry version checks, ledger record and query log. The embedding alone is
+timed on the same questions, so a loaded machine shows up as a ratio, not just a bigger number.
+
+BLAS runs single-threaded here (OMP/OPENBLAS_NUM_THREADS=1, set before numpy loads), as in a
+1-2 vCPU Lambda: on a shared, oversubscribed machine a multi-threaded BLAS made one query
+embedding ~5x slower (350 ms vs 73 ms p50 measured at load average 10 on 2 cores).
+
+Usage: ``python bench/cache_hit_latency.py [--n 300]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "layers" / "python"))
+OUT = ROOT / "bench" / "results" / "cache_hit_latency.json"
+
+TOPICS = ["invoices", "receipts", "travel", "laptops", "parking", "vacation", "pensions", "security badges",
+          "expense reports", "contracts"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300, help="timed cache hits")
+    ap.add_argument("--fill", type=int, default=500, help="cached questions before timing")
+    args = ap.parse_args()
+    from ragline import factory
+    from ragline.ingest.pipeline import IngestItem
+    from ragline.models import Principal
+    from ragline.settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        app = factory.build(Settings(home=Path(tmp)))
+        for t in TOPICS:
+            body = f"# {t.title()}\n\nThe rules for {t} are kept in this document. " * 3
+            app.pipeline.ingest(IngestItem(tenant="bench", key=f"tenants/bench/{t}.md", data=body.encode()))
+        who = Principal(tenant="bench", user="bench")
+        questions = [f"What is rule number {i} for {TOPICS[i % len(TOPICS)]} in office {i // len(TOPICS)}?"
+                     for i in range(args.fill)]
+        for q in questions:
+            app.ask(who, q)
+        timed = [questions[i % len(questions)] for i in range(args.n)]
+        for q in timed[:20]:  # warm-up
+            app.ask(who, q)
+        ask_ms, embed_ms = [], []
+        for q in timed:
+            t0 = time.perf_counter()
+            ans = app.ask(who, q)
+            ask_ms.append((time.perf_counter() - t0) * 1000)
+            if not ans.cached:
+                raise SystemExit(f"expected a cache hit for {q!r}")
+            t0 = time.perf_counter()
+            app.retriever.embed(q)
+            embed_ms.append((time.perf_counter() - t0) * 1000)
+
+    def pct(xs, p):
+        return round(float(np.percentile(xs, p)), 2)
+
+    out = {
+        "n": args.n, "cached_questions": args.fill,
+        "hit_ms": {"p50": pct(ask_ms, 50), "p95": pct(ask_ms, 95), "p99": pct(ask_ms, 99)},
+        "embed_only_ms": {"p50": pct(embed_ms, 50), "p95": pct(embed_ms, 95), "p99": pct(embed_ms, 99)},
+        "hit_p99_over_embed_p50": round(pct(ask_ms, 99) / max(pct(embed_ms, 50), 1e-9), 2),
+        "target_p99_ms": 15.0,
+        "load_average_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""``ragline usage``: tokens and cost of a tenant per day, model and purpose, from the ledger."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+
+def register(app: typer.Typer, eval_app: typer.Typer) -> None:
+    @app.command("usage")
+    def usage(
+        tenant: str = typer.Option(..., "--tenant", "-t"),
+        days: int = typer.Option(7, "--days", "-d", min=1, max=366, help="Days back, today included (UTC)"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Tokens and cost per day, model and purpose (the cost ledger)."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from .. import factory
+        from ..errors import RaglineError
+        from ..models import Principal
+
+        try:
+            out = factory.default().usage(Principal(tenant=tenant, user="cli"), days)
+        except (RaglineError, ValueError) as exc:
+            Console(stderr=True).print(f"[red]error:[/red] {getattr(exc, 'message', exc)}")
+            raise typer.Exit(2)
+        if as_json:
+            print(json.dumps(out))
+            return
+        table = Table(title=f"usage of {tenant}, last {days} day(s)")
+        for col in ("day", "model", "purpose", "calls", "input tokens", "output tokens", "cost (USD)"):
+            table.add_column(col, justify="right" if col not in ("day", "model", "purpose") else "left")
+        for r in out["rows"]:
+            table.add_row(r["day"], r["model_id"], r["purpose"], str(r["calls"]), str(r["input_tokens"]),
+                          str(r["output_tokens"]), f"{r['cost_usd']:.6f}")
+        con = Console(highlight=False)
+        con.print(table)
+        con.print(f"total: {out['total_input_tokens']} in, {out['total_output_tokens']} out, "
+                  f"${out['total_cost_usd']:.6f}")

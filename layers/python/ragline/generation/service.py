@@ -1,0 +1,189 @@
+"""The generation service: everything between the retrieved passages and the answer text.
+
+Per question: route to a tier (:mod:`.router`) -> check the tenant's budget (soft: alert; hard:
+refuse with 429 or downgrade to the small tier) -> pack the tier's context (passages by score
+under the tier's token budget and passage count) -> call the tier's model through its token
+bucket, within the request's time budget, failing over to the fallback model on throttling,
+5xx, timeouts or any other model error -> when every model failed, a 503 naming them, or (with
+``generation.unavailable_mode = "passages"``) the retrieved passages, labelled as such.
+
+Every model call of the request (query embedding, rerank, generation) becomes a priced
+:class:`~ragline.models.Usage` written to the ledger in one atomic record (:meth:`settle`).
+With no chat model configured (the local default) the extractive answerer answers, and says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import DependencyUnavailable, ModelError
+from ..ledger.budget import BudgetGuard
+from ..ledger.pricing import PriceTable, load_price_table, metered
+from ..models import Generation, SearchHit, Usage
+from ..observability import logger, metric, segment
+from ..ports import ChatModel, Ledger
+from ..runtime import remaining_s
+from ..settings import Settings, TierSettings
+from .extractive import ExtractiveAnswerer
+from .prompt import SYSTEM, build_prompt
+from .ratelimit import RateLimiter
+from .router import LARGE, SMALL, Route, route
+
+UNAVAILABLE_MODEL = "ragline/passages-only"
+# share of the remaining time the primary may use when a fallback is waiting behind it
+PRIMARY_SHARE = 0.6
+
+
+@dataclass(slots=True)
+class GenerationResult:
+    generation: Generation
+    context: list[SearchHit]
+    usages: list[Usage]
+    route: Route
+    notes: list[str] = field(default_factory=list)
+
+
+class GenerationService:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ledger: Ledger,
+        small: ChatModel | None = None,
+        large: ChatModel | None = None,
+        fallback: ChatModel | None = None,
+        embedder_id: str | None = None,
+        select_context: Callable[[list[SearchHit], int], list[SearchHit]],
+        prices: PriceTable | None = None,
+        limiter: RateLimiter | None = None,
+        deadline: Callable[[], float] = remaining_s,
+    ):
+        self.settings = settings
+        self.ledger = ledger
+        self.small = small
+        self.large = large or small
+        self.fallback = fallback
+        self.embedder_id = embedder_id
+        self._select_context = select_context
+        self.prices = prices or load_price_table(settings.costs.price_table)
+        gen = settings.generation
+        self.limiter = limiter or RateLimiter({m: (float(r), int(b)) for m, (r, b) in gen.rate_limits.items()},
+                                              max_wait_s=gen.rate_limit_max_wait_s)
+        self.budget = BudgetGuard(settings.costs, ledger)
+        self.deadline = deadline
+        self.extractive = ExtractiveAnswerer()
+
+    # ------------------------------------------------------------------ configuration
+    def tier(self, name: str) -> TierSettings:
+        gen = self.settings.generation
+        configured = gen.small if name == SMALL else gen.large
+        if configured is not None:
+            return configured
+        model = self.small if name == SMALL else self.large
+        budget = self.settings.retrieval.context_token_budget
+        top_k = self.settings.retrieval.top_k
+        return TierSettings(
+            model=model.model_id if model is not None else self.extractive.model_id,
+            context_token_budget=budget if name == SMALL else 2 * budget,
+            max_passages=top_k if name == SMALL else max(top_k, 8),
+            max_output_tokens=512 if name == SMALL else 1024,
+        )
+
+    def _model(self, name: str) -> ChatModel | None:
+        return self.small if name == SMALL else self.large
+
+    # ------------------------------------------------------------------ the answer
+    def answer(self, tenant: str, question: str, hits: list[SearchHit], *, tier: str | None = None,
+               system: str | None = None) -> GenerationResult:
+        """``tier`` forces a tier (an A/B variant's model_tier) instead of the router's choice;
+        ``system`` replaces the system prompt (an A/B variant's prompt)."""
+        gen_settings = self.settings.generation
+        chosen = route(question, long_question_tokens=gen_settings.route_long_question_tokens)
+        if tier in (SMALL, LARGE) and tier != chosen.tier:
+            chosen = Route(tier, f"experiment variant selects the {tier} tier")
+        notes: list[str] = []
+        state = self.budget.check(tenant)  # raises BudgetExceeded (429) at a refusing hard limit
+        if state.downgrade:
+            notes.append(state.note or "budget spent; answered by the cheaper tier")
+            if chosen.tier == LARGE:
+                chosen = Route(SMALL, f"downgraded from large ({chosen.reason}): budget spent")
+        tier = self.tier(chosen.tier)
+        context = self._select_context(list(hits[: tier.max_passages]), tier.context_token_budget)
+        logger().info("route", extra={"route": chosen.tier, "route_reason": chosen.reason, "tenant": tenant,
+                                      "passages": len(context), "context_budget": tier.context_token_budget})
+        primary = self._model(chosen.tier)
+        if primary is None or not context:
+            gen = self.extractive.answer(question, context)
+            return GenerationResult(gen, context, [], chosen, notes)
+        chain = [primary] + ([self.fallback] if self.fallback is not None
+                             and self.fallback.model_id != primary.model_id else [])
+        prompt = build_prompt(question, context)
+        system_prompt = system or SYSTEM
+        failures: list[str] = []
+        started = time.monotonic()
+        budget_s = min(gen_settings.timeout_s, self.deadline(gen_settings.timeout_s))
+        for position, model in enumerate(chain):
+            left = budget_s - (time.monotonic() - started)
+            if left <= 0:
+                failures.append(f"{model.model_id} not tried: time budget spent")
+                continue
+            share = left * PRIMARY_SHARE if position < len(chain) - 1 else left
+            try:
+                waited = self.limiter.acquire(model.model_id, min(self.limiter.max_wait_s, share / 2))
+                with segment("generate"):
+                    gen = model.generate(system_prompt, prompt, max_tokens=tier.max_output_tokens,
+                                         timeout_s=max(share - waited, 0.001))
+            except DependencyUnavailable as exc:  # ModelError included
+                failures.append(exc.message)
+                metric("ModelFailure", 1)
+                logger().warning("model failed", extra={"model": model.model_id, "reason": exc.message,
+                                                        "position": position})
+                continue
+            purpose = "generation" if position == 0 else "generation_fallback"
+            usage = metered(
+                gen.model_id, purpose,
+                input_tokens=gen.input_tokens if gen.usage_reported else None,
+                output_tokens=gen.output_tokens if gen.usage_reported else None,
+                input_text=system_prompt + "\n" + prompt, output_text=gen.text,
+            )
+            if position > 0:
+                metric("ModelFailover", 1)
+                notes.append(f"answered by the fallback model {model.model_id} after: {'; '.join(failures)}")
+            return GenerationResult(gen, context, [usage], chosen, notes)
+        return self._unavailable(question, context, chosen, notes, [m.model_id for m in chain], failures)
+
+    def _unavailable(self, question: str, context: list[SearchHit], chosen: Route, notes: list[str],
+                     models: Sequence[str], failures: list[str]) -> GenerationResult:
+        metric("GenerationUnavailable", 1)
+        reason = f"generation unavailable: every model failed ({'; '.join(failures)})"
+        if self.settings.generation.unavailable_mode != "passages":
+            raise ModelError(reason + f" [models tried: {', '.join(models)}]")
+        passages = self.extractive.answer(question, context)
+        body = passages.text.split("\n\n", 1)[-1]
+        text = ("Generation is unavailable right now; these are the most relevant passages, quoted, "
+                "not a generated answer.\n\n" + body)
+        notes.append(reason)
+        gen = Generation(text=text, model_id=UNAVAILABLE_MODEL, generative=False,
+                         used_citations=passages.used_citations)
+        return GenerationResult(gen, context, [], chosen, notes)
+
+    # ------------------------------------------------------------------ the ledger
+    def settle(self, tenant: str, query_id: str, question: str, collected: Sequence[Usage],
+               usages: Sequence[Usage]) -> list[Usage]:
+        """Price every model call of the request and record them in one ledger write. The query
+        embedding is estimated with tiktoken when the embedder reported no usage of its own."""
+        calls = [u.model_copy() for u in collected]
+        if self.embedder_id and not any(u.purpose == "embed_query" for u in calls):
+            calls.insert(0, metered(self.embedder_id, "embed_query", input_tokens=None, output_tokens=None,
+                                    input_text=question))
+        calls.extend(u.model_copy() for u in usages)
+        priced = [self.prices.priced(u) for u in calls]
+        if priced:
+            self.ledger.record(tenant, query_id, priced)
+            cost = sum(u.cost_usd for u in priced)
+            metric("CostNanoUsd", round(cost * 1e9))
+            metric("TokensIn", sum(u.input_tokens for u in priced))
+            metric("TokensOut", sum(u.output_tokens for u in priced))
+        return priced

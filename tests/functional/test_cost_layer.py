@@ -1,0 +1,250 @@
+"""The cost layer on the embedded local backend (technique: real SQLite ledger, index and cache
+store, the hashing embedder, and the priced deterministic local chat model
+``LocalTemplateChatModel`` with the test price table, so costs are non-zero). Proves: every
+model call of a request is priced and recorded; the ledger's totals equal the sum of the
+per-request records exactly under parallel asks; estimated tokens are flagged; budgets alert,
+refuse with 429 or downgrade; routing picks the tier and says why; failover to the fallback;
+503 naming the models or labelled passages when every model fails; per-tier context budgets."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ragline.adapters.local.chat import LocalTemplateChatModel
+from ragline.errors import BudgetExceeded, ModelError
+from ragline.ingest.pipeline import IngestItem
+from ragline.ledger.pricing import NANOS, load_price_table
+from ragline.models import Principal
+from ragline.settings import CostSettings, GenerationSettings, Settings, TierSettings
+
+DOC = (b"# Invoices\n\nInvoices are kept for ten years in the archive. Receipts are kept for five years.\n\n"
+       b"# Travel\n\nTravel must be booked through the portal. Trains are preferred to flights under 600 km.\n")
+SIMPLE = "How long are invoices kept?"
+COMPLEX = "Compare the rules for invoices and receipts, and explain why they differ"
+
+
+def _settings(tmp_path, **kw) -> Settings:
+    costs = kw.pop("costs", CostSettings(price_table="test"))
+    return Settings(home=tmp_path / "home", jwt_secret="test-secret-0123456789abcdef0123456789", costs=costs, **kw)
+
+
+@pytest.fixture
+def priced(make_app, tmp_path):
+    def _make(small=None, large=None, fallback=None, **kw):
+        small = small or LocalTemplateChatModel("ragline/local-small")
+        app = make_app(settings=_settings(tmp_path, **kw), chat=small,
+                       chat_large=large or LocalTemplateChatModel("ragline/local-large"),
+                       chat_fallback=fallback)
+        app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/policy.md", data=DOC))
+        return app
+
+    return _make
+
+
+def who(tenant="acme"):
+    return Principal(tenant=tenant, user="u")
+
+
+def test_each_model_call_is_priced_and_the_answer_carries_its_cost(priced):
+    app = priced()
+    ans = app.ask(who(), SIMPLE)
+    prices = load_price_table("test")
+    by_purpose = {u.purpose: u for u in ans.usage}
+    assert set(by_purpose) == {"embed_query", "generation"}
+    gen = by_purpose["generation"]
+    assert gen.model_id == "ragline/local-small" and not gen.estimated and gen.input_tokens > 50
+    expected = prices.cost_nanos(gen.model_id, gen.input_tokens, gen.output_tokens) / NANOS
+    assert gen.cost_usd == pytest.approx(expected, abs=1e-12) and gen.cost_usd > 0
+    assert by_purpose["embed_query"].estimated and by_purpose["embed_query"].input_tokens > 0
+    assert ans.cost_usd == pytest.approx(sum(u.cost_usd for u in ans.usage), abs=1e-12)
+    assert gen.price_version == "test-1"
+    assert ans.route.startswith("small:")
+    rows = app.ledger.totals("acme", 1)
+    assert sum(r["cost_usd"] for r in rows) == pytest.approx(ans.cost_usd, abs=1e-12)
+    usage = app.usage(who(), 1)
+    assert usage["total_input_tokens"] == sum(u.input_tokens for u in ans.usage)
+
+
+def test_a_cache_hit_costs_only_its_embedding(priced):
+    app = priced()
+    app.ask(who(), SIMPLE)
+    hit = app.ask(who(), SIMPLE)
+    assert hit.cached and [u.purpose for u in hit.usage] == ["embed_query"]
+    assert 0 < hit.cost_usd < 1e-6
+
+
+def test_provider_without_usage_fields_is_estimated_with_tiktoken(priced):
+    app = priced(small=LocalTemplateChatModel("ragline/local-small", report_usage=False))
+    ans = app.ask(who(), SIMPLE, use_cache=False)
+    gen = next(u for u in ans.usage if u.purpose == "generation")
+    assert gen.estimated and gen.input_tokens > 50 and gen.output_tokens > 0
+    recs = [r for r in app.ledger.records("acme", ans.query_id) if r["purpose"] == "generation"]
+    assert recs and recs[0]["estimated"] is True
+
+
+def test_parallel_asks_ledger_totals_equal_the_sum_of_request_records(priced):
+    app = priced()
+    questions = [f"{SIMPLE} (variant {i})" if i % 2 else f"{COMPLEX} (variant {i})" for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda q: app.ask(who(), q, use_cache=False), questions))
+    records = app.ledger.records("acme")
+    assert {r["query_id"] for r in records} == {a.query_id for a in answers}
+    totals = app.ledger.totals("acme", 1)
+    for field in ("input_tokens", "output_tokens"):
+        assert sum(r[field] for r in totals) == sum(r[field] for r in records)
+    assert sum(round(r["cost_usd"] * NANOS) for r in totals) == sum(r["cost_nanos"] for r in records)
+    assert sum(r["calls"] for r in totals) == len(records)
+    # and the per-request records are the responses' own usage, exactly
+    assert sum(r["cost_nanos"] for r in records) == sum(round(u.cost_usd * NANOS) for a in answers for u in a.usage)
+    assert {r["model_id"] for r in totals} >= {"ragline/local-small", "ragline/local-large", "test/hash-embedder"}
+
+
+def test_routing_sends_complex_questions_to_the_large_tier(priced):
+    app = priced()
+    simple = app.ask(who(), SIMPLE, use_cache=False)
+    complex_ = app.ask(who(), COMPLEX, use_cache=False)
+    assert simple.model == "ragline/local-small" and simple.route == "small: simple factual question"
+    assert complex_.model == "ragline/local-large" and complex_.route.startswith("large: comparative")
+
+
+def test_soft_budget_alerts_and_hard_budget_refuses_naming_it(priced, caplog):
+    # one small-tier answer here costs ~0.00013 USD: the soft limit is passed after the first,
+    # the hard one after the second
+    app = priced(costs=CostSettings(price_table="test", soft_budget_usd={"acme": 1e-9}, hard_budget_usd={"acme": 0.0002}))
+    first = app.ask(who(), SIMPLE, use_cache=False)
+    assert 0.0001 < first.cost_usd < 0.0002
+    with caplog.at_level("WARNING"):
+        app.ask(who(), SIMPLE + " again", use_cache=False)
+    assert any(getattr(r, "alert", None) == "BudgetSoftLimit" for r in caplog.records)
+    with pytest.raises(BudgetExceeded) as err:
+        app.ask(who(), "Where must travel be booked?", use_cache=False)
+    assert err.value.http_status == 429 and "daily budget of $0.0002 for tenant acme" in err.value.message
+    # another tenant is not affected
+    app.pipeline.ingest(IngestItem(tenant="other", key="tenants/other/policy.md", data=DOC))
+    assert app.ask(who("other"), SIMPLE, use_cache=False).answer
+
+
+def test_hard_budget_can_downgrade_to_the_cheaper_tier(priced):
+    app = priced(costs=CostSettings(price_table="test", hard_budget_usd={"*": 0.0009}, hard_limit_action="downgrade"))
+    first = app.ask(who(), COMPLEX, use_cache=False)
+    assert first.model == "ragline/local-large" and 0.0009 <= first.cost_usd < 0.0018
+    second = app.ask(who(), COMPLEX + " today", use_cache=False)
+    assert second.model == "ragline/local-small" and second.route.startswith("small: downgraded from large")
+    assert any("budget" in n for n in second.notes)
+
+
+def test_failover_to_the_fallback_is_in_the_answer_and_the_ledger(priced):
+    small = LocalTemplateChatModel("ragline/local-small", failures=[ModelError("model ragline/local-small throttled after 4 attempts")])
+    app = priced(small=small, fallback=LocalTemplateChatModel("ragline/local-fallback"))
+    ans = app.ask(who(), SIMPLE, use_cache=False)
+    assert ans.model == "ragline/local-fallback"
+    assert any("fallback model ragline/local-fallback" in n and "throttled" in n for n in ans.notes)
+    rows = app.ledger.totals("acme", 1)
+    assert any(r["model_id"] == "ragline/local-fallback" and r["purpose"] == "generation_fallback" for r in rows)
+
+
+def test_all_models_failing_is_a_503_naming_them(priced):
+    small = LocalTemplateChatModel("ragline/local-small", failures=[ModelError("model ragline/local-small timed out")])
+    fb = LocalTemplateChatModel("ragline/local-fallback", failures=[ModelError("model ragline/local-fallback failed with a server error")])
+    app = priced(small=small, fallback=fb)
+    with pytest.raises(ModelError) as err:
+        app.ask(who(), SIMPLE, use_cache=False)
+    assert err.value.http_status == 503
+    assert "ragline/local-small timed out" in err.value.message and "ragline/local-fallback failed" in err.value.message
+
+
+def test_all_models_failing_can_return_labelled_passages(priced):
+    small = LocalTemplateChatModel("ragline/local-small", failures=[ModelError("model ragline/local-small throttled")])
+    app = priced(small=small, generation=GenerationSettings(unavailable_mode="passages"))
+    ans = app.ask(who(), SIMPLE)
+    assert ans.model == "ragline/passages-only" and not ans.generative
+    assert ans.answer.startswith("Generation is unavailable") and "ten years" in ans.answer
+    assert any("every model failed" in n for n in ans.notes)
+    # a degraded answer is never cached: the next ask (model back) generates
+    again = app.ask(who(), SIMPLE)
+    assert not again.cached and again.model == "ragline/local-small"
+
+
+def test_context_budget_and_passage_count_per_tier(priced):
+    tight = GenerationSettings(small=TierSettings(model="ragline/local-small", context_token_budget=100, max_passages=1),
+                               large=TierSettings(model="ragline/local-large", context_token_budget=4000, max_passages=4))
+    app = priced(generation=tight)
+    for i in range(6):
+        app.pipeline.ingest(IngestItem(tenant="acme", key=f"tenants/acme/extra{i}.md",
+                                       data=f"# Invoices {i}\n\nInvoices of branch {i} are kept for {i + 2} years.\n".encode()))
+    assert len(app.ask(who(), SIMPLE, use_cache=False).citations) == 1
+    assert len(app.ask(who(), COMPLEX, use_cache=False).citations) > 1
+
+
+def test_local_default_is_the_extractive_answerer_and_free(app):
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/policy.md", data=DOC))
+    ans = app.ask(who(), SIMPLE)
+    assert ans.model == "ragline/extractive-v1" and not ans.generative
+    assert ans.route == "small: simple factual question"
+    assert ans.cost_usd == 0 and [u.purpose for u in ans.usage] == ["embed_query"]
+
+
+def test_usage_cli(priced, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ragline import factory
+    from ragline.cli import app as cli
+
+    app = priced()
+    ans = app.ask(who(), SIMPLE, use_cache=False)
+    factory.use(app)
+    try:
+        out = CliRunner().invoke(cli, ["usage", "--tenant", "acme", "--days", "2", "--json"])
+        bad = CliRunner().invoke(cli, ["usage", "--tenant", "acme", "--days", "0"])
+    finally:
+        factory.use(None)
+    assert out.exit_code == 0, out.output
+    body = json.loads(out.stdout)
+    assert body["total_cost_usd"] == pytest.approx(ans.cost_usd, abs=1e-9) and body["rows"]
+    assert bad.exit_code == 2
+
+
+def test_http_429_names_the_budget_and_503_names_the_models(priced):
+    """Over the local API (real HTTP server -> API Gateway v2 events -> the query handler)."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from ragline import factory
+    from ragline.auth import mint_token
+    from ragline.server import LocalApiServer
+
+    small = LocalTemplateChatModel("ragline/local-small")
+    app = priced(small=small, costs=CostSettings(price_table="test", hard_budget_usd={"broke": 1e-12}))
+    app.pipeline.ingest(IngestItem(tenant="broke", key="tenants/broke/policy.md", data=DOC))
+    app.ask(who("broke"), SIMPLE, use_cache=False)  # spends past the budget
+    factory.use(app)
+    srv = LocalApiServer("127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+    def post(tenant, question):
+        req = urllib.request.Request(f"http://127.0.0.1:{srv.server_address[1]}/v1/query", method="POST",
+                                     data=json.dumps({"question": question, "use_cache": False}).encode())
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Authorization", "Bearer " + mint_token(app.settings, tenant, "alice", []))
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        status, body = post("broke", SIMPLE)
+        assert status == 429 and "daily budget" in json.dumps(body) and "broke" in json.dumps(body)
+        small.fail_next(ModelError("model ragline/local-small throttled after 4 attempts"))
+        status, body = post("acme", SIMPLE)
+        assert status == 503 and "ragline/local-small throttled" in json.dumps(body)
+        status, body = post("acme", SIMPLE)
+        assert status == 200 and body["route"] == "small: simple factual question" and body["cost_usd"] > 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        factory.use(None)

@@ -1,0 +1,185 @@
+"""The semantic cache's policy on the embedded adapters (technique: real SQLite cache store,
+registry and index, the deterministic hashing embedder; one slow test drives
+``ragline eval cache`` with the real MiniLM model). Proves: a re-uploaded or deleted document
+never yields its old cached answer; scope per tenant and ACL group set; verification rejects a
+near-identical question with another number or entity; the per-tenant threshold; TTL per tenant
+and per document type; the passage check in the verified band; and the eval command's figures."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from ragline.cache.semantic import SemanticCache, acl_key
+from ragline.ingest.pipeline import IngestItem
+from ragline.models import Principal, SearchHit
+from ragline.settings import CacheSettings, Settings
+
+V1 = b"# Retention\n\nInvoices are kept for ten years in the archive.\n"
+V2 = b"# Retention\n\nInvoices are kept for seven years in the archive.\n"
+Q = "How long are invoices kept in the archive?"
+
+
+def who(tenant="acme", groups=()):
+    return Principal(tenant=tenant, user="u", groups=frozenset(groups))
+
+
+def _settings(tmp_path, **cache) -> Settings:
+    return Settings(home=tmp_path / "home", cache=CacheSettings(**cache))
+
+
+def test_a_reuploaded_document_never_yields_the_old_cached_answer(app):
+    item = lambda data: IngestItem(tenant="acme", key="tenants/acme/retention.md", data=data)
+    app.pipeline.ingest(item(V1))
+    first = app.ask(who(), Q)
+    assert "ten years" in first.answer and not first.cached
+    assert app.ask(who(), Q).cached  # the same question is served from the cache
+    app.pipeline.ingest(item(V2))  # re-upload: new version
+    after = app.ask(who(), Q)
+    assert not after.cached and "seven years" in after.answer and "ten years" not in after.answer
+    # even if ingestion's invalidation had been missed, the version check refuses the entry
+    app.cache.store.put({"tenant": "acme", "acl_key": acl_key(who().scope()), "question": Q, "answer": first.model_dump(mode="json"),
+                         "doc_versions": {c.doc_id: c.version for c in first.citations}, "ttl_s": 3600},
+                        app.retriever.embed(Q))
+    again = app.ask(who(), Q)
+    assert "ten years" not in again.answer
+    # deleting the document removes its cached answers too
+    app.delete_document(who(), first.citations[0].doc_id)
+    assert not app.ask(who(), Q).cached
+
+
+def test_scope_is_tenant_and_acl_group_set(app):
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/hr.md", data=V1, groups=("hr",)))
+    assert not app.ask(who(groups=["hr"]), Q).cached
+    assert app.ask(who(groups=["hr"]), Q).cached
+    other = app.ask(who(groups=["sales"]), Q)  # cannot see the document, must not get its answer
+    assert not other.cached and other.citations == []
+
+
+def test_verification_rejects_another_number_or_entity_at_high_similarity(app):
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/r.md",
+                                   data=b"# Cases\n\nIn 2010 there were 900 cases in China and 80 in Norway.\n"))
+    app.ask(who(), "How many cases were there in China in 2010?")
+    d = app.cache.decide(who().scope(), app.retriever.embed("How many cases were there in China in 2011?"),
+                         "How many cases were there in China in 2011?")
+    assert d.similarity > 0.8 and not d.hit and d.reason.startswith("numbers differ")
+    d = app.cache.decide(who().scope(), app.retriever.embed("How many cases were there in Norway in 2010?"),
+                         "How many cases were there in Norway in 2010?")
+    assert not d.hit and d.reason.startswith("named entities differ")
+    assert app.ask(who(), "How many cases were there in China in 2010?").cached
+
+
+def test_per_tenant_threshold(make_app, tmp_path):
+    app = make_app(settings=_settings(tmp_path, tenant_thresholds={"strict": 0.999}, verify=False))
+    for t in ("acme", "strict"):
+        app.pipeline.ingest(IngestItem(tenant=t, key=f"tenants/{t}/r.md", data=V1))
+        app.ask(who(t), Q)
+    near = "How long are invoices kept in the archive, please?"
+    assert app.ask(who("acme"), near).cached
+    assert not app.ask(who("strict"), near).cached
+
+
+def test_ttl_per_tenant_and_per_document_type(make_app, tmp_path):
+    app = make_app(settings=_settings(tmp_path, ttl_s=3600, tenant_ttl_s={"brief": 1800},
+                                      doctype_ttl_s={"text/html": 60, ".md": 600}))
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/r.md", data=V1))
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/p.html",
+                                   data=b"<html><body><p>Parking is free on Sundays.</p></body></html>"))
+    app.pipeline.ingest(IngestItem(tenant="brief", key="tenants/brief/r.txt", data=V1))
+    docs = {r.source_key: r.doc_id for r in app.registry.list("acme")}
+    assert app.cache.ttl_for("acme", [docs["tenants/acme/r.md"]]) == 600
+    assert app.cache.ttl_for("acme", [docs["tenants/acme/p.html"], docs["tenants/acme/r.md"]]) == 60
+    assert app.cache.ttl_for("brief", [r.doc_id for r in app.registry.list("brief")]) == 1800
+    # an expired entry is never served
+    app.ask(who(), Q)
+    with app.cache.store.tx() as c:
+        c.execute("UPDATE cache_entries SET expires = ?", (time.time() - 1,))
+    assert not app.ask(who(), Q).cached
+
+
+class _Store:
+    """A cache store holding one entry at a chosen similarity (isolates the decision logic)."""
+
+    def __init__(self, entry, sim):
+        self.entry, self.sim = entry, sim
+
+    def nearest(self, tenant, acl_key, vector, k):
+        return [(self.entry, self.sim)]
+
+
+class _Registry:
+    def get(self, tenant, doc_id):
+        return None
+
+
+def _hits(ids):
+    return [SearchHit(chunk_id=i, doc_id="d", version="v", text="t", source_key="k", score=1.0) for i in ids], {}
+
+
+def test_the_verified_band_checks_content_and_passages():
+    entry = {"question": "What regulates the secretion of cytokines?", "answer": {}, "doc_versions": {},
+             "passages": ["c1", "c2", "c3", "c4", "c5"]}
+    cache = SemanticCache(_Store(entry, 0.85), _Registry(), settings=CacheSettings())
+    scope = who().scope()
+    q = "What regulates cytokine secretion?"
+    calls = []
+
+    def same():
+        calls.append(1)
+        return _hits(["c2", "c1", "c3", "c5", "x"])
+
+    d = cache.decide(scope, np.zeros(3), q, same)
+    assert d.hit and "verified band" in d.reason and len(calls) == 1 and d.hits is not None
+    d = cache.decide(scope, np.zeros(3), q, lambda: _hits(["x", "y", "z", "c1", "w"]))
+    assert not d.hit and d.reason.startswith("passage overlap") and len(d.hits) == 5  # reused on the miss
+    d = cache.decide(scope, np.zeros(3), "What stops the release of cytokines in mice?", same)
+    assert not d.hit and d.reason.startswith("content overlap")
+    plain = SemanticCache(_Store(entry, 0.85), _Registry(), settings=CacheSettings(verify=False, threshold=0.92))
+    assert not plain.decide(scope, np.zeros(3), q, same).hit
+    above = SemanticCache(_Store(entry, 0.95), _Registry(), settings=CacheSettings())
+    assert above.decide(scope, np.zeros(3), q, lambda: pytest.fail("no retrieval needed above the threshold")).hit
+
+
+def test_load_pairs_labels_and_rejects_bad_lines(tmp_path):
+    from ragline.evaluation.cache_eval import load_pairs
+
+    f = tmp_path / "p.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [
+        {"text1": "a", "text2": "b", "score": 4.6, "split": "test"}, {"text1": "a", "text2": "c", "score": 3.5, "split": "test"},
+        {"text1": "a", "text2": "d", "score": 1.0, "split": "train"}, {"text1": "a", "text2": "e", "label": 1}]) + "\n")
+    assert [p["label"] for p in load_pairs(f)] == [1, 0, 1]
+    assert [p["text2"] for p in load_pairs(f, "test")] == ["b", "e"]
+    f.write_text(json.dumps({"text1": "a", "text2": "b"}) + "\n")
+    with pytest.raises(ValueError, match="label"):
+        load_pairs(f)
+
+
+@pytest.mark.slow
+def test_eval_cache_command_with_the_real_model(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ragline.cli import app as cli
+
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [
+        {"text1": "How long are invoices kept?", "text2": "How long are invoices kept?", "label": 1},
+        {"text1": "What is the size of bovine coronavirus?", "text2": "How big is the bovine coronavirus?", "label": 1},
+        {"text1": "When was SARS-CoV-2 first identified?", "text2": "Where was SARS-CoV-2 first identified?", "label": 0},
+        {"text1": "What is the role of IFITM5?", "text2": "What is the role of IFITM3?", "label": 0},
+        {"text1": "Who signs purchase orders?", "text2": "What colour is the sky?", "label": 0},
+    ]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("RAGLINE_HOME", str(tmp_path / "home"))
+    out = CliRunner().invoke(cli, ["eval", "cache", "--pairs", str(pairs), "--json"])
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["n_pos"] == 2 and res["n_neg"] == 3
+    assert res["hit_rate"] == 1.0 and res["false_hit_rate"] == 0.0
+    plain = CliRunner().invoke(cli, ["eval", "cache", "--pairs", str(pairs), "--json", "--plain", "--threshold", "0.85"])
+    res_plain = json.loads(plain.stdout.strip().splitlines()[-1])
+    assert res_plain["false_hit_rate"] > 0  # plain cosine serves "where" for "when"
+    bad = CliRunner().invoke(cli, ["eval", "cache", "--pairs", str(tmp_path / "missing.jsonl")])
+    assert bad.exit_code == 2

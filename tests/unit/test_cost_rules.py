@@ -1,0 +1,134 @@
+"""Pure rules of the cost layer (technique: plain unit tests, injected clock and sleep for the
+token bucket): cache verification conflicts, the tier router against the hand-labelled set,
+token buckets that queue a burst, price arithmetic and tiktoken estimation."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from ragline_testing import REPO
+
+from ragline.cache import verify as V
+from ragline.errors import ModelError
+from ragline.generation.ratelimit import RateLimiter, TokenBucket
+from ragline.generation.router import route
+from ragline.ledger.pricing import NANOS, load_price_table, metered
+from ragline.models import Usage
+
+
+def conflict(a: str, b: str) -> str | None:
+    return V.conflicts(V.features(a), V.features(b))
+
+
+@pytest.mark.parametrize("a,b,why", [
+    ("How many TB cases were there in China in 2010?", "How many TB cases were there in China in 2011?", "numbers"),
+    ("What was the death toll in 1918-1919?", "How many died in 1918?", "numbers"),
+    ("When was the first case confirmed?", "When was the second case confirmed?", "numbers"),
+    ("Does CCR5 affect transmission of HIV-1?", "Does CCR5 not affect transmission of HIV-1?", "negation"),
+    ("Why don't masks work?", "Why do masks work?", "negation"),
+    ("What is the advantage of the AAV vector?", "What is the disadvantage of the AAV vector?", "negated word"),
+    ("What is the role of IFITM5?", "What is the role of IFITM3?", "named entities"),
+    ("What is Austria's infection rate?", "What is Belgium's infection rate?", "named entities"),
+    ("When was SARS-CoV-2 first identified?", "Where was SARS-CoV-2 first identified?", "asks for"),
+    ("How many cases were asymptomatic?", "Who tested the asymptomatic cases?", "asks for"),
+])
+def test_conflicts_catch_what_cosine_misses(a, b, why):
+    found = conflict(a, b)
+    assert found is not None and found.startswith(why), found
+
+
+@pytest.mark.parametrize("a,b", [
+    ("What is the size of bovine coronavirus?", "How big is the bovine coronavirus?"),
+    ("In 2010, how many cases of tuberculosis were estimated in China?", "How many tuberculosis cases were estimated in China in 2010?"),
+    ("What is the Hepatitis C virus?", "What's the hepatitis C virus?"),
+    ("But U.S. troops will not shrink from raids.", "But troops will not shrink from raids."),  # a dropped qualifier
+    ("What is the leading cause of death after the age of 1 month?", "After the age of one month, what is the leading cause of death?"),
+])
+def test_paraphrases_do_not_conflict(a, b):
+    assert conflict(a, b) is None
+
+
+def test_content_and_passage_overlap():
+    a, b = V.features("What regulates cytokine secretion?"), V.features("What regulates the secretion of cytokines?")
+    assert V.content_overlap(a, b) == 1.0
+    assert V.passage_overlap(["c1", "c2", "c3", "c4"], ["c2", "c1", "x"]) == 0.5
+    assert V.passage_overlap([], ["c1"]) is None and V.passage_overlap(["c1"], None) is None
+
+
+def test_router_agrees_with_the_hand_labels():
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "router_labels.jsonl").open()]
+    assert len(rows) >= 60
+    agree = sum(route(r["question"]).tier == r["tier"] for r in rows) / len(rows)
+    assert agree >= 0.9, agree
+    assert route("Compare IFITM3 and IFITM5").reason.startswith("comparative")
+    assert route("What is IFITM?").tier == "small"
+    long_q = "What is " + " ".join(["the value of the parameter"] * 8) + "?"
+    assert route(long_q, long_question_tokens=20).reason.startswith("long question")
+
+
+class FakeTime:
+    def __init__(self):
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, s):
+        self.slept.append(s)
+        self.now += s
+
+
+def test_token_bucket_queues_a_burst_then_refuses_a_long_wait():
+    t = FakeTime()
+    bucket = TokenBucket(rate=2.0, burst=2, clock=t.clock, sleep=t.sleep)
+    assert bucket.acquire(1.0) == 0.0 and bucket.acquire(1.0) == 0.0  # the burst
+    assert bucket.acquire(1.0) == pytest.approx(0.5)  # queued for one refill interval
+    b2 = TokenBucket(rate=0.1, burst=1, clock=t.clock, sleep=t.sleep)
+    b2.acquire(1.0)
+    with pytest.raises(ModelError, match="rate limited locally"):
+        b2.acquire(1.0)  # next token in 10 s > 1 s
+    assert b2.try_acquire() == pytest.approx(10.0)  # the refused waiter gave its slot back
+
+
+def test_rate_limiter_spaces_out_parallel_callers():
+    import time
+
+    limiter = RateLimiter({"m": (50.0, 1)}, max_wait_s=2.0)
+    waits: list[float] = []
+    started = time.monotonic()
+    lock = threading.Lock()
+
+    def call():
+        w = limiter.acquire("m")
+        with lock:
+            waits.append(w)
+
+    threads = [threading.Thread(target=call) for _ in range(5)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    # five calls at 50/s with a burst of one cannot finish in less than four intervals
+    assert time.monotonic() - started >= 0.075
+    assert min(waits) == 0.0 and sum(1 for w in waits if w > 0) == 4
+    assert limiter.acquire("unlimited-model") == 0.0
+
+
+def test_prices_are_exact_nano_dollars_and_versioned():
+    table = load_price_table("2024-11")
+    u = table.priced(Usage(model_id="anthropic.claude-3-haiku-20240307-v1:0", purpose="generation",
+                           input_tokens=1000, output_tokens=1000))
+    assert round(u.cost_usd * NANOS) == 250_000 + 1_250_000 and u.price_version == "2024-11"
+    unknown = table.priced(Usage(model_id="nobody/model", purpose="generation", input_tokens=5))
+    assert unknown.cost_usd == 0 and unknown.price_version == "2024-11:unpriced"
+    with pytest.raises(ValueError, match="not found"):
+        load_price_table("1999-01")
+
+
+def test_missing_provider_usage_is_estimated_with_tiktoken():
+    u = metered("m", "generation", input_tokens=None, output_tokens=7, input_text="How long are invoices kept?")
+    assert u.estimated and u.input_tokens == 6 and u.output_tokens == 7
+    assert not metered("m", "generation", input_tokens=3, output_tokens=4).estimated
