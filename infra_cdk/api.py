@@ -166,6 +166,7 @@ class QueryApi(Construct):
                 "RAGLINE_REGISTRY_TABLE": tables.registry.table_name,
                 "RAGLINE_QUERY_LOG_TABLE": tables.query_log.table_name,
                 "RAGLINE_LEDGER_TABLE": tables.ledger.table_name,
+                "RAGLINE_CACHE_TABLE": tables.cache.table_name,
                 "RAGLINE_JWT_ISSUER": issuer,
                 "RAGLINE_JWT_AUDIENCE": audience[0] if len(audience) == 1 else ",".join(audience),
                 "RAGLINE_CLAIM_TENANT": config.tenant_claim,
@@ -190,6 +191,7 @@ class QueryApi(Construct):
         fn.allow_table("RegistryReadWrite", tables.registry, write=True)
         fn.allow_table("QueryLogReadWrite", tables.query_log, write=True, indexes=[QUERY_LOG_BY_TENANT])
         fn.allow_table("LedgerReadWrite", tables.ledger, write=True)
+        fn.allow_table("CacheReadWrite", tables.cache, write=True)
         fn.allow_bedrock_models(
             "InvokeQueryModels", [*config.chat_models, config.embedding_model, *filter(None, [config.rerank_model])]
         )

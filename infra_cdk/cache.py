@@ -41,10 +41,15 @@ class SemanticCache(Construct):
                 # Required by ragline.settings for backend=aws (no access to the bucket).
                 "RAGLINE_DOCUMENTS_BUCKET": storage.bucket.bucket_name,
                 "RAGLINE_REGISTRY_TABLE": tables.registry.table_name,
+                "RAGLINE_CACHE_TABLE": tables.cache.table_name,
+                # required by ragline.settings for backend=aws (no access granted here)
+                "RAGLINE_LEDGER_TABLE": tables.ledger.table_name,
+                "RAGLINE_QUERY_LOG_TABLE": tables.query_log.table_name,
                 **model_environment,
             },
         )
         # A cached answer is served only while every document it cites is still the current
         # version, which the cache checks in the registry.
         self.function.allow_table("RegistryRead", tables.registry, write=False)
+        self.function.allow_table("CacheReadWrite", tables.cache, write=True)
         self.function.allow_bedrock_models("InvokeEmbeddingModel", [config.embedding_model])

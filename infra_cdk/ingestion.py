@@ -68,6 +68,9 @@ class Ingestion(Construct):
                 "RAGLINE_REGISTRY_TABLE": tables.registry.table_name,
                 "RAGLINE_LEDGER_TABLE": tables.ledger.table_name,
                 "RAGLINE_IDEMPOTENCY_TABLE": tables.idempotency.table_name,
+                "RAGLINE_CACHE_TABLE": tables.cache.table_name,  # invalidation on new versions and deletes
+                # required by ragline.settings for backend=aws (no access granted here)
+                "RAGLINE_QUERY_LOG_TABLE": tables.query_log.table_name,
                 **model_environment,
             },
         )
@@ -102,6 +105,7 @@ class Ingestion(Construct):
         fn.allow_table("RegistryReadWrite", tables.registry, write=True)
         fn.allow_table("IdempotencyReadWrite", tables.idempotency, write=True)
         fn.allow_table("LedgerReadWrite", tables.ledger, write=True)
+        fn.allow_table("CacheReadWrite", tables.cache, write=True)
         fn.allow_bedrock_models("InvokeEmbeddingModel", [config.embedding_model])
         # PII detection at ingestion (tenants whose policy is redact or tag)
         fn.allow(

@@ -3,8 +3,9 @@
 Key shapes follow ragline/adapters/aws/dynamodb.py (string keys ``pk``/``sk``) and
 aws-lambda-powertools' idempotency persistence (``id``, TTL ``expiration``). All tables are
 on-demand, with point-in-time recovery, encrypted with the AWS managed key, TTL where records
-expire. No semantic-cache table: the cache lives in the search index (an OpenSearch k-NN
-index of earlier queries), as the design's port table says.
+expire. The semantic cache has a table of its own (ragline/adapters/aws/dynamodb_cache.py:
+entries per tenant and ACL scope, ranked in the function; per-document references for
+invalidation).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ TABLE_SCHEMAS: dict[str, TableSchema] = {
     # pk = tenant#<tenant>, sk = req#... (per request, expiring) or day#... (daily aggregates)
     "Ledger": TableSchema("pk", "sk", "expires_at"),
     "Idempotency": TableSchema("id", None, "expiration"),
+    # pk = cache#<tenant> (entries) or cachedoc#<tenant>#<doc_id> (references for invalidation)
+    "Cache": TableSchema("pk", "sk", "expires_at"),
 }
 
 
@@ -77,3 +80,4 @@ class DataTables(Construct):
         self.query_log = tables["QueryLog"]
         self.ledger = tables["Ledger"]
         self.idempotency = tables["Idempotency"]
+        self.cache = tables["Cache"]

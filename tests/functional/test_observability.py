@@ -100,7 +100,7 @@ def test_query_metrics_include_latency_cache_and_per_tenant_cost(make_app, emf, 
     printed = capsys.readouterr().out
     docs = _emf(printed)
     names = {m["Name"] for d in docs for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
-    assert {"QueryLatencyMs", "CacheHitRate", "EmptyResult", "NoAnswer", "QueryTokens", "QueryCostUSD"} <= names
+    assert {"QueryLatencyMs", "CacheHitRate", "EmptyResult", "NoAnswer", "QueryTokens", "CostUsd"} <= names
     tokens = next(d for d in docs if "QueryTokens" in d)
     # generation (100 in + 5 out, reported) plus the query embedding's tiktoken estimate
     assert tokens["tenant"] == "acme" and 105 < float(tokens["QueryTokens"][0] if isinstance(tokens["QueryTokens"], list) else tokens["QueryTokens"]) < 130

@@ -315,6 +315,7 @@ def test_least_privilege_per_function(synth: Synth):
         "query_log": synth.logical_id(synth.stack.tables.query_log),
         "ledger": synth.logical_id(synth.stack.tables.ledger),
         "idempotency": synth.logical_id(synth.stack.tables.idempotency),
+        "cache": synth.logical_id(synth.stack.tables.cache),
     }
     objects = f"<{ids['bucket']}.Arn>/tenants/*"
     table = {k: f"<{v}.Arn>" for k, v in ids.items()}
@@ -324,9 +325,10 @@ def test_least_privilege_per_function(synth: Synth):
     assert g["query"]["s3:PutObject"] == {objects} and "s3:GetObject" not in g["query"]
     assert not any(a.startswith("s3:") for a in g["cache"]) and not any(a.startswith("s3:") for a in g["evaluate"])
 
-    assert g["ingest"]["dynamodb:PutItem"] == {table["registry"], table["idempotency"], table["ledger"]}
-    assert g["query"]["dynamodb:PutItem"] == {table["registry"], table["query_log"], table["ledger"]}
-    assert g["cache"]["dynamodb:GetItem"] == {table["registry"]} and "dynamodb:PutItem" not in g["cache"]
+    assert g["ingest"]["dynamodb:PutItem"] == {table["registry"], table["idempotency"], table["ledger"], table["cache"]}
+    assert g["query"]["dynamodb:PutItem"] == {table["registry"], table["query_log"], table["ledger"], table["cache"]}
+    assert g["cache"]["dynamodb:GetItem"] == {table["registry"], table["cache"]}
+    assert g["cache"]["dynamodb:PutItem"] == {table["cache"]}
     assert f"{table['query_log']}/index/by_day_time" in g["evaluate"]["dynamodb:Query"]
     assert g["evaluate"]["dynamodb:PutItem"] == {table["ledger"]}
     assert not any(a in ("dynamodb:Scan", "dynamodb:*") for grants in g.values() for a in grants)
@@ -433,3 +435,20 @@ def test_ingest_may_detect_pii_with_comprehend(template: Template):
         {"PolicyDocument": {"Statement": Match.array_with([Match.object_like(
             {"Action": "comprehend:DetectPiiEntities", "Effect": "Allow", "Resource": "*"})])}},
     )
+
+
+def test_every_function_gets_the_settings_backend_aws_requires(synth: Synth):
+    """ragline.settings refuses to start with backend=aws unless these are set."""
+    required = {"RAGLINE_BACKEND", "RAGLINE_REGION", "RAGLINE_DOCUMENTS_BUCKET", "RAGLINE_REGISTRY_TABLE",
+                "RAGLINE_LEDGER_TABLE", "RAGLINE_QUERY_LOG_TABLE", "RAGLINE_OPENSEARCH_ENDPOINT"}
+    fns = [r for r in synth.of_type("AWS::Lambda::Function").values()
+           if "RAGLINE_BACKEND" in r["Properties"].get("Environment", {}).get("Variables", {})]
+    assert len(fns) == 4
+    for fn in fns:
+        assert required <= set(fn["Properties"]["Environment"]["Variables"])
+
+
+def test_cache_table_reaches_query_cache_and_ingest(synth: Synth):
+    fns = [r["Properties"]["Environment"]["Variables"] for r in synth.of_type("AWS::Lambda::Function").values()
+           if "RAGLINE_BACKEND" in r["Properties"].get("Environment", {}).get("Variables", {})]
+    assert sum("RAGLINE_CACHE_TABLE" in v for v in fns) == 3

@@ -118,16 +118,18 @@ def test_production_alarm_email_and_schedule(prod_synth: Synth):
 
 def test_tables_in_every_configuration(any_synth: Synth):
     tables = any_synth.of_type("AWS::DynamoDB::Table")
-    assert len(tables) == 4
+    assert len(tables) == 5
     by_id = {any_synth.logical_id(getattr(any_synth.stack.tables, n)): n
-             for n in ("registry", "query_log", "ledger", "idempotency")}
+             for n in ("registry", "query_log", "ledger", "idempotency", "cache")}
     expected_keys = {
         "registry": [("pk", "HASH"), ("sk", "RANGE")],
         "query_log": [("pk", "HASH"), ("sk", "RANGE")],
         "ledger": [("pk", "HASH"), ("sk", "RANGE")],
         "idempotency": [("id", "HASH")],
+        "cache": [("pk", "HASH"), ("sk", "RANGE")],
     }
-    expected_ttl = {"registry": None, "query_log": "expires_at", "ledger": "expires_at", "idempotency": "expiration"}
+    expected_ttl = {"registry": None, "query_log": "expires_at", "ledger": "expires_at", "idempotency": "expiration",
+                    "cache": "expires_at"}
     for logical_id, table in tables.items():
         name, props = by_id[logical_id], table["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST"

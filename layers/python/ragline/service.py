@@ -135,7 +135,9 @@ class Ragline:
         if usages:
             metric("QueryTokens", float(sum(u.input_tokens + u.output_tokens for u in usages)), "Count",
                    {"tenant": principal.tenant})
-            metric("QueryCostUSD", float(ans.cost_usd), "None", {"tenant": principal.tenant})
+            # CostUsd by service feeds the daily-budget alarm; by service and tenant, the dashboard
+            metric("CostUsd", float(ans.cost_usd), "None")
+            metric("CostUsd", float(ans.cost_usd), "None", {"tenant": principal.tenant})
         if self.cache is not None and context and gen.model_id != UNAVAILABLE_MODEL and not exp.variants:
             self.cache.store_answer(
                 scope, question, vector, ans.model_dump(mode="json", exclude={"query_id", "latency_ms", "usage", "cost_usd"}),
