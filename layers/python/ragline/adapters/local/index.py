@@ -26,6 +26,7 @@ import numpy as np
 from ...errors import DependencyUnavailable
 from ...models import Chunk, SearchHit, SearchRequest, TenantScope
 from ...retrieval.fusion import fuse
+from .blas import one_blas_thread
 
 _SCHEMA = """
 PRAGMA journal_mode=WAL;
@@ -117,6 +118,7 @@ class LocalHybridIndex:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dim = dimensions
         self.title_weight = bm25_title_weight
+        self.lexical_depth = 1000  # BM25 scores kept for dense-only candidates (see _search)
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._cache_lock = threading.Lock()
@@ -269,7 +271,8 @@ class LocalHybridIndex:
         if not isinstance(scope, TenantScope):  # there is no unscoped search
             raise TypeError("search needs a TenantScope")
         try:
-            return self._search(scope, request)
+            with one_blas_thread():
+                return self._search(scope, request)
         except sqlite3.OperationalError as exc:
             raise DependencyUnavailable(f"the local search index is unavailable: {exc}") from None
 
@@ -294,29 +297,25 @@ class LocalHybridIndex:
         lex: dict[int, float] = {}
         match = fts_query(req.text)
         acl_where, acl_args = self._acl_sql(scope, "acl")
+        lex_scores_all: dict[int, float] = {}
         if match:
+            # One FTS5 statement scores every matching chunk anyway (it has no top-k pruning), so
+            # keep a deep list: the top `candidates` are the lexical leg, the rest give the BM25
+            # of dense-only candidates. Scoring those with a second MATCH ... rowid IN (...) query
+            # cost ~30 ms; past the deep list a chunk's BM25 is counted as 0.
             rows = c.execute(
                 f"""SELECT rowid, -bm25(chunks_fts, 1.0, ?, 0.0, 0.0) FROM chunks_fts
                     WHERE chunks_fts MATCH ? AND tenant = ? AND {acl_where}
                     ORDER BY bm25(chunks_fts, 1.0, ?, 0.0, 0.0) LIMIT ?""",
-                [self.title_weight, match, scope.tenant, *acl_args, self.title_weight, n_cand],
+                [self.title_weight, match, scope.tenant, *acl_args, self.title_weight,
+                 max(n_cand * 10, self.lexical_depth)],
             ).fetchall()
-            lex = {int(r): float(s) for r, s in rows}
-            # BM25 for dense-only candidates, so both legs score the same union
-            missing = [int(r) for r in dense_ids if int(r) not in lex]
-            for i in range(0, len(missing), 500):
-                part = missing[i : i + 500]
-                marks = ",".join("?" * len(part))
-                for r, s in c.execute(
-                    f"""SELECT rowid, -bm25(chunks_fts, 1.0, ?, 0.0, 0.0) FROM chunks_fts
-                        WHERE chunks_fts MATCH ? AND rowid IN ({marks})""",
-                    [self.title_weight, match, *part],
-                ):
-                    lex[int(r)] = float(s)
+            lex_scores_all = {int(r): float(s) for r, s in rows}
+            lex = dict(list(lex_scores_all.items())[:n_cand])
         union = list(dict.fromkeys([*lex.keys(), *(int(r) for r in dense_ids)]))
         if not union:
             return []
-        lex_scores = np.array([lex.get(r, 0.0) for r in union])
+        lex_scores = np.array([lex_scores_all.get(r, 0.0) for r in union])
         if q is not None:
             pos = np.array([tv.pos.get(r, -1) for r in union])
             ok = pos >= 0

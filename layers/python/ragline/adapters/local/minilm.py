@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .blas import one_blas_thread
+
 
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
     mu = x.mean(-1, keepdims=True)
@@ -113,19 +115,9 @@ class NumpyMiniLM:
         if len(texts) <= 4:
             # A query's matrices are tiny: BLAS threads cost more to wake than they save, and on
             # a busy machine OpenBLAS's spinning pool turned a ~15 ms query into ~650 ms.
-            with self._one_blas_thread():
+            with one_blas_thread():
                 return self._encode(texts, batch_size)
         return self._encode(texts, batch_size)
-
-    @staticmethod
-    def _one_blas_thread():
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl comes with the local extra
-            from contextlib import nullcontext
-
-            return nullcontext()
-        return threadpool_limits(limits=1, user_api="blas")
 
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         encs = self.tokenizer.encode_batch(list(texts))
