@@ -55,9 +55,14 @@ def _local_ports(settings: Settings) -> dict:
 
     home = settings.home_dir
     embedder = MiniLMEmbedder(batch_size=settings.embedding_batch_size)
+    index = AliasedIndex(IndexVersions(home), embedder.dimensions)  # blue-green: the aliased version
+    if settings.uses_tenant_indexes:  # some tenants get an index of their own (issue 6)
+        from .adapters.local.tenant_index import local_tenant_index
+
+        index = local_tenant_index(index, home, embedder.dimensions, settings.isolation_for)
     return {
         "blobs": DirectoryBlobStore(home / "blobs"),
-        "index": AliasedIndex(IndexVersions(home), embedder.dimensions),  # blue-green: the aliased version
+        "index": index,
         "embedder": embedder,
         "registry": SqliteRegistry(home / "state.db"),
         "ledger": SqliteLedger(home / "state.db"),

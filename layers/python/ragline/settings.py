@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     cache_threshold: float = Field(default=0.92, ge=0.5, le=1.0)
     daily_budget_usd: float = Field(default=0.0, ge=0.0, description="0 = no budget")
     tenant_isolation: Literal["shared-index", "index-per-tenant"] = "shared-index"
+    # per tenant, overriding the default above, e.g.
+    # RAGLINE_TENANT_ISOLATION_OVERRIDES='{"bank": "index-per-tenant"}' (ragline.adapters.local.tenant_index)
+    tenant_isolation_overrides: dict[str, Literal["shared-index", "index-per-tenant"]] = Field(default_factory=dict)
 
     # limits
     max_question_chars: int = 2000
@@ -249,6 +252,15 @@ class Settings(BaseSettings):
             if missing:
                 raise ValueError(f"backend=aws needs {', '.join(missing)}")
         return self
+
+    def isolation_for(self, tenant: str) -> str:
+        """The isolation mode of one tenant: its override, else the default."""
+        return self.tenant_isolation_overrides.get(tenant, self.tenant_isolation)
+
+    @property
+    def uses_tenant_indexes(self) -> bool:
+        """Whether any tenant may get an index of its own (then the index port routes by tenant)."""
+        return self.tenant_isolation == "index-per-tenant" or "index-per-tenant" in self.tenant_isolation_overrides.values()
 
     @property
     def home_dir(self) -> Path:

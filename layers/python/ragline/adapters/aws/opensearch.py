@@ -505,6 +505,30 @@ class OpenSearchIndex:
         self._call("switch alias", lambda: self.client.indices.update_aliases(body=body))
         return body
 
+    # --- index per tenant (issue 6) -----------------------------------------------------------------
+    # A tenant that needs physical separation gets its own alias "<alias>.t.<tenant>" onto
+    # "<alias>.t.<tenant>-v1" (a '.' so the shared alias's version pattern "<alias>-*" never
+    # matches a tenant's index); the search pipeline is shared. Its reads keep the tenant filter.
+    def tenant_alias(self, tenant: str) -> str:
+        from ..local.tenant_index import tenant_slug
+
+        return f"{self.alias}.t.{tenant_slug(tenant)}"
+
+    def for_tenant(self, tenant: str) -> "OpenSearchIndex":
+        """This index on the tenant's own alias (no request is made)."""
+        import copy
+
+        other = copy.copy(self)
+        other.alias = self.tenant_alias(tenant)
+        other.index_name = f"{other.alias}-v1"
+        return other
+
+    def open_tenant_index(self, tenant: str) -> "OpenSearchIndex":
+        """The tenant's own index, created idempotently (ensure-on-first-use)."""
+        other = self.for_tenant(tenant)
+        other.ensure()
+        return other
+
     def at_version(self, name: str) -> "OpenSearchIndex":
         """This index reading and writing one version directly (a build, or an A/B arm)."""
         import copy

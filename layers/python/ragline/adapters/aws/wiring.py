@@ -25,9 +25,14 @@ def build_ports(settings: Settings) -> dict:
     dims = settings.bedrock_embedding_dimensions
     small = BedrockChatModel(settings.bedrock_chat_model_small, settings=settings, deadline=remaining_s)
     large = BedrockChatModel(settings.bedrock_chat_model_large, settings=settings, deadline=remaining_s)
+    index = OpenSearchIndex(settings=settings, dimensions=dims)
+    if settings.uses_tenant_indexes:  # isolated tenants: their own alias, created on first use
+        from ..local.tenant_index import TenantRoutedIndex
+
+        index = TenantRoutedIndex(index, index.open_tenant_index, settings.isolation_for)
     return {
         "blobs": S3BlobStore(settings=settings),
-        "index": OpenSearchIndex(settings=settings, dimensions=dims),
+        "index": index,
         "embedder": BedrockEmbedder(settings.bedrock_embedding_model, dimensions=dims, settings=settings,
                                     deadline=remaining_s, on_usage=meter.record),
         "registry": DynamoRegistry(settings=settings),
