@@ -676,3 +676,58 @@ def test_default_client_is_sigv4_signed_https_built_lazily(aws_region):
     prepared = requests.Request("GET", f"{connection.host}/_cluster/health").prepare()
     signed = connection.session.auth(prepared)
     assert f"/{aws_region}/aoss/aws4_request" in signed.headers["Authorization"]
+
+
+# --- index per tenant (issue 6) ----------------------------------------------------------------
+BANK = f"{ALIAS}.t.bank"  # the isolated tenant's alias; "<alias>-*" (the versions' pattern) never matches it
+
+
+def _routed(cluster):
+    from ragline.adapters.local.tenant_index import TenantRoutedIndex
+
+    settings = Settings(embedding_dimensions=DIM, tenant_isolation_overrides={"bank": "index-per-tenant"})
+    shared = OpenSearchIndex(client=cluster.client(), settings=settings)
+    return TenantRoutedIndex(shared, shared.open_tenant_index, settings.isolation_for)
+
+
+def test_an_isolated_tenant_gets_its_own_alias_created_on_first_use_then_reused(cluster):
+    routed = _routed(cluster)
+    cluster.on("PUT", f"/_search/pipeline/{PIPELINE}", payload={"acknowledged": True})
+    cluster.on("HEAD", f"/_alias/{BANK}", 404).on("HEAD", f"/{BANK}-v1", 404)
+    cluster.on("PUT", f"/{BANK}-v1", payload={"acknowledged": True, "index": f"{BANK}-v1"})
+    cluster.on("POST", "/_bulk", payload={"took": 1, "errors": False, "items": []})
+    cluster.on("POST", f"/{BANK}/_search", payload=_search_response(_source("b1", tenant="bank")))
+    cluster.on("POST", f"/{ALIAS}/_search", payload=_search_response(_source("a1")))
+
+    routed.stage([_chunk(0, tenant="bank")])
+    request = SearchRequest(text="vault", vector=np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32), top_k=3)
+    assert [h.chunk_id for h in routed.search(TenantScope("bank"), request)] == ["b1"]
+    assert [h.chunk_id for h in routed.search(TenantScope("acme"), request)] == ["a1"]
+
+    assert [(r["method"], r["path"]) for r in cluster.log] == [
+        ("PUT", f"/_search/pipeline/{PIPELINE}"),  # ensure, once: the shared pipeline
+        ("HEAD", f"/_alias/{BANK}"),
+        ("HEAD", f"/{BANK}-v1"),
+        ("PUT", f"/{BANK}-v1"),
+        ("POST", "/_bulk"),
+        ("POST", f"/{BANK}/_search"),  # no second ensure
+        ("POST", f"/{ALIAS}/_search"),  # a shared-index tenant stays on the shared alias
+    ]
+    assert cluster.log[3]["body"] == EXPECTED_INDEX | {"aliases": {BANK: {"is_write_index": True}}}
+    assert cluster.log[4]["body"][0] == {"index": {"_index": BANK, "_id": "doc_1:v2:00000", "routing": "bank"}}
+    bank_search = cluster.log[5]
+    assert bank_search["params"] == {"routing": "bank", "search_pipeline": PIPELINE}
+    # the tenant filter stays inside both legs of the own index's query (defence in depth)
+    legs = bank_search["body"]["query"]["hybrid"]["queries"]
+    assert json.dumps(legs).count('{"term": {"tenant": "bank"}}') == 2
+
+
+def test_wiring_routes_by_tenant_only_when_a_tenant_is_isolated():
+    from ragline.adapters.aws.wiring import build_ports
+    from ragline.adapters.local.tenant_index import TenantRoutedIndex
+
+    base = dict(backend="aws", region="eu-west-1", documents_bucket="b", registry_table="r", ledger_table="l",
+                query_log_table="q", opensearch_endpoint="https://search.test")
+    assert isinstance(build_ports(Settings(**base))["index"], OpenSearchIndex)
+    routed = build_ports(Settings(**base, tenant_isolation="index-per-tenant"))["index"]
+    assert isinstance(routed, TenantRoutedIndex) and routed.shared.tenant_alias("Odd Tenant").startswith(f"{ALIAS}.t.h.")
