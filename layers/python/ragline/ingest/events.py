@@ -110,7 +110,14 @@ def handle_s3_record(app, record) -> EventResult:
     sequencer = getattr(record.s3.object, "sequencer", None)
     doc = document_id(tenant, key)
     existing = app.registry.get(tenant, doc)
-    if sequencer and existing is not None and existing.source_sequencer and _seq_le(sequencer, existing.source_sequencer):
+    # stale: older than what the registry holds -- but the *same* event finding its own
+    # "processing" record is SQS redelivering an attempt that failed midway (e.g. the search
+    # backend was down between registry write and publish); it must run again, not be skipped
+    retry_of_failed = (existing is not None and existing.status.value == "processing"
+                       and sequencer is not None and existing.source_sequencer is not None
+                       and _seq_le(existing.source_sequencer, sequencer))
+    if (sequencer and existing is not None and existing.source_sequencer and not retry_of_failed
+            and _seq_le(sequencer, existing.source_sequencer)):
         logger().info("stale event skipped", extra={"key": key, "sequencer": sequencer})
         return EventResult("stale", key=key, tenant=tenant, doc_id=doc, reason="an newer version is already indexed")
     removed_version = record.s3.object.versionId
