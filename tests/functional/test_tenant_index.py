@@ -95,8 +95,34 @@ def test_an_own_index_that_cannot_be_opened_is_retried_not_remembered(tmp_path):
     assert calls == ["bank", "bank"] and routed.for_tenant("acme") == "shared"
 
 
+def test_an_own_index_is_ensured_before_its_first_write_only_and_a_failed_ensure_is_retried():
+    ensured = []
+
+    def ensure(idx):
+        ensured.append(idx)
+        if len(ensured) == 1:
+            raise DependencyUnavailable("search index ensure failed: OpenSearch returned 503")
+
+    routed = TenantRoutedIndex("shared", lambda t: f"own-{t}", lambda t: "index-per-tenant", ensure_own=ensure)
+    assert routed.for_tenant("bank") == "own-bank" and ensured == []  # reads never create
+    with pytest.raises(DependencyUnavailable):
+        routed.for_tenant("bank", write=True)
+    for _ in range(3):
+        assert routed.for_tenant("bank", write=True) == "own-bank"
+    assert ensured == ["own-bank", "own-bank"]
+
+
 def test_tenant_slug_is_safe_and_injective():
     assert tenant_slug("bank") == "bank"
     odd = [tenant_slug(t) for t in ("Bank", "../etc", "a b", "x" * 60)]
     assert all(s.startswith("h.") and "/" not in s and s == s.lower() for s in odd)
     assert len(set(odd)) == len(odd)
+
+
+def test_shared_index_version_commands_refuse_when_tenants_have_their_own(mixed):
+    from ragline.errors import InvalidInput
+    from ragline.operations import index_versions
+
+    with pytest.raises(InvalidInput, match="index of their own"):
+        index_versions.build(mixed, "v001")
+    assert rows_by_tenant(mixed.settings.home / "index.db") == {"acme": 1}

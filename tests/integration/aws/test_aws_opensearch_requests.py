@@ -687,10 +687,10 @@ def _routed(cluster):
 
     settings = Settings(embedding_dimensions=DIM, tenant_isolation_overrides={"bank": "index-per-tenant"})
     shared = OpenSearchIndex(client=cluster.client(), settings=settings)
-    return TenantRoutedIndex(shared, shared.open_tenant_index, settings.isolation_for)
+    return TenantRoutedIndex(shared, shared.for_tenant, settings.isolation_for, ensure_own=OpenSearchIndex.ensure)
 
 
-def test_an_isolated_tenant_gets_its_own_alias_created_on_first_use_then_reused(cluster):
+def test_an_isolated_tenant_gets_its_own_alias_created_before_its_first_write_then_reused(cluster):
     routed = _routed(cluster)
     cluster.on("PUT", f"/_search/pipeline/{PIPELINE}", payload={"acknowledged": True})
     cluster.on("HEAD", f"/_alias/{BANK}", 404).on("HEAD", f"/{BANK}-v1", 404)
@@ -705,7 +705,7 @@ def test_an_isolated_tenant_gets_its_own_alias_created_on_first_use_then_reused(
     assert [h.chunk_id for h in routed.search(TenantScope("acme"), request)] == ["a1"]
 
     assert [(r["method"], r["path"]) for r in cluster.log] == [
-        ("PUT", f"/_search/pipeline/{PIPELINE}"),  # ensure, once: the shared pipeline
+        ("PUT", f"/_search/pipeline/{PIPELINE}"),  # ensure, once, before the first write
         ("HEAD", f"/_alias/{BANK}"),
         ("HEAD", f"/{BANK}-v1"),
         ("PUT", f"/{BANK}-v1"),
@@ -731,3 +731,23 @@ def test_wiring_routes_by_tenant_only_when_a_tenant_is_isolated():
     assert isinstance(build_ports(Settings(**base))["index"], OpenSearchIndex)
     routed = build_ports(Settings(**base, tenant_isolation="index-per-tenant"))["index"]
     assert isinstance(routed, TenantRoutedIndex) and routed.shared.tenant_alias("Odd Tenant").startswith(f"{ALIAS}.t.h.")
+
+
+def test_reads_of_an_isolated_tenant_never_written_find_nothing_and_create_nothing(cluster):
+    """The query function's role may only read: a tenant index that does not exist yet (404)
+    reads as empty, and no create request is sent; the shared index's 404 stays an error."""
+    from opensearchpy.exceptions import NotFoundError
+
+    routed = _routed(cluster)
+    missing = {"error": {"type": "index_not_found_exception", "reason": f"no such index [{BANK}]"}, "status": 404}
+    cluster.on("POST", f"/{BANK}/_search", 404, missing)
+    cluster.on("POST", f"/{BANK}/_count", 404, missing)
+    cluster.on("POST", f"/{BANK}/_delete_by_query", 404, missing)
+    cluster.on("POST", f"/{ALIAS}/_count", 404, missing | {"error": {"type": "index_not_found_exception"}})
+    request = SearchRequest(text="vault", vector=np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32), top_k=3)
+    assert routed.search(TenantScope("bank"), request) == []
+    assert routed.count(TenantScope("bank")) == 0
+    assert routed.delete_document("bank", "doc_1") == 0
+    with pytest.raises(NotFoundError):
+        routed.count(TenantScope("acme"))
+    assert [r["method"] for r in cluster.log] == ["POST"] * 4

@@ -31,6 +31,14 @@ from ..settings import ChunkerSettings
 
 
 def versions_of(app) -> tuple[IndexVersions, AliasedIndex]:
+    from ..adapters.local.tenant_index import TenantRoutedIndex
+
+    if isinstance(app.index, TenantRoutedIndex):
+        # a rebuild of the shared index re-ingests every tenant's documents, which would copy
+        # isolated tenants' chunks into the shared file: refused rather than done wrong
+        raise InvalidInput("index versions commands manage the shared index, and some tenants have an index of "
+                           "their own (RAGLINE_TENANT_ISOLATION / _OVERRIDES); their versions live under "
+                           "RAGLINE_HOME/tenants/<tenant>/indexes")
     if not isinstance(app.index, AliasedIndex):
         raise InvalidInput("index versions need the local aliased index (RAGLINE_BACKEND=local)")
     return app.index.versions, app.index

@@ -68,6 +68,7 @@ class OpenSearchIndex:
     ):
         settings_ = settings or get_settings()
         self.alias = alias or settings_.opensearch_index_alias
+        self.missing_is_empty = False  # a tenant's own index reads as empty until created
         self.index_name = f"{self.alias}-v1"
         self.pipeline = f"{self.alias}-hybrid"
         self.dimensions = dimensions if dimensions is not None else settings_.embedding_dimensions
@@ -265,6 +266,17 @@ class OpenSearchIndex:
                 ) from exc
             raise
 
+    def _read_or_empty(self, what: str, fn: Callable[[], Any], empty: Any) -> Any:
+        """A read; on a tenant's own index not created yet (404), the empty answer."""
+        from opensearchpy.exceptions import NotFoundError
+
+        try:
+            return self._call(what, fn)
+        except NotFoundError:
+            if self.missing_is_empty:
+                return empty
+            raise
+
     def ensure(self) -> None:
         """Create, idempotently, the search pipeline, the first index and the alias onto it.
         An existing alias is left pointing where it points (a blue-green switch may have moved it)."""
@@ -337,7 +349,7 @@ class OpenSearchIndex:
 
     def _delete_by_query(self, what: str, tenant: str, query: dict[str, Any]) -> int:
         """delete_by_query removes every match (it scrolls internally: no result-size limit)."""
-        response = self._call(
+        response = self._read_or_empty(  # nothing to delete in a tenant index never created
             what,
             lambda: self.client.delete_by_query(
                 index=self.alias,
@@ -346,6 +358,7 @@ class OpenSearchIndex:
                 conflicts="proceed",
                 refresh=True,
             ),
+            {"deleted": 0},
         )
         if response.get("failures"):
             raise DependencyUnavailable(f"search index {what} failed: {response['failures'][0]}")
@@ -417,11 +430,12 @@ class OpenSearchIndex:
     def search(self, scope: TenantScope, request: SearchRequest) -> list[SearchHit]:
         self._require_tenant(scope)
         body = self.search_body(scope, request)
-        response = self._call(
+        response = self._read_or_empty(
             "search",
             lambda: self.client.search(
                 index=self.alias, body=body, routing=scope.tenant, search_pipeline=self.pipeline
             ),
+            {},
         )
         hits: list[SearchHit] = []
         for hit in response.get("hits", {}).get("hits", []):
@@ -454,11 +468,12 @@ class OpenSearchIndex:
         filters = self.visibility_filter(scope)
         if doc_id is not None:
             filters.append({"term": {"doc_id": doc_id}})
-        response = self._call(
+        response = self._read_or_empty(
             "count",
             lambda: self.client.count(
                 index=self.alias, body={"query": {"bool": {"filter": filters}}}, routing=scope.tenant
             ),
+            {"count": 0},
         )
         return int(response.get("count", 0))
 
@@ -521,12 +536,7 @@ class OpenSearchIndex:
         other = copy.copy(self)
         other.alias = self.tenant_alias(tenant)
         other.index_name = f"{other.alias}-v1"
-        return other
-
-    def open_tenant_index(self, tenant: str) -> "OpenSearchIndex":
-        """The tenant's own index, created idempotently (ensure-on-first-use)."""
-        other = self.for_tenant(tenant)
-        other.ensure()
+        other.missing_is_empty = True  # not created until the tenant's first write (ensure)
         return other
 
     def at_version(self, name: str) -> "OpenSearchIndex":

@@ -26,10 +26,10 @@ def build_ports(settings: Settings) -> dict:
     small = BedrockChatModel(settings.bedrock_chat_model_small, settings=settings, deadline=remaining_s)
     large = BedrockChatModel(settings.bedrock_chat_model_large, settings=settings, deadline=remaining_s)
     index = OpenSearchIndex(settings=settings, dimensions=dims)
-    if settings.uses_tenant_indexes:  # isolated tenants: their own alias, created on first use
+    if settings.uses_tenant_indexes:  # isolated tenants: their own alias, created before the first write
         from ..local.tenant_index import TenantRoutedIndex
 
-        index = TenantRoutedIndex(index, index.open_tenant_index, settings.isolation_for)
+        index = TenantRoutedIndex(index, index.for_tenant, settings.isolation_for, ensure_own=OpenSearchIndex.ensure)
     return {
         "blobs": S3BlobStore(settings=settings),
         "index": index,

@@ -51,12 +51,19 @@ class TenantRoutedIndex:
     """The SearchIndex port over a shared index plus per-tenant indexes opened on first use."""
 
     def __init__(self, shared: SearchIndex, open_own: Callable[[str], SearchIndex],
-                 isolation_for: Callable[[str], str], *, _own: dict[str, SearchIndex] | None = None,
+                 isolation_for: Callable[[str], str], *, ensure_own: Callable[[Any], None] | None = None,
+                 _own: dict[str, SearchIndex] | None = None, _ensured: set[str] | None = None,
                  _lock: threading.Lock | None = None):
+        """``open_own(tenant)`` returns the tenant's index without touching the backend;
+        ``ensure_own(index)``, when given, creates it idempotently and runs before the tenant's
+        first write in this process (reads of a tenant never written to find nothing: an index
+        that does not exist yet is empty -- and read-only roles need no create rights)."""
         self.shared = shared
         self.open_own = open_own
         self.isolation_for = isolation_for
+        self.ensure_own = ensure_own
         self._own: dict[str, SearchIndex] = {} if _own is None else _own
+        self._ensured: set[str] = set() if _ensured is None else _ensured
         self._lock = _lock or threading.Lock()
 
     # ------------------------------------------------------------------ routing
@@ -66,20 +73,24 @@ class TenantRoutedIndex:
             raise ValueError(f"unknown tenant isolation mode {mode!r}")
         return mode
 
-    def for_tenant(self, tenant: str) -> SearchIndex:
-        """The index serving ``tenant``. An own index is opened (and, on OpenSearch, created)
-        once; a failure to open it is not remembered, so the next call tries again."""
+    def for_tenant(self, tenant: str, *, write: bool = False) -> SearchIndex:
+        """The index serving ``tenant``. An own index is opened once, and ensured (created on
+        OpenSearch) before its first write; a failure to open or ensure it is not remembered,
+        so the next call tries again."""
         if not tenant or not isinstance(tenant, str):
             raise ValueError("index routing needs a tenant")
         if self.isolation(tenant) == SHARED:
             return self.shared
         idx = self._own.get(tenant)
-        if idx is None:
+        if idx is None or (write and self.ensure_own is not None and tenant not in self._ensured):
             with self._lock:
                 idx = self._own.get(tenant)
                 if idx is None:
                     idx = self.open_own(tenant)
                     self._own[tenant] = idx
+                if write and self.ensure_own is not None and tenant not in self._ensured:
+                    self.ensure_own(idx)
+                    self._ensured.add(tenant)
         return idx
 
     @staticmethod
@@ -95,7 +106,7 @@ class TenantRoutedIndex:
         tenants = {c.tenant for c in chunks}
         if len(tenants) != 1:
             raise InvalidInput(f"one staging batch must hold one tenant's chunks; this one mixes {len(tenants)}")
-        self.for_tenant(next(iter(tenants))).stage(chunks)
+        self.for_tenant(next(iter(tenants)), write=True).stage(chunks)
 
     def publish(self, tenant: str, doc_id: str, version: str) -> None:
         self.for_tenant(tenant).publish(tenant, doc_id, version)
@@ -130,7 +141,8 @@ class TenantRoutedIndex:
         """An A/B arm on another version of the *shared* index; tenants with their own index
         keep reading their own live version (their versions are their own)."""
         return TenantRoutedIndex(self.shared.at_version(name), self.open_own, self.isolation_for,
-                                 _own=self._own, _lock=self._lock)
+                                 ensure_own=self.ensure_own, _own=self._own, _ensured=self._ensured,
+                                 _lock=self._lock)
 
     def close(self) -> None:
         for idx in [self.shared, *self._own.values()]:
