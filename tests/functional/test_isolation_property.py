@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from ragline_testing import REPO, HashEmbedder
+
 from ragline import factory
 from ragline.errors import InvalidInput, NotFound
 from ragline.ingest.pipeline import IngestItem
@@ -220,9 +222,9 @@ def test_isolation_for_reads_the_override_and_falls_back_to_the_default(monkeypa
 
 def test_a_staging_batch_mixing_tenants_is_refused(tmp_path):
     app = build_app(tmp_path / "home", "mixed", ["acme", "globex"])
-    from ragline.models import Chunk
-
     import numpy as np
+
+    from ragline.models import Chunk
 
     def chunk(t):
         return Chunk(chunk_id=f"{t}:v:00000", doc_id=f"d-{t}", version="v", tenant=t, ordinal=0, text="x",

@@ -16,8 +16,8 @@ import logging
 from contextlib import contextmanager
 
 import pytest
-
 from ragline_testing import HashEmbedder
+
 from ragline import factory
 from ragline.adapters.local.index import LocalHybridIndex
 from ragline.ingest.pipeline import IngestItem

@@ -16,8 +16,8 @@ import json
 
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-
 from ragline_testing import REPO
+
 from ragline import factory
 from ragline.adapters.local.index import LocalHybridIndex
 from ragline.errors import DependencyUnavailable

@@ -7,8 +7,8 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-
 from ragline_testing import HashEmbedder
+
 from ragline import factory
 from ragline.adapters.local.tenant_index import TenantRoutedIndex, tenant_home, tenant_slug
 from ragline.adapters.local.versions import IndexVersions, _backup
@@ -64,8 +64,8 @@ def test_blue_green_works_inside_a_tenants_own_index(mixed):
     name = versions.create("v001")
     _backup(versions.path("default"), versions.path(name))
     from ragline.adapters.local.index import LocalHybridIndex
-    from ragline.ingest.pipeline import IngestPipeline
     from ragline.adapters.local.registry import SqliteRegistry
+    from ragline.ingest.pipeline import IngestPipeline
 
     side = LocalHybridIndex(versions.path(name), 384)
     IngestPipeline(registry=SqliteRegistry(versions.root / "scratch.db"), index=side, embedder=HashEmbedder(),

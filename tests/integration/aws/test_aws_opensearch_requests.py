@@ -726,8 +726,8 @@ def test_wiring_routes_by_tenant_only_when_a_tenant_is_isolated():
     from ragline.adapters.aws.wiring import build_ports
     from ragline.adapters.local.tenant_index import TenantRoutedIndex
 
-    base = dict(backend="aws", region="eu-west-1", documents_bucket="b", registry_table="r", ledger_table="l",
-                query_log_table="q", opensearch_endpoint="https://search.test")
+    base = {"backend": "aws", "region": "eu-west-1", "documents_bucket": "b", "registry_table": "r",
+            "ledger_table": "l", "query_log_table": "q", "opensearch_endpoint": "https://search.test"}
     assert isinstance(build_ports(Settings(**base))["index"], OpenSearchIndex)
     routed = build_ports(Settings(**base, tenant_isolation="index-per-tenant"))["index"]
     assert isinstance(routed, TenantRoutedIndex) and routed.shared.tenant_alias("Odd Tenant").startswith(f"{ALIAS}.t.h.")

@@ -137,7 +137,7 @@ class TenantRoutedIndex:
     def all_chunk_ids(self, tenant: str, doc_id: str) -> list[str]:
         return self.for_tenant(tenant).all_chunk_ids(tenant, doc_id)
 
-    def at_version(self, name: str) -> "TenantRoutedIndex":
+    def at_version(self, name: str) -> TenantRoutedIndex:
         """An A/B arm on another version of the *shared* index; tenants with their own index
         keep reading their own live version (their versions are their own)."""
         return TenantRoutedIndex(self.shared.at_version(name), self.open_own, self.isolation_for,
