@@ -7,6 +7,8 @@ validates them once. Everything else here is a fixed name or sizing the construc
 
 from __future__ import annotations
 
+import json
+
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -143,9 +145,10 @@ CONTEXT_DEFAULTS: dict[str, Any] = {
     "ragline:chatModelLarge": "anthropic.claude-3-5-sonnet-20240620-v1:0",
     "ragline:chatModelFallback": "amazon.nova-lite-v1:0",
     "ragline:rerankModel": "amazon.rerank-v1:0",
-    "ragline:cacheThreshold": 0.92,
+    "ragline:cacheThreshold": 0.89,  # the cache's accept threshold (ragline.settings.CacheSettings)
     "ragline:dailyBudgetUsd": 50.0,
     "ragline:tenantIsolation": "shared-index",
+    "ragline:tenantIsolationOverrides": "",  # JSON {"tenant": "index-per-tenant", ...}
     "ragline:alarmEmail": "",
     "ragline:searchMode": "domain",
     "ragline:searchInstanceType": "",  # "" = by stage: m7g.medium.search (dev), r7g.large.search (prod)
@@ -235,9 +238,10 @@ class RaglineConfig:
     chat_model_large: str = "anthropic.claude-3-5-sonnet-20240620-v1:0"
     chat_model_fallback: str | None = "amazon.nova-lite-v1:0"
     rerank_model: str | None = "amazon.rerank-v1:0"
-    cache_threshold: float = 0.92
+    cache_threshold: float = 0.89
     daily_budget_usd: float = 50.0
     tenant_isolation: Literal["shared-index", "index-per-tenant"] = "shared-index"
+    tenant_isolation_overrides: str = ""  # JSON object tenant -> mode, validated below
     alarm_email: str | None = None
     search_mode: Literal["domain", "serverless"] = "domain"
     search_instance_type: str = "m7g.medium.search"
@@ -287,6 +291,18 @@ class RaglineConfig:
             raise ConfigError(
                 f"ragline:tenantIsolation must be one of {TENANT_ISOLATION_MODES}, got {isolation!r}"
             )
+
+        overrides = str(ctx("ragline:tenantIsolationOverrides") or "").strip()
+        if overrides:
+            try:
+                parsed = json.loads(overrides)
+            except ValueError as exc:
+                raise ConfigError(f"ragline:tenantIsolationOverrides is not JSON: {exc}") from None
+            if not isinstance(parsed, dict) or any(v not in TENANT_ISOLATION_MODES for v in parsed.values()):
+                raise ConfigError(
+                    f"ragline:tenantIsolationOverrides must map tenants to one of {TENANT_ISOLATION_MODES}"
+                )
+            overrides = json.dumps(parsed, sort_keys=True)
 
         email = str(ctx("ragline:alarmEmail") or "").strip() or None
         if email and not _EMAIL_RE.match(email):
@@ -349,6 +365,7 @@ class RaglineConfig:
                 "ragline:dailyBudgetUsd", ctx("ragline:dailyBudgetUsd"), minimum=0.01, maximum=1_000_000
             ),
             tenant_isolation=isolation,  # type: ignore[arg-type]
+            tenant_isolation_overrides=overrides,
             alarm_email=email,
             search_mode=search_mode,  # type: ignore[arg-type]
             search_instance_type=instance_type,

@@ -31,6 +31,8 @@ def shared_settings(config: cfg.RaglineConfig) -> dict[str, str]:
         "RAGLINE_CACHE_THRESHOLD": str(config.cache_threshold),
         "RAGLINE_DAILY_BUDGET_USD": str(config.daily_budget_usd),
         "RAGLINE_TENANT_ISOLATION": config.tenant_isolation,
+        **({"RAGLINE_TENANT_ISOLATION_OVERRIDES": config.tenant_isolation_overrides}
+           if config.tenant_isolation_overrides else {}),
     }
 
 

@@ -16,7 +16,7 @@ def test_defaults_are_the_documented_ones():
     assert config.chat_model_large == "anthropic.claude-3-5-sonnet-20240620-v1:0"
     assert config.chat_model_fallback == "amazon.nova-lite-v1:0"
     assert config.rerank_model == "amazon.rerank-v1:0"
-    assert config.cache_threshold == 0.92
+    assert config.cache_threshold == 0.89
     assert config.search_mode == "domain"
     assert config.max_receive_count == 5
     assert config.uses_cognito and config.jwt_issuer is None
@@ -117,3 +117,11 @@ def test_one_python_version_for_runtime_and_layer():
     pythons = [r.name for r in lambda_.Runtime.ALL if r.name.startswith("python3.")]
     newest = max(pythons, key=lambda name: tuple(int(p) for p in name.removeprefix("python").split(".")))
     assert cfg.LAMBDA_RUNTIME.name == newest
+
+
+def test_tenant_isolation_overrides_are_validated_json():
+    ok = RaglineConfig.from_context({"ragline:tenantIsolationOverrides": '{"bank": "index-per-tenant"}'})
+    assert ok.tenant_isolation_overrides == '{"bank": "index-per-tenant"}'
+    for bad in ('{"bank": "own-island"}', "not json", '["bank"]'):
+        with pytest.raises(ConfigError, match="tenantIsolationOverrides"):
+            RaglineConfig.from_context({"ragline:tenantIsolationOverrides": bad})

@@ -189,8 +189,7 @@ class Settings(BaseSettings):
     embedding_dimensions: int = 384
     embedding_batch_size: int = 64
 
-    # cost and cache (the CDK app passes these; the cost layer reads them)
-    cache_threshold: float = Field(default=0.92, ge=0.5, le=1.0)
+    # the CDK app passes these (RAGLINE_CACHE_THRESHOLD sets cache.threshold)
     daily_budget_usd: float = Field(default=0.0, ge=0.0, description="0 = no budget")
     tenant_isolation: Literal["shared-index", "index-per-tenant"] = "shared-index"
     # per tenant, overriding the default above, e.g.

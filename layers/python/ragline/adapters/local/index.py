@@ -273,7 +273,7 @@ class LocalHybridIndex:
         try:
             with one_blas_thread():
                 return self._search(scope, request)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:  # locked, unreadable or not a database at all
             raise DependencyUnavailable(f"the local search index is unavailable: {exc}") from None
 
     def _search(self, scope: TenantScope, req: SearchRequest) -> list[SearchHit]:
