@@ -32,6 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--chunks", type=int, default=200_000)
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--keep", help="build (or reuse) the index in this folder instead of a temporary one")
     args = ap.parse_args()
     sci = need(DATA / "beir_scifact")
     vocab_counts: dict[str, int] = {}
@@ -45,10 +46,12 @@ def main() -> None:
     probs = (1 / ranks) / (1 / ranks).sum()
     queries = [json.loads(l)["text"] for l in (sci / "queries.jsonl").open()][: args.queries]
     with tempfile.TemporaryDirectory() as tmp:
-        index = LocalHybridIndex(Path(tmp) / "index.db", 384)
+        folder = Path(args.keep) if args.keep else Path(tmp)
+        reuse = (folder / "index.db").exists()
+        index = LocalHybridIndex(folder / "index.db", 384)
         t0 = time.perf_counter()
         batch = 5000
-        for start in range(0, args.chunks, batch):
+        for start in range(0, 0 if reuse else args.chunks, batch):
             n = min(batch, args.chunks - start)
             words = vocab[rng.choice(len(vocab), size=(n, 120), p=probs)]
             vecs = rng.standard_normal((n, 384)).astype(np.float32)
