@@ -132,6 +132,7 @@ class LocalHybridIndex:
         self.dim = dimensions
         self.title_weight = bm25_title_weight
         self.lexical_depth = 1000  # BM25 scores kept for dense-only candidates (see _search)
+        self.max_terms = 12  # the rarest 12 (SciFact train: 0.7431 vs 0.7426 with all)
         self.max_df = 0.3  # drop lexical query terms found in more than this share of chunks (tuned: SciFact train -0.0004 nDCG@10, 200k chunks -35% latency)
         self._local = threading.local()
         self._write_lock = threading.Lock()
@@ -404,6 +405,9 @@ class LocalHybridIndex:
         kept = [t for t, st in zip(terms, stems) if df.get(st, 0) <= self.max_df * total]
         if not kept:
             kept = [t for _, t in sorted((df.get(st, 0), t) for t, st in zip(terms, stems))[:2]]
+        if len(kept) > self.max_terms:  # the rarest carry the BM25 weight; common ones cost time
+            rank = {t: df.get(st, 0) for t, st in zip(terms, stems)}
+            kept = sorted(kept, key=lambda t: rank.get(t, 0))[: self.max_terms]
         return kept
 
     def _live_rows(self, c: sqlite3.Connection) -> int:
