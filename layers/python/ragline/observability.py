@@ -83,13 +83,15 @@ def metric(name: str, value: float, unit: str = "Count", dimensions: dict[str, s
     ``reason`` — every distinct value is a billed CloudWatch metric) it is flushed on its own."""
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+    if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in {"1", "true"}:
+        # Powertools still flushes its buffer to stdout every 100 metrics when disabled; outside
+        # Lambda that would litter the CLI's and the local server's output
+        return
     try:
         # by value: "Count", "Milliseconds", "Seconds", "None" (MetricUnit.NoUnit), ...
         unit_ = MetricUnit(unit)
         if not dimensions:
             metrics().add_metric(name=name, unit=unit_, value=value)
-            return
-        if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in {"1", "true"}:
             return
         items = list(dimensions.items())
         with single_metric(name=name, unit=unit_, value=value,
