@@ -15,7 +15,7 @@ from pathlib import Path
 from _common import REPO, write
 
 sys.path.insert(0, str(REPO))
-from infra_cdk.layer import PipLayerBundler  # noqa: E402
+from infra_cdk.layer import PipLayerBundler
 
 
 def main() -> None:

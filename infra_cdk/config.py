@@ -8,7 +8,6 @@ validates them once. Everything else here is a fixed name or sizing the construc
 from __future__ import annotations
 
 import json
-
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field

@@ -13,7 +13,7 @@ os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ragline_testing import HashEmbedder  # noqa: E402
+from ragline_testing import HashEmbedder
 
 
 @pytest.fixture

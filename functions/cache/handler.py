@@ -8,7 +8,7 @@ Events: {"action": "lookup", "tenant": T, "groups": [...], "question": Q}
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
@@ -34,7 +34,7 @@ class Invalidate(BaseModel):
     doc_id: str | None = Field(default=None, max_length=128)
 
 
-CacheRequest = TypeAdapter(Annotated[Union[Lookup, Invalidate], Field(discriminator="action")])
+CacheRequest = TypeAdapter(Annotated[Lookup | Invalidate, Field(discriminator="action")])
 
 
 @logger().inject_lambda_context(clear_state=True)

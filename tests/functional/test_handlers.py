@@ -7,8 +7,8 @@ import copy
 import json
 
 import pytest
-
 from ragline_testing import REPO
+
 from ragline import factory
 from ragline.server import LambdaContext, load_handler
 

@@ -123,8 +123,9 @@ def test_identical_build_validates_as_identical_from_the_query_log(vapp):
 
 
 def test_validate_on_a_beir_folder_reports_ndcg_for_both(make_app, tmp_path):
-    from ragline.evaluation.beir import corpus_items
     from ragline_testing import HashEmbedder
+
+    from ragline.evaluation.beir import corpus_items
 
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)

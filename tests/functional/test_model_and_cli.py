@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ragline_testing import REPO
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from ragline_testing import REPO
 from typer.testing import CliRunner
 
-from ragline_testing import REPO
 from ragline import factory
 from ragline.ingest.pipeline import IngestItem
 from ragline.models import Principal, Usage

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-
 from ragline_testing import REPO
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -71,7 +70,7 @@ def _walk(paths: list[Path]) -> list[tuple[Path, str]]:
 def ingest(
     paths: list[Path] = typer.Argument(..., help="Files or folders (walked recursively)"),
     tenant: str = typer.Option(..., "--tenant", "-t", help="Tenant that owns the documents"),
-    groups: Optional[str] = typer.Option(None, "--groups", "-g", help="Comma-separated groups allowed to see them (default: the whole tenant)"),
+    groups: str | None = typer.Option(None, "--groups", "-g", help="Comma-separated groups allowed to see them (default: the whole tenant)"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout"),
 ) -> None:
     """Ingest documents: extract, chunk, embed and index them (idempotent by content)."""
@@ -151,8 +150,8 @@ def ask(
     question: str = typer.Argument(..., help="The question"),
     tenant: str = typer.Option(..., "--tenant", "-t"),
     user: str = typer.Option("cli", "--user", "-u"),
-    groups: Optional[str] = typer.Option(None, "--groups", "-g"),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, max=20),
+    groups: str | None = typer.Option(None, "--groups", "-g"),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, max=20),
     no_cache: bool = typer.Option(False, "--no-cache", help="Skip the semantic cache"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -178,7 +177,7 @@ def ask(
 
 
 @docs_app.command("list")
-def docs_list(tenant: str = typer.Option(..., "--tenant", "-t"), groups: Optional[str] = typer.Option(None, "--groups", "-g"),
+def docs_list(tenant: str = typer.Option(..., "--tenant", "-t"), groups: str | None = typer.Option(None, "--groups", "-g"),
               as_json: bool = typer.Option(False, "--json")) -> None:
     """Documents of a tenant with status and reason."""
     recs = _app().list_documents(_principal(tenant, "cli", groups))
@@ -197,7 +196,7 @@ def docs_list(tenant: str = typer.Option(..., "--tenant", "-t"), groups: Optiona
 
 @docs_app.command("show")
 def docs_show(doc_id: str, tenant: str = typer.Option(..., "--tenant", "-t"),
-              groups: Optional[str] = typer.Option(None, "--groups", "-g")) -> None:
+              groups: str | None = typer.Option(None, "--groups", "-g")) -> None:
     """One document's provenance."""
     from .errors import RaglineError
 
@@ -210,7 +209,7 @@ def docs_show(doc_id: str, tenant: str = typer.Option(..., "--tenant", "-t"),
 
 @docs_app.command("delete")
 def docs_delete(doc_id: str, tenant: str = typer.Option(..., "--tenant", "-t"),
-                groups: Optional[str] = typer.Option(None, "--groups", "-g")) -> None:
+                groups: str | None = typer.Option(None, "--groups", "-g")) -> None:
     """Delete a document, its chunks and its cached answers."""
     from .errors import RaglineError
 
@@ -223,7 +222,7 @@ def docs_delete(doc_id: str, tenant: str = typer.Option(..., "--tenant", "-t"),
 
 @app.command()
 def token(tenant: str = typer.Option(..., "--tenant", "-t"), user: str = typer.Option(..., "--user", "-u"),
-          groups: Optional[str] = typer.Option(None, "--groups", "-g"),
+          groups: str | None = typer.Option(None, "--groups", "-g"),
           admin: bool = typer.Option(False, "--admin", help="Add the admin scope"),
           ttl: int = typer.Option(43200, "--ttl", help="Lifetime in seconds")) -> None:
     """Print a locally signed JWT for the local API."""
@@ -298,7 +297,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
+    except Exception as exc:
         from .errors import RaglineError
 
         msg = exc.message if isinstance(exc, RaglineError) else f"{type(exc).__name__}: {exc}"

@@ -4,8 +4,8 @@ per Lambda container). Nothing else decides which adapter runs."""
 from __future__ import annotations
 
 from .cache.semantic import SemanticCache
-from .ingest.pii import PiiStep
 from .generation.service import GenerationService
+from .ingest.pii import PiiStep
 from .ingest.pipeline import IngestPipeline
 from .retrieval.service import Retriever
 from .service import Ragline

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Principal(BaseModel):
@@ -23,7 +23,7 @@ class Principal(BaseModel):
     groups: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
 
-    def scope(self) -> "TenantScope":
+    def scope(self) -> TenantScope:
         return TenantScope(tenant=self.tenant, groups=self.groups)
 
 

@@ -7,9 +7,10 @@ true here) and metrics are not flushed to stdout unless a handler decorates with
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any
 
 SERVICE = os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "ragline")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Ragline")

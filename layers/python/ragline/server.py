@@ -14,15 +14,15 @@ import os
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import parse_qsl, urlsplit
 
+from . import factory
 from .auth import verify_token
 from .errors import Unauthorized
-from . import factory
 
 
 def functions_dir() -> Path:
@@ -66,7 +66,7 @@ def http_event(method: str, raw_path: str, headers: dict[str, str], body: bytes,
                source_ip: str = "127.0.0.1") -> dict:
     """An API Gateway HTTP API payload v2.0 event, shaped as AWS sends it."""
     parts = urlsplit(raw_path)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     text_body = body.decode("utf-8", errors="replace") if body else None
     event = {

@@ -270,4 +270,4 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-__all__ = ["Ragline", "DocStatus"]
+__all__ = ["DocStatus", "Ragline"]

@@ -26,7 +26,7 @@ class ChunkerSettings(BaseSettings):
     overlap_tokens: int = Field(default=32, ge=0)
 
     @model_validator(mode="after")
-    def _overlap_smaller(self) -> "ChunkerSettings":
+    def _overlap_smaller(self) -> ChunkerSettings:
         if self.overlap_tokens >= self.max_tokens:
             raise ValueError("chunk overlap_tokens must be smaller than max_tokens")
         return self
@@ -63,7 +63,7 @@ class VariantSettings(BaseModel):
     index_version: str | None = None  # a local index version name / OpenSearch index behind the alias
 
     @model_validator(mode="after")
-    def _known_prompt(self) -> "VariantSettings":
+    def _known_prompt(self) -> VariantSettings:
         from .experiments import SYSTEM_PROMPTS
 
         if self.prompt is not None and self.prompt not in SYSTEM_PROMPTS:
@@ -79,7 +79,7 @@ class ExperimentSettings(BaseModel):
     variants: list[VariantSettings] = Field(min_length=2)
 
     @model_validator(mode="after")
-    def _shares(self) -> "ExperimentSettings":
+    def _shares(self) -> ExperimentSettings:
         total = sum(v.share for v in self.variants)
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"experiment {self.name}: variant shares add up to {total:g}, not 1")
@@ -244,7 +244,7 @@ class Settings(BaseSettings):
     drift_ks_alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
-    def _aws_requires(self) -> "Settings":
+    def _aws_requires(self) -> Settings:
         if self.backend == "aws":
             required = ["region", "documents_bucket", "registry_table", "ledger_table", "query_log_table", "opensearch_endpoint"]
             missing = [f"RAGLINE_{n.upper()}" for n in required if not getattr(self, n)]

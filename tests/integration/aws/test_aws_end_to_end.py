@@ -24,8 +24,8 @@ import uuid
 from dataclasses import dataclass, field
 
 import pytest
-
 from ragline_testing import REPO, HashEmbedder
+
 from ragline import factory
 from ragline.adapters.aws import DynamoLedgerStore, DynamoQueryLog, DynamoRegistry, S3BlobStore
 from ragline.adapters.local.index import LocalHybridIndex

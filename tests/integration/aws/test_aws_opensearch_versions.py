@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_aws_opensearch_requests import FakeCluster
 
 from ragline.adapters.aws import OpenSearchIndex
 from ragline.models import SearchRequest, TenantScope
 from ragline.settings import Settings
-from test_aws_opensearch_requests import FakeCluster
 
 ALIAS = "ragline-chunks"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,12 +13,12 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     @eval_app.command("cache")
     def eval_cache(
         pairs: Path = typer.Option(..., "--pairs", help="JSON lines: text1, text2 and label (1/0) or score (0-5)"),
-        split: Optional[str] = typer.Option(None, "--split", help="Only pairs whose 'split' field is this"),
-        corpus: Optional[Path] = typer.Option(None, "--corpus", help="A folder of documents or a BEIR corpus.jsonl, ingested first"),
-        threshold: Optional[float] = typer.Option(None, "--threshold", min=0.3, max=1.0, help="Override the accept threshold"),
-        candidate: Optional[float] = typer.Option(None, "--candidate-threshold", min=0.3, max=1.0),
+        split: str | None = typer.Option(None, "--split", help="Only pairs whose 'split' field is this"),
+        corpus: Path | None = typer.Option(None, "--corpus", help="A folder of documents or a BEIR corpus.jsonl, ingested first"),
+        threshold: float | None = typer.Option(None, "--threshold", min=0.3, max=1.0, help="Override the accept threshold"),
+        candidate: float | None = typer.Option(None, "--candidate-threshold", min=0.3, max=1.0),
         plain: bool = typer.Option(False, "--plain", help="Plain cosine >= threshold, no verification (the baseline)"),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate the first N pairs only"),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate the first N pairs only"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Semantic-cache hit rate (same-meaning pairs) and false-hit rate (different pairs)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,8 +13,8 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     @eval_app.command("qa")
     def eval_qa(
         data: Path = typer.Option(..., "--data", help="JSON lines: question, answers[{text, gold_paragraph}]"),
-        corpus: Optional[Path] = typer.Option(None, "--corpus", help="Folder or BEIR corpus.jsonl to ingest first (into a throwaway store)"),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Deterministic subset of N questions"),
+        corpus: Path | None = typer.Option(None, "--corpus", help="Folder or BEIR corpus.jsonl to ingest first (into a throwaway store)"),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Deterministic subset of N questions"),
         tenant: str = typer.Option("eval", "--tenant", "-t", help="Tenant to search (without --corpus: your local store)"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -70,7 +69,7 @@ def versions(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @index_app.command("build")
-def build(name: Optional[str] = typer.Option(None, "--name", help="Version name (default v001, v002, ...)"),
+def build(name: str | None = typer.Option(None, "--name", help="Version name (default v001, v002, ...)"),
           as_json: bool = typer.Option(False, "--json")) -> None:
     """Re-embed every current document into a new version (the live one keeps serving)."""
     from ..operations.index_versions import build as run
@@ -80,8 +79,8 @@ def build(name: Optional[str] = typer.Option(None, "--name", help="Version name 
 
 @index_app.command("validate")
 def validate(candidate: str = typer.Argument(..., help="The version to check"),
-             baseline: Optional[str] = typer.Option(None, "--baseline", help="Compare with (default: the live version)"),
-             data: Optional[Path] = typer.Option(None, "--data", help="A BEIR folder whose corpus is ingested under --tenant"),
+             baseline: str | None = typer.Option(None, "--baseline", help="Compare with (default: the live version)"),
+             data: Path | None = typer.Option(None, "--data", help="A BEIR folder whose corpus is ingested under --tenant"),
              tenant: str = typer.Option("eval", "--tenant", "-t"),
              queries: int = typer.Option(200, "--queries", min=1, help="Recent logged questions to replay (without --data)"),
              as_json: bool = typer.Option(False, "--json")) -> None:
@@ -109,8 +108,8 @@ def rollback(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @index_app.command("snapshot")
-def snapshot(name: Optional[str] = typer.Argument(None, help="Version (default: the live one)"),
-             to: Optional[Path] = typer.Option(None, "--to", help="Snapshot file (default under RAGLINE_HOME/snapshots)")) -> None:
+def snapshot(name: str | None = typer.Argument(None, help="Version (default: the live one)"),
+             to: Path | None = typer.Option(None, "--to", help="Snapshot file (default under RAGLINE_HOME/snapshots)")) -> None:
     """A consistent copy of a version (SQLite online backup)."""
     from ..operations.index_versions import versions_of
 
@@ -125,7 +124,7 @@ def snapshot(name: Optional[str] = typer.Argument(None, help="Version (default: 
 
 @index_app.command("restore")
 def restore(snapshot_file: Path = typer.Argument(..., help="A snapshot file"),
-            name: Optional[str] = typer.Option(None, "--name", help="New version name")) -> None:
+            name: str | None = typer.Option(None, "--name", help="New version name")) -> None:
     """A new version from a snapshot (promote it to serve it)."""
     from ..operations.index_versions import versions_of
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -11,7 +10,7 @@ import typer
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     @app.command("stats")
     def stats(
-        tenant: Optional[str] = typer.Option(None, "--tenant", "-t", help="One tenant (default: all)"),
+        tenant: str | None = typer.Option(None, "--tenant", "-t", help="One tenant (default: all)"),
         days: int = typer.Option(7, "--days", min=1, max=366),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:

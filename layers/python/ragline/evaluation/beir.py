@@ -78,7 +78,7 @@ def doc_ranking(hits, limit: int) -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
     for h in hits:
-        d = h.source_key[:-3] if h.source_key.endswith(".md") else h.source_key
+        d = h.source_key.removesuffix(".md")
         if d not in seen:
             seen.add(d)
             out.append(d)

@@ -18,7 +18,7 @@ import numpy as np
 from ..generation.extractive import NOTICE
 
 _WORD = re.compile(r"\w+")
-_STOP = frozenset("the a an of to and or in on for is are was were be by with as at it that this from".split())
+_STOP = frozenset(["the", "a", "an", "of", "to", "and", "or", "in", "on", "for", "is", "are", "was", "were", "be", "by", "with", "as", "at", "it", "that", "this", "from"])
 
 
 def grounding(answer: str, passages: list[str]) -> float | None:

@@ -39,9 +39,7 @@ APPROX_METHOD = "approximation: token overlap (faithfulness, context precision/r
 
 _WORD = re.compile(r"\w+")
 _STOP = frozenset(
-    """a an and are as at be by for from has have how i in is it its of on or that the this to was were what when
-    where which who why with does do did can could should would will not no than then there their they into about
-    these those been being also such may""".split()
+    ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "how", "i", "in", "is", "it", "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "what", "when", "where", "which", "who", "why", "with", "does", "do", "did", "can", "could", "should", "would", "will", "not", "no", "than", "then", "there", "their", "they", "into", "about", "these", "those", "been", "being", "also", "such", "may"]
 )
 
 

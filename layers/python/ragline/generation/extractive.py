@@ -18,8 +18,7 @@ MODEL_ID = "ragline/extractive-v1"
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n{2,}")
 _WORD = re.compile(r"\w+")
 _STOP = frozenset(
-    "a an and are as at be by for from how in is it of on or that the this to was what when where which who why with "
-    "does do did can could should would will has have had not no yes than then there their they its into about".split()
+    ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "how", "in", "is", "it", "of", "on", "or", "that", "the", "this", "to", "was", "what", "when", "where", "which", "who", "why", "with", "does", "do", "did", "can", "could", "should", "would", "will", "has", "have", "had", "not", "no", "yes", "than", "then", "there", "their", "they", "its", "into", "about"]
 )
 
 
@@ -86,4 +85,4 @@ class ExtractiveAnswerer:
     def quoted_text(answer_text: str) -> str:
         """The quoted sentences without the notice and markers (for answer-quality metrics)."""
         body = answer_text.split("\n\n", 1)[-1]
-        return " ".join(re.findall(r"\u201c(.*?)\u201d", body, flags=re.S)) or body
+        return " ".join(re.findall(r"\u201c(.*?)\u201d", body, flags=re.DOTALL)) or body

@@ -13,10 +13,10 @@ is skipped.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 

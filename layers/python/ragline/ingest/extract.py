@@ -189,7 +189,7 @@ def extract_markdown(text: str) -> ExtractedDocument:
     """Keep headings as section boundaries (the chunker splits there first); drop markup that
     carries no words (images, link targets, HTML comments)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.DOTALL)
     # link-reference "comments" ([//]: # (...)) render as nothing, so they are not content
     text = re.sub(r"(?m)^[ \t]*\[(?://|comment|_)\]:[ \t]*(?:#|<>)[^\n]*$", "", text)
     text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)

@@ -67,7 +67,7 @@ def report(entries: list[dict[str, Any]], experiment: str, variants: list[str] |
         ratings = np.array([1.0 if e["rating"] == 1 else 0.0 for e in es if e.get("rating") in (1, -1)])
         ci = _boot_mean(ratings, rng)
         row: dict[str, Any] = {
-            "queries": len(es), "rated": int(len(ratings)),
+            "queries": len(es), "rated": len(ratings),
             "thumbs_up_rate": _r(ratings.mean()) if len(ratings) else None,
             "thumbs_up_ci95": [_r(ci[0]), _r(ci[1])] if ci else None,
             "latency_mean_ms": _r(lat.mean(), 2), "latency_p95_ms": _r(np.percentile(lat, 95), 2),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -72,7 +72,7 @@ def psi(baseline: np.ndarray, current: np.ndarray, bins: int = 10, eps: float = 
 
 
 def _day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).date().isoformat()
+    return datetime.fromtimestamp(ts, UTC).date().isoformat()
 
 
 def daily(entries: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..evaluation.online import score_sample, summarise
@@ -17,11 +17,11 @@ EVAL_MAX = 200  # most recent sampled answers scored for the figures
 
 
 def _day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).date().isoformat()
+    return datetime.fromtimestamp(ts, UTC).date().isoformat()
 
 
 def tenants_of(app, entries: list[dict[str, Any]]) -> list[str]:
-    known = set(getattr(app.registry, "tenants", lambda: [])())
+    known = set(getattr(app.registry, "tenants", list)())
     return sorted(known | {e["tenant"] for e in entries if e.get("tenant")})
 
 

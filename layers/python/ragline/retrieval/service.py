@@ -20,7 +20,7 @@ class Retriever:
         self.settings = settings
         self.reranker = reranker
 
-    def with_overrides(self, overrides: dict) -> "Retriever":
+    def with_overrides(self, overrides: dict) -> Retriever:
         """A retriever for one A/B variant: another ``top_k`` / ``dense_weight``, re-ranking
         switched off, or another index version (an index that offers ``at_version``)."""
         index = self.index

@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from ._retry import RetryPolicy
     from .bedrock import BedrockChatModel, BedrockEmbedder, BedrockReranker
     from .comprehend import ComprehendPiiDetector
-    from .dynamodb_cache import DynamoCacheStore
     from .dynamodb import DynamoLedgerStore, DynamoQueryLog, DynamoRegistry, StaleWrite
+    from .dynamodb_cache import DynamoCacheStore
     from .opensearch import IndexWriteRejected, OpenSearchIndex
     from .s3 import S3BlobStore
 

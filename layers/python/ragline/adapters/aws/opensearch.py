@@ -529,7 +529,7 @@ class OpenSearchIndex:
 
         return f"{self.alias}.t.{tenant_slug(tenant)}"
 
-    def for_tenant(self, tenant: str) -> "OpenSearchIndex":
+    def for_tenant(self, tenant: str) -> OpenSearchIndex:
         """This index on the tenant's own alias (no request is made)."""
         import copy
 
@@ -539,7 +539,7 @@ class OpenSearchIndex:
         other.missing_is_empty = True  # not created until the tenant's first write (ensure)
         return other
 
-    def at_version(self, name: str) -> "OpenSearchIndex":
+    def at_version(self, name: str) -> OpenSearchIndex:
         """This index reading and writing one version directly (a build, or an A/B arm)."""
         import copy
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...errors import StaleWrite
@@ -176,7 +176,7 @@ class SqliteLedger(SqliteStore):
     def record(self, tenant: str, query_id: str, usages: Sequence[Usage]) -> None:
         if not usages:
             return
-        day = datetime.now(timezone.utc).date().isoformat()
+        day = datetime.now(UTC).date().isoformat()
         with self.tx() as c:
             for u in usages:
                 nanos = int(round(u.cost_usd * NANOS))
@@ -197,7 +197,7 @@ class SqliteLedger(SqliteStore):
                 )
 
     def totals(self, tenant: str, days: int) -> list[dict[str, Any]]:
-        since = (datetime.now(timezone.utc).date() - timedelta(days=max(days, 1) - 1)).isoformat()
+        since = (datetime.now(UTC).date() - timedelta(days=max(days, 1) - 1)).isoformat()
         rows = self.conn().execute(
             """SELECT day, model_id, purpose, input_tokens, output_tokens, cost_nanos, calls FROM usage_daily
                WHERE tenant=? AND day>=? ORDER BY day, model_id, purpose""",
