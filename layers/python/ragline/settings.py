@@ -47,7 +47,8 @@ class RetrievalSettings(BaseSettings):
     dense_weight: float = Field(default=0.6, ge=0.0, le=1.0)
     fusion: Literal["minmax", "zscore", "rrf"] = "zscore"
     rrf_k: int = 60
-    context_token_budget: int = Field(default=1500, ge=100)
+    # five 512-token chunks fit (the small tier; the large one gets twice this)
+    context_token_budget: int = Field(default=2600, ge=100)
 
 
 class VariantSettings(BaseModel):
