@@ -1,4 +1,4 @@
-"""Shared fixtures. Functional tests use the real local adapters (SQLite, FTS5, numpy) with a
+"""Shared fixtures. Functional tests use the real local adapters (SQLite, BM25 postings, numpy) with a
 deterministic hashing embedder, so they run in milliseconds; tests marked ``slow`` load the
 real MiniLM model."""
 

@@ -1,5 +1,5 @@
 """Tenant isolation, property-based (technique: hypothesis over the embedded adapters -- SQLite,
-FTS5, numpy -- built by the real ``factory.build`` with the hashing embedder, in three isolation
+BM25 postings, numpy -- built by the real ``factory.build`` with the hashing embedder, in three isolation
 configurations: one shared index, an index per tenant, and a mix chosen per tenant by override).
 
 Hypothesis draws 2-3 tenants, group memberships, documents written in one small shared

@@ -1,5 +1,5 @@
 """PII policies per tenant through the real ingestion pipeline (technique: embedded adapters —
-SQLite registry, FTS5 + numpy index — with the hashing embedder and the real Presidio pattern
+SQLite registry, BM25 + numpy index — with the hashing embedder and the real Presidio pattern
 detector). Proves: redact keeps values out of the registry, the index (text, FTS, titles) and
 the embedding model's input; tag restricts the chunks holding PII to the restricted group and
 marks them in citations; allow changes nothing and runs no detection; the registry keeps

@@ -1,14 +1,14 @@
-"""The embedded hybrid index: SQLite FTS5 (BM25, Porter stemming) plus exact vector search in
-numpy, in one SQLite file.
+"""The embedded hybrid index: BM25 (FTS5's tokenizer and formula, over impact postings in numpy;
+see ``lexical.py``) plus exact vector search in numpy, in one SQLite file.
 
 Why exact vectors: at the sizes one machine serves (up to a few hundred thousand chunks) a
 matrix-vector product over one tenant's rows is a few milliseconds, needs no training or
 tuning, has perfect recall, and makes the tenant/ACL filter trivially *inside* the search
 (rows are grouped by tenant; ACL is a boolean mask before top-k). ``bench/`` measures it.
 
-Visibility: ``stage`` writes chunks with ``live = 0`` and keeps them out of the FTS table;
-``publish`` in one transaction adds the version's rows to FTS, flips them live and deletes
-every other version of the document. Readers therefore see either the old version or the new
+Visibility: ``stage`` writes chunks (text, vector, term ids and frequencies) with ``live = 0``;
+``publish`` in one transaction flips the version's rows live and deletes every other version of
+the document. Readers therefore see either the old version or the new
 one, never a mix, and a crash between stage and publish leaves nothing visible.
 """
 
@@ -19,7 +19,6 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import numpy as np
 from ...errors import DependencyUnavailable
 from ...models import Chunk, SearchHit, SearchRequest, TenantScope
 from ...retrieval.fusion import fuse
+from . import lexical
 from .blas import one_blas_thread
 
 _SCHEMA = """
@@ -47,21 +47,20 @@ CREATE TABLE IF NOT EXISTS chunks (
   flags TEXT NOT NULL DEFAULT '',
   token_count INTEGER,
   text TEXT NOT NULL,
-  vector BLOB NOT NULL
+  vector BLOB NOT NULL,
+  lex_ids BLOB,
+  lex_tf BLOB,
+  lex_len INTEGER
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(tenant, doc_id, version);
 CREATE INDEX IF NOT EXISTS chunks_live ON chunks(live, tenant);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-  text, title, tenant UNINDEXED, acl UNINDEXED,
-  tokenize = 'porter unicode61 remove_diacritics 2'
-);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
+CREATE TABLE IF NOT EXISTS lex_terms (id INTEGER PRIMARY KEY, term TEXT UNIQUE NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('generation', 0);
 """
 
 # English stop words dropped from the lexical query: they only add OR-terms that match nearly
-# every chunk and slow FTS5 down without changing the ranking much.
+# every chunk without changing the ranking much.
 STOPWORDS = frozenset(
     ["a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves"]
 )
@@ -70,27 +69,15 @@ _GROUP_OK = re.compile(r"^[\w.:@/+-]{1,128}$")
 
 
 def lexical_terms(text: str) -> list[str]:
-    """Query terms for the lexical leg: lower-cased words, stop words dropped, first
-    occurrence order kept (FTS5 applies the same Porter stemming as at index time)."""
+    """Query words for the lexical leg: lower-cased words, stop words dropped, first
+    occurrence order kept (``query_terms`` stems them as the index does)."""
     return list(dict.fromkeys(w for w in _WORD.findall(text.lower()) if w not in STOPWORDS))
 
 
-def fts_query(text: str | list[str]) -> str | None:
-    terms = lexical_terms(text) if isinstance(text, str) else text
-    if not terms:
-        return None
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms[:64])
-
-
-@lru_cache(maxsize=1)
-def _porter():
-    """The Porter stemmer FTS5's ``porter`` tokenizer applies (PyStemmer's "porter" matches it
-    on 99.6% of SciFact's words); None when PyStemmer is not installed."""
-    try:
-        import Stemmer
-    except ImportError:  # pragma: no cover - PyStemmer comes with the local extra
-        return None
-    return Stemmer.Stemmer("porter")
+def query_terms(text: str) -> list[str]:
+    """The index terms of a query: each kept word tokenized and stemmed like indexed text (at
+    most 64 words, as the FTS5 query had)."""
+    return [t for w in lexical_terms(text)[:64] for t in lexical.tokens(w)]
 
 
 def _acl_text(groups: Sequence[str]) -> str:
@@ -106,7 +93,7 @@ class _TenantVectors:
     mat: np.ndarray | None = None
     acls: list[str] = field(default_factory=list)  # distinct acl strings
     acl_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
-    pos: dict[int, int] = field(default_factory=dict)
+    postings: lexical.Postings = field(default_factory=lexical.Postings)
     centroid: np.ndarray | None = None  # mean of the live vectors, computed on first use
 
     def visible(self, groups: frozenset[str]) -> np.ndarray | None:
@@ -125,7 +112,6 @@ class LocalHybridIndex:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dim = dimensions
         self.title_weight = bm25_title_weight
-        self.lexical_depth = 1000  # BM25 scores kept for dense-only candidates (see _search)
         self.max_terms = 12  # the rarest 12 (SciFact train: 0.7431 vs 0.7426 with all)
         self.max_df = 0.3  # drop lexical query terms found in more than this share of chunks (tuned: SciFact train -0.0004 nDCG@10, 200k chunks -35% latency)
         self._local = threading.local()
@@ -133,11 +119,76 @@ class LocalHybridIndex:
         self._cache_lock = threading.Lock()
         self._generation = -1
         self._tenants: dict[str, _TenantVectors] = {}
+        self._term_ids: dict[str, int] = {}  # committed lex_terms rows (ids never change)
         c = self._conn()
         c.executescript(_SCHEMA)
         cols = {r[1] for r in c.execute("PRAGMA table_info(chunks)")}
         if "token_count" not in cols:  # index files written before token counts were stored
             c.execute("ALTER TABLE chunks ADD COLUMN token_count INTEGER")
+        for col, kind in (("lex_ids", "BLOB"), ("lex_tf", "BLOB"), ("lex_len", "INTEGER")):
+            if col not in cols:  # index files written when BM25 came from an FTS5 table
+                c.execute(f"ALTER TABLE chunks ADD COLUMN {col} {kind}")
+        self._migrate_lexical(c)
+
+    def _migrate_lexical(self, c: sqlite3.Connection) -> None:
+        """Files from the FTS5 days: compute the term postings of rows that lack them (from the
+        stored text, in batches, each batch one transaction) and drop the FTS5 tables. Done once:
+        the meta row ``lexical_postings`` records it, so opening a migrated file scans nothing."""
+        if c.execute("SELECT 1 FROM meta WHERE key='lexical_postings'").fetchone():
+            return
+        last = -1
+        while True:
+            with self._write_lock:
+                rows = c.execute(
+                    "SELECT rowid, text, coalesce(title, '') || ' ' || coalesce(heading, '') FROM chunks "
+                    "WHERE rowid > ? AND lex_ids IS NULL ORDER BY rowid LIMIT 2000", (last,)
+                ).fetchall()
+                if not rows:
+                    break
+                last = rows[-1][0]
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    done = self._lexical_rows(c, [(r[1], r[2]) for r in rows])
+                    c.executemany("UPDATE chunks SET lex_ids=?, lex_tf=?, lex_len=? WHERE rowid=?",
+                                  [(*d, r[0]) for d, r in zip(done, rows)])
+                    self._bump(c)
+                    c.execute("COMMIT")
+                except BaseException:
+                    c.execute("ROLLBACK")
+                    self._term_ids.clear()  # ids of the rolled-back inserts are not committed
+                    raise
+        if c.execute("SELECT 1 FROM sqlite_master WHERE name='chunks_fts'").fetchone():
+            with self._write_lock:
+                c.execute("DROP TABLE IF EXISTS chunks_vocab")
+                c.execute("DROP TABLE IF EXISTS chunks_fts")
+        c.execute("INSERT OR IGNORE INTO meta VALUES ('lexical_postings', 1)")
+
+    def _lexical_rows(self, c: sqlite3.Connection, texts: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes, int]]:
+        """(term ids, frequencies, length) of each (text, title); unknown terms are added to
+        ``lex_terms`` inside the caller's transaction."""
+        parsed = [lexical.chunk_terms(text, title) for text, title in texts]
+        new = sorted({t for terms, _ in parsed for t in terms if t not in self._term_ids})
+        fresh: dict[str, int] = {}
+        if new:
+            c.executemany("INSERT OR IGNORE INTO lex_terms (term) VALUES (?)", [(t,) for t in new])
+            for i in range(0, len(new), 500):
+                part = new[i:i + 500]
+                fresh.update(c.execute(
+                    f"SELECT term, id FROM lex_terms WHERE term IN ({','.join('?' * len(part))})", part))
+        ids = {**self._term_ids, **fresh} if fresh else self._term_ids
+        out = []
+        for terms, length in parsed:
+            keys = list(terms)
+            out.append((*lexical.encode([ids[t] for t in keys], [terms[t] for t in keys]), length))
+        self._term_ids.update(fresh)  # the caller rolls back -> it clears this cache
+        return out
+
+    def _lookup_terms(self, c: sqlite3.Connection, terms: Sequence[str]) -> list[int | None]:
+        known = self._term_ids
+        missing = [t for t in dict.fromkeys(terms) if t not in known]
+        extra = dict(c.execute(
+            f"SELECT term, id FROM lex_terms WHERE term IN ({','.join('?' * len(missing))})", missing)) if missing else {}
+        return [known.get(t, extra.get(t)) for t in terms]
 
     # ------------------------------------------------------------------ plumbing
     def _conn(self) -> sqlite3.Connection:
@@ -174,23 +225,29 @@ class LocalHybridIndex:
                 (ch.chunk_id, ch.tenant, ch.doc_id, ch.version, ch.ordinal, ch.source_key, ch.title, ch.page,
                  ch.heading, _acl_text(ch.groups), ",".join(ch.flags), ch.token_count or None, ch.text, vec.tobytes())
             )
+        # the title field BM25 weighs is the title and the heading, as the FTS5 table had it
+        texts = [(ch.text, f"{ch.title or ''} {ch.heading or ''}") for ch in chunks]
         with self._write_lock:
             c = self._conn()
             c.execute("BEGIN IMMEDIATE")
             try:
+                lex = self._lexical_rows(c, texts)
                 # staging the same chunk ids again (a retried delivery) replaces them; live rows
                 # of the same id (same content version) are left alone
                 c.executemany(
                     """INSERT INTO chunks (chunk_id, tenant, doc_id, version, ordinal, source_key, title, page,
-                       heading, acl, flags, token_count, text, vector) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                       heading, acl, flags, token_count, text, vector, lex_ids, lex_tf, lex_len)
+                       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                        ON CONFLICT(chunk_id) DO UPDATE SET text=excluded.text, vector=excluded.vector,
                        acl=excluded.acl, flags=excluded.flags, title=excluded.title, page=excluded.page,
-                       heading=excluded.heading, token_count=excluded.token_count WHERE chunks.live = 0""",
-                    rows,
+                       heading=excluded.heading, token_count=excluded.token_count, lex_ids=excluded.lex_ids,
+                       lex_tf=excluded.lex_tf, lex_len=excluded.lex_len WHERE chunks.live = 0""",
+                    [(*r, *x) for r, x in zip(rows, lex)],
                 )
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
+                self._term_ids.clear()  # ids inserted by the rolled-back transaction do not exist
                 raise
 
     def publish(self, tenant: str, doc_id: str, version: str) -> None:
@@ -198,12 +255,6 @@ class LocalHybridIndex:
             c = self._conn()
             c.execute("BEGIN IMMEDIATE")
             try:
-                c.execute(
-                    """INSERT INTO chunks_fts (rowid, text, title, tenant, acl)
-                       SELECT rowid, text, coalesce(title, '') || ' ' || coalesce(heading, ''), tenant, acl
-                       FROM chunks WHERE tenant=? AND doc_id=? AND version=? AND live=0""",
-                    (tenant, doc_id, version),
-                )
                 c.execute(
                     "UPDATE chunks SET live=1 WHERE tenant=? AND doc_id=? AND version=? AND live=0",
                     (tenant, doc_id, version),
@@ -241,7 +292,6 @@ class LocalHybridIndex:
 
     @staticmethod
     def _delete_where(c: sqlite3.Connection, where: str, args: tuple) -> int:
-        c.execute(f"DELETE FROM chunks_fts WHERE rowid IN (SELECT rowid FROM chunks WHERE live=1 AND {where})", args)
         return c.execute(f"DELETE FROM chunks WHERE {where}", args).rowcount
 
     # ------------------------------------------------------------------ reads
@@ -289,63 +339,42 @@ class LocalHybridIndex:
         c = self._conn()
         tv = self._tenant_vectors(scope.tenant)
         n_cand = req.candidates
-        # dense leg: exact inner product over this tenant's rows, ACL mask before top-k
-        dense_ids: np.ndarray = np.zeros(0, dtype=np.int64)
-        q = None
-        if req.vector is not None and tv.mat is not None and len(tv.rowids):
+        n = len(tv.rowids)
+        if not n:
+            return []
+        # both legs see exactly the tenant's live rows the scope may read: the tenant's rows are
+        # the only ones loaded, and the ACL mask applies before anything is ranked
+        mask = tv.visible(scope.groups)
+        # dense leg: exact inner product over this tenant's rows
+        dense_top: np.ndarray = np.zeros(0, dtype=np.int64)
+        sims = None
+        if req.vector is not None and tv.mat is not None:
             q = np.asarray(req.vector, dtype=np.float32)
             sims = tv.mat @ q
-            mask = tv.visible(scope.groups)
+            ranked = np.where(mask, sims, -np.inf) if mask is not None else sims
+            k = min(n_cand, n)
+            dense_top = np.argpartition(-ranked, k - 1)[:k] if k < n else np.arange(n)
+            dense_top = dense_top[np.isfinite(ranked[dense_top])]
+        # lexical leg: BM25 of every visible chunk from the tenant's postings
+        lex_top: np.ndarray = np.zeros(0, dtype=np.int64)
+        bm25 = None
+        ids = [i for i in self._lookup_terms(c, self._informative_terms(tv, req.text)) if i is not None]
+        if ids:
+            bm25 = tv.postings.scores(ids)
             if mask is not None:
-                sims = np.where(mask, sims, -np.inf)
-            k = min(n_cand, len(sims))
-            top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
-            top = top[np.isfinite(sims[top])]
-            dense_ids = tv.rowids[top]
-        # lexical leg: FTS5 BM25 with the tenant and ACL filter in the same statement
-        lex: dict[int, float] = {}
-        match = fts_query(self._informative_terms(c, req.text))
-        lex_scores_all: dict[int, float] = {}
-        if match and len(tv.rowids):
-            # FTS5 has no top-k pruning: one statement scores every chunk that matches. The
-            # tenant and ACL filter is applied to that whole match set here, before anything is
-            # ranked (filtering on the FTS table's UNINDEXED columns in SQL read each matching
-            # row's content record: ~100 ms at 200k chunks). The visible rowids are the tenant's
-            # live rows with an ACL the scope may see, the same set the dense leg searches.
-            rows = c.execute(
-                "SELECT rowid, -bm25(chunks_fts, 1.0, ?, 0.0, 0.0) FROM chunks_fts WHERE chunks_fts MATCH ?",
-                [self.title_weight, match],
-            ).fetchall()
-            if rows:
-                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                scores = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
-                mask = tv.visible(scope.groups)
-                visible = tv.rowids if mask is None else tv.rowids[mask]
-                at = np.minimum(np.searchsorted(visible, ids), max(len(visible) - 1, 0))
-                keep = (visible[at] == ids) if len(visible) else np.zeros(len(ids), dtype=bool)
-                ids, scores = ids[keep], scores[keep]
-                # a deep list: the top `candidates` are the lexical leg, the rest give the BM25
-                # of dense-only candidates (past it, a chunk's BM25 counts as 0)
-                depth = min(len(ids), max(n_cand * 10, self.lexical_depth))
-                top = np.argpartition(-scores, depth - 1)[:depth] if depth < len(ids) else np.arange(len(ids))
-                top = top[np.argsort(-scores[top], kind="stable")]
-                lex_scores_all = {int(i): float(sc) for i, sc in zip(ids[top], scores[top])}
-                lex = {int(i): float(sc) for i, sc in zip(ids[top[:n_cand]], scores[top[:n_cand]])}
-        union = list(dict.fromkeys([*lex.keys(), *(int(r) for r in dense_ids)]))
-        if not union:
+                bm25 = np.where(mask, bm25, 0.0)
+            matched = np.flatnonzero(bm25 > 0)
+            if len(matched) > n_cand:
+                matched = matched[np.argpartition(-bm25[matched], n_cand - 1)[:n_cand]]
+            lex_top = matched[np.argsort(-bm25[matched], kind="stable")]
+        union = np.array(list(dict.fromkeys([*lex_top.tolist(), *dense_top.tolist()])), dtype=np.int64)
+        if not len(union):
             return []
-        lex_scores = np.array([lex_scores_all.get(r, 0.0) for r in union])
-        if q is not None:
-            pos = np.array([tv.pos.get(r, -1) for r in union])
-            ok = pos >= 0
-            dense_scores = np.full(len(union), float(np.min(tv.mat[pos[ok]] @ q)) if ok.any() else 0.0)
-            if ok.any():
-                dense_scores[ok] = tv.mat[pos[ok]] @ q
-        else:
-            dense_scores = np.zeros(len(union))
+        lex_scores = bm25[union] if bm25 is not None else np.zeros(len(union))
+        dense_scores = sims[union].astype(np.float64) if sims is not None else np.zeros(len(union))
         fused = fuse(lex_scores, dense_scores, method=req.fusion, dense_weight=req.dense_weight, rrf_k=req.rrf_k)
         order = np.argsort(-fused, kind="stable")[: req.top_k]
-        chosen = [union[i] for i in order]
+        chosen = [int(tv.rowids[union[i]]) for i in order]
         marks = ",".join("?" * len(chosen))
         meta = {
             int(r[0]): r
@@ -357,7 +386,7 @@ class LocalHybridIndex:
         }
         hits = []
         for i in order:
-            r = meta.get(union[i])
+            r = meta.get(int(tv.rowids[union[i]]))
             if r is None:  # published away between the two reads
                 continue
             hits.append(
@@ -379,37 +408,24 @@ class LocalHybridIndex:
             tv.centroid = tv.mat.mean(axis=0)
         return tv.centroid
 
-    def _informative_terms(self, c: sqlite3.Connection, text: str) -> list[str]:
-        """Query terms for the lexical leg, without those in more than ``max_df`` of the chunks.
-
-        FTS5 has no top-k pruning: an OR query scores every chunk holding any of its terms, so
-        one very common word makes a query touch most of the index (at 200k chunks, hundreds
-        of milliseconds). Such a word's BM25 weight is near zero anyway, so it is dropped; the
-        rarest terms are kept when every term is common."""
-        terms = lexical_terms(text)
-        stemmer = _porter()
-        if len(terms) <= 1 or stemmer is None or self.max_df >= 1.0:
+    def _informative_terms(self, tv: _TenantVectors, text: str) -> list[str]:
+        """Index terms of the query, without those in more than ``max_df`` of the tenant's chunks
+        and at most the ``max_terms`` rarest (tuned on SciFact train when the lexical leg was
+        FTS5, where each common term cost time; a common term's BM25 weight is near zero, and
+        the rarest terms carry the ranking)."""
+        terms = query_terms(text)
+        total = tv.postings.n
+        if len(terms) <= 1 or self.max_df >= 1.0 or total < 1000:
             return terms
-        total = self._live_rows(c)
-        if total < 1000:  # small indexes are fast whatever the query
-            return terms
-        stems = stemmer.stemWords(terms)
-        marks = ",".join("?" * len(set(stems)))
-        df = dict(c.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", list(set(stems))).fetchall())
-        kept = [t for t, st in zip(terms, stems) if df.get(st, 0) <= self.max_df * total]
+        ids = self._lookup_terms(self._conn(), terms)
+        df = tv.postings.doc_freq([-1 if i is None else i for i in ids]).tolist()
+        kept = [t for t, d in zip(terms, df) if d <= self.max_df * total]
         if not kept:
-            kept = [t for _, t in sorted((df.get(st, 0), t) for t, st in zip(terms, stems))[:2]]
-        if len(kept) > self.max_terms:  # the rarest carry the BM25 weight; common ones cost time
-            rank = {t: df.get(st, 0) for t, st in zip(terms, stems)}
+            kept = [t for _, t in sorted(zip(df, terms))[:2]]
+        if len(kept) > self.max_terms:
+            rank = dict(zip(terms, df))
             kept = sorted(kept, key=lambda t: rank.get(t, 0))[: self.max_terms]
         return kept
-
-    def _live_rows(self, c: sqlite3.Connection) -> int:
-        gen = int(c.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
-        if getattr(self, "_rows_gen", None) != gen:
-            self._rows = int(c.execute("SELECT count(*) FROM chunks WHERE live=1").fetchone()[0])
-            self._rows_gen = gen
-        return self._rows
 
     # ------------------------------------------------------------------ vector cache
     def _tenant_vectors(self, tenant: str) -> _TenantVectors:
@@ -426,7 +442,8 @@ class LocalHybridIndex:
 
     def _load_tenant(self, tenant: str) -> _TenantVectors:
         rows = self._conn().execute(
-            "SELECT rowid, acl, vector FROM chunks WHERE live=1 AND tenant=? ORDER BY rowid", (tenant,)
+            "SELECT rowid, acl, vector, lex_ids, lex_tf, lex_len FROM chunks WHERE live=1 AND tenant=? ORDER BY rowid",
+            (tenant,),
         ).fetchall()
         tv = _TenantVectors()
         if not rows:
@@ -437,5 +454,6 @@ class LocalHybridIndex:
         acl_index: dict[str, int] = {}
         tv.acl_ids = np.fromiter((acl_index.setdefault(r[1], len(acl_index)) for r in rows), dtype=np.int32, count=len(rows))
         tv.acls = list(acl_index)
-        tv.pos = {int(r): i for i, r in enumerate(tv.rowids)}
+        tv.postings = lexical.Postings.build([r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows],
+                                             self.title_weight)
         return tv

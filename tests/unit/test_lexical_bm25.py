@@ -1,0 +1,151 @@
+"""The embedded index's BM25 (adapters/local/lexical.py) against SQLite FTS5 itself.
+
+Technique: embedded adapters only. The interpreter's sqlite3 has FTS5, so the reference is an
+FTS5 table with the tokenizer and weights the index used before (``porter unicode61
+remove_diacritics 2``, ``bm25(t, 1.0, 0.5)``): our scores must equal FTS5's on the same rows.
+Also: an index file from the FTS5 days is migrated on open; one tenant's documents do not move
+another tenant's BM25; a rolled-back stage leaves no dangling term ids.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from ragline.adapters.local import lexical
+from ragline.adapters.local.index import LocalHybridIndex, query_terms
+from ragline.models import Chunk, SearchRequest, TenantScope
+
+DOCS = [
+    ("Caf\u00e9 r\u00e9sum\u00e9 writing for running cafes", "Careers"),
+    ("The cats are running; a cat runs past running dogs.", "Pets and animals"),
+    ("snake_case identifiers split on underscores, CamelCase does not", "Code style"),
+    ("Ponies, ties and caresses: Porter's classic examples of stemming", ""),
+    ("Numbers like 2024 and covid19 are tokens; so is \u00c5ngstr\u00f6m", "Units"),
+    ("Running running running everywhere, a long document about running " * 5, "Running"),
+    ("as is of at by: short words are not stemmed", "Stop words"),
+]
+QUERIES = ["running cats", "cafe resume", "snake case", "pony tie caress stemming", "angstrom 2024 covid19",
+           "careers", "as is", "units of running"]
+
+
+def _fts_scores(query_words: list[str]) -> dict[int, float]:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE t USING fts5(text, title, tokenize='porter unicode61 remove_diacritics 2')")
+    db.executemany("INSERT INTO t (rowid, text, title) VALUES (?,?,?)", [(i, d, h) for i, (d, h) in enumerate(DOCS)])
+    match = " OR ".join('"' + w + '"' for w in query_words)
+    return dict(db.execute("SELECT rowid, -bm25(t, 1.0, 0.5) FROM t WHERE t MATCH ?", [match]))
+
+
+def _postings() -> tuple[lexical.Postings, dict[str, int]]:
+    vocab: dict[str, int] = {}
+    ids, tfs, lens = [], [], []
+    for text, title in DOCS:
+        terms, length = lexical.chunk_terms(text, title)
+        keys = list(terms)
+        a, b = lexical.encode([vocab.setdefault(t, len(vocab)) for t in keys], [terms[t] for t in keys])
+        ids.append(a)
+        tfs.append(b)
+        lens.append(length)
+    return lexical.Postings.build(ids, tfs, lens, 0.5), vocab
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_bm25_equals_fts5(query):
+    postings, vocab = _postings()
+    words = [w for w in query.split()]
+    terms = [t for w in words for t in lexical.tokens(w)]
+    ours = postings.scores([vocab.get(t, -1) for t in terms])
+    ref = _fts_scores(words)
+    assert set(np.flatnonzero(ours > 0).tolist()) == set(ref), (query, ours, ref)
+    for row, score in ref.items():
+        assert ours[row] == pytest.approx(score, rel=1e-4, abs=1e-6), (query, row)
+
+
+def test_tokens_follow_fts5_rules():
+    assert lexical.tokens("Caf\u00e9 R\u00c9SUM\u00c9") == ["cafe", "resum"]
+    assert lexical.tokens("snake_case") == ["snake", "case"]
+    assert lexical.tokens("as is running") == ["as", "is", "run"]  # under 3 characters: not stemmed
+    assert query_terms("What is the running of the cats?") == ["run", "cat"]  # stop words dropped
+
+
+def _chunk(i: int, tenant: str, text: str, groups=()) -> Chunk:
+    rng = np.random.default_rng(i)
+    v = rng.standard_normal(8).astype(np.float32)
+    return Chunk(chunk_id=f"{tenant}-{i}", tenant=tenant, doc_id=f"d{i}", version="v1", ordinal=0, text=text,
+                 source_key=f"{tenant}/d{i}.txt", groups=tuple(groups), vector=v / np.linalg.norm(v))
+
+
+def _index_with(tmp_path, texts_by_tenant: dict[str, list[str]]) -> LocalHybridIndex:
+    idx = LocalHybridIndex(tmp_path / "index.db", 8)
+    n = 0
+    for tenant, texts in texts_by_tenant.items():
+        for text in texts:
+            ch = _chunk(n, tenant, text)
+            idx.stage([ch])
+            idx.publish(tenant, ch.doc_id, "v1")
+            n += 1
+    return idx
+
+
+def _lexical(idx: LocalHybridIndex, tenant: str, q: str) -> list[tuple[str, float]]:
+    hits = idx.search(TenantScope(tenant), SearchRequest(text=q, vector=None, top_k=10, candidates=50))
+    return [(h.chunk_id, round(h.lexical_score, 6)) for h in hits]
+
+
+def test_old_fts5_file_is_migrated_on_open(tmp_path):
+    idx = _index_with(tmp_path, {"a": [t for t, _ in DOCS]})
+    before = {q: _lexical(idx, "a", q) for q in QUERIES}
+    assert any(before.values())
+    idx.close()
+    # make the file look like one written before the postings existed
+    db = sqlite3.connect(tmp_path / "index.db")
+    db.execute("UPDATE chunks SET lex_ids=NULL, lex_tf=NULL, lex_len=NULL")
+    db.execute("DELETE FROM lex_terms")
+    db.execute("DELETE FROM meta WHERE key='lexical_postings'")
+    db.execute("CREATE VIRTUAL TABLE chunks_fts USING fts5(text, title, tenant UNINDEXED, acl UNINDEXED)")
+    db.commit()
+    db.close()
+    again = LocalHybridIndex(tmp_path / "index.db", 8)
+    assert {q: _lexical(again, "a", q) for q in QUERIES} == before
+    db = sqlite3.connect(tmp_path / "index.db")
+    assert db.execute("SELECT count(*) FROM chunks WHERE lex_ids IS NULL").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name='chunks_fts'").fetchone()[0] == 0
+
+
+def test_other_tenants_documents_do_not_move_bm25(tmp_path):
+    """BM25 statistics are per tenant: B's documents (and their term counts) cannot be inferred
+    from A's scores, and A's ranking does not change when B ingests."""
+    a_texts = ["alpha beta gamma", "beta gamma delta", "gamma delta epsilon"]
+    alone = _index_with(tmp_path / "one", {"a": a_texts})
+    shared = _index_with(tmp_path / "two", {"a": a_texts, "b": ["beta " * 20, "beta beta", "zeta beta", "beta"]})
+    for q in ("beta", "gamma delta", "alpha epsilon"):
+        assert _lexical(alone, "a", q) == _lexical(shared, "a", q)
+    assert all(cid.startswith("b-") for cid, _ in _lexical(shared, "b", "beta"))
+
+
+def test_rolled_back_stage_leaves_no_dangling_term_ids(tmp_path):
+    idx = LocalHybridIndex(tmp_path / "index.db", 8)
+    bad = _chunk(1, "a", "xylophone quartet")
+    real_publish_rows = idx._lexical_rows
+
+    def fail_after_terms(c, texts):
+        real_publish_rows(c, texts)
+        raise RuntimeError("disk full")
+
+    idx._lexical_rows = fail_after_terms
+    with pytest.raises(RuntimeError):
+        idx.stage([bad])
+    idx._lexical_rows = real_publish_rows
+    # another writer takes the ids the rolled-back transaction had used
+    other = LocalHybridIndex(tmp_path / "index.db", 8)
+    first = _chunk(2, "a", "trombone violin")
+    other.stage([first])
+    other.publish("a", first.doc_id, "v1")
+    second = _chunk(3, "a", "xylophone quartet")
+    idx.stage([second])
+    idx.publish("a", second.doc_id, "v1")
+    assert [c for c, _ in _lexical(idx, "a", "xylophone")] == ["a-3"]
+    assert [c for c, _ in _lexical(idx, "a", "trombone")] == ["a-2"]
