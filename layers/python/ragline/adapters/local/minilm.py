@@ -18,7 +18,6 @@ import numpy as np
 
 from .blas import one_blas_thread
 
-
 # The element-wise steps below work in place on the fresh temporaries their callers pass: on a
 # short query they are ~10 small arrays per layer, and allocating a new one per operation (and
 # numpy's Python-level mean()) cost ~2 ms of a ~10 ms query embedding. Same arithmetic, float32.
