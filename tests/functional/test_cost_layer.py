@@ -62,10 +62,14 @@ def test_each_model_call_is_priced_and_the_answer_carries_its_cost(priced):
     assert ans.cost_usd == pytest.approx(sum(u.cost_usd for u in ans.usage), abs=1e-12)
     assert gen.price_version == "test-1"
     assert ans.route.startswith("small:")
+    # the fixture's ingestion is in the ledger too (its own purpose); the query adds exactly its usage
     rows = app.ledger.totals("acme", 1)
-    assert sum(r["cost_usd"] for r in rows) == pytest.approx(ans.cost_usd, abs=1e-12)
+    ingest = [r for r in rows if r["purpose"] == "ingest_embedding"]
+    assert len(ingest) == 1 and ingest[0]["cost_usd"] > 0
+    query_rows = [r for r in rows if r["purpose"] != "ingest_embedding"]
+    assert sum(r["cost_usd"] for r in query_rows) == pytest.approx(ans.cost_usd, abs=1e-12)
     usage = app.usage(who(), 1)
-    assert usage["total_input_tokens"] == sum(u.input_tokens for u in ans.usage)
+    assert usage["total_input_tokens"] == sum(u.input_tokens for u in ans.usage) + ingest[0]["input_tokens"]
 
 
 def test_a_cache_hit_costs_only_its_embedding(priced):
@@ -90,9 +94,10 @@ def test_parallel_asks_ledger_totals_equal_the_sum_of_request_records(priced):
     questions = [f"{SIMPLE} (variant {i})" if i % 2 else f"{COMPLEX} (variant {i})" for i in range(40)]
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda q: app.ask(who(), q, use_cache=False), questions))
-    records = app.ledger.records("acme")
+    # the fixture's ingestion has its own record and purpose; the rest are exactly the 40 asks
+    records = [r for r in app.ledger.records("acme") if r["purpose"] != "ingest_embedding"]
     assert {r["query_id"] for r in records} == {a.query_id for a in answers}
-    totals = app.ledger.totals("acme", 1)
+    totals = [r for r in app.ledger.totals("acme", 1) if r["purpose"] != "ingest_embedding"]
     for field in ("input_tokens", "output_tokens"):
         assert sum(r[field] for r in totals) == sum(r[field] for r in records)
     assert sum(round(r["cost_usd"] * NANOS) for r in totals) == sum(r["cost_nanos"] for r in records)
@@ -203,7 +208,9 @@ def test_usage_cli(priced, tmp_path, monkeypatch):
         factory.use(None)
     assert out.exit_code == 0, out.output
     body = json.loads(out.stdout)
-    assert body["total_cost_usd"] == pytest.approx(ans.cost_usd, abs=1e-9) and body["rows"]
+    ingest = [r for r in body["rows"] if r["purpose"] == "ingest_embedding"]
+    assert len(ingest) == 1 and ingest[0]["model_id"] == "test/hash-embedder" and ingest[0]["input_tokens"] > 0
+    assert body["total_cost_usd"] == pytest.approx(ans.cost_usd + ingest[0]["cost_usd"], abs=1e-9)
     assert bad.exit_code == 2
 
 
@@ -220,7 +227,8 @@ def test_http_429_names_the_budget_and_503_names_the_models(priced):
     small = LocalTemplateChatModel("ragline/local-small")
     app = priced(small=small, costs=CostSettings(price_table="test", hard_budget_usd={"broke": 1e-12}))
     app.pipeline.ingest(IngestItem(tenant="broke", key="tenants/broke/policy.md", data=DOC))
-    app.ask(who("broke"), SIMPLE, use_cache=False)  # spends past the budget
+    app.ask(who("other"), SIMPLE, use_cache=False)  # another tenant's spending does not count
+    assert app.generation.budget.spent_today("broke") > 1e-12  # its own ingestion spent past the budget
     factory.use(app)
     srv = LocalApiServer("127.0.0.1", 0)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

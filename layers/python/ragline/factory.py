@@ -7,6 +7,8 @@ from .cache.semantic import SemanticCache
 from .generation.service import GenerationService
 from .ingest.pii import PiiStep
 from .ingest.pipeline import IngestPipeline
+from .ledger.ingest_meter import IngestMeter
+from .ledger.pricing import load_price_table
 from .retrieval.service import Retriever
 from .service import Ragline
 from .settings import Settings, get_settings
@@ -35,6 +37,7 @@ def build(settings: Settings | None = None, **overrides) -> Ragline:
         registry=ports["registry"], index=ports["index"], embedder=ports["embedder"], chunker=settings.chunker,
         cache=ports.get("cache_store"), max_pages=settings.max_pages_per_document,
         max_chunks=settings.max_chunks_per_document, pii=PiiStep.from_settings(settings, ports.get("pii")),
+        meter=IngestMeter(ports["ledger"], load_price_table(settings.costs.price_table)),  # ingestion embeddings are charged per tenant
     )
     app = Ragline(
         settings, blobs=ports["blobs"], index=ports["index"], registry=ports["registry"], retriever=retriever,

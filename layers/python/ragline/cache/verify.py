@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-\.]*[A-Za-z0-9]|[A-Za-z0-9]")
 _NUMBER = re.compile(r"^\d+(?:[.,]\d+)*$")
@@ -103,6 +104,7 @@ def question_kind(text: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=8192)  # Features are immutable; a cached question's are reused at every lookup
 def features(text: str) -> Features:
     toks = tokens(text)
     lowered = frozenset(t.lower() for t in toks)

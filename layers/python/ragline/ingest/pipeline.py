@@ -1,7 +1,7 @@
 """The ingestion pipeline the ingest Lambda and ``ragline ingest`` both run.
 
 Per document: hash -> skip if unchanged -> extract -> sanitise -> chunk -> embed (batched
-across documents) -> stage chunks invisibly -> record the version -> publish (old version gone
+across documents; each document's tokens charged to its tenant in the cost ledger) -> stage chunks invisibly -> record the version -> publish (old version gone
 in the same step) -> invalidate cache entries that cited the document.
 
 Permanent problems with a document (corrupt, encrypted, unsupported, no text, over a limit)
@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from ..errors import DocumentRejected
-from ..models import Chunk, DocStatus, DocumentRecord, Usage, chunk_id, document_id, utcnow
+from ..ledger.ingest_meter import IngestMeter
+from ..models import Chunk, DocStatus, DocumentRecord, chunk_id, document_id, utcnow
 from ..ports import CacheStore, DocumentRegistry, Embedder, SearchIndex
 from ..settings import ChunkerSettings
 from .chunking import Chunker, Piece
@@ -89,7 +90,7 @@ class IngestPipeline:
         max_pages: int = 2000,
         max_chunks: int = 20000,
         embed_batch_chunks: int = 512,
-        on_usage: Callable[[str, Usage], None] | None = None,
+        meter: IngestMeter | None = None,
         pii: PiiStep | None = None,
     ):
         self.registry = registry
@@ -101,7 +102,7 @@ class IngestPipeline:
         self.max_pages = max_pages
         self.max_chunks = max_chunks
         self.embed_batch_chunks = embed_batch_chunks
-        self.on_usage = on_usage
+        self.meter = meter  # charges each document's embedding tokens to its tenant
         self.pii = pii
 
     # ------------------------------------------------------------------ public
@@ -231,12 +232,11 @@ class IngestPipeline:
         if not batch:
             return
         texts = [t for p in batch for t in p.embed_texts]
-        vectors = self.embedder.embed_documents(texts)  # transient failures propagate
-        if self.on_usage is not None:
-            usage = getattr(self.embedder, "last_usage", None)
-            if usage is not None:
-                for p in batch:
-                    self.on_usage(p.item.tenant, usage)
+        if self.meter is None:
+            vectors = self.embedder.embed_documents(texts)  # transient failures propagate
+        else:
+            vectors, counts = self.meter.embed(self.embedder, texts)
+            self.meter.charge(self.embedder.model_id, [(p.item.tenant, len(p.embed_texts)) for p in batch], counts)
         offset = 0
         for p in batch:
             for ch in p.chunks:

@@ -75,6 +75,7 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
     pipeline = IngestPipeline(
         registry=scratch, index=index, embedder=base.embedder, chunker=chunker or base.chunker_settings, cache=None,
         max_pages=base.max_pages, max_chunks=base.max_chunks,
+        meter=base.meter.for_purpose("reindex_embedding") if base.meter is not None else None,
     )
     records = [r for t in tenants(app) for r in app.registry.list(t) if r.status == DocStatus.INDEXED]
     changed: list[str] = []

@@ -182,11 +182,14 @@ class BedrockEmbedder(_BedrockBase):
         return vector, int(tokens) if tokens is not None else None
 
     def _embed(self, texts: Sequence[str], purpose: str) -> np.ndarray:
+        return self._embed_counted(texts, purpose)[0]
+
+    def _embed_counted(self, texts: Sequence[str], purpose: str) -> tuple[np.ndarray, list[int | None]]:
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"cannot embed an empty text (item {i})")
         if not texts:
-            return np.zeros((0, self.dimensions), dtype=np.float32)
+            return np.zeros((0, self.dimensions), dtype=np.float32), []
         if len(texts) == 1 or self.concurrency == 1:
             results = [self._embed_one(t) for t in texts]
         else:
@@ -218,11 +221,16 @@ class BedrockEmbedder(_BedrockBase):
         self.last_usage = usage
         if self.on_usage is not None:
             self.on_usage(usage)
-        return matrix
+        return matrix, counts
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """(n, d) float32, unit rows, in the order of ``texts``."""
         return self._embed(list(texts), "embed_documents")
+
+    def embed_documents_counted(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int | None]]:
+        """The vectors and each text's ``inputTextTokenCount`` (``None`` where a response had
+        none), so ingestion can charge every document to its own tenant."""
+        return self._embed_counted(list(texts), "embed_documents")
 
     def embed_query(self, text: str) -> np.ndarray:
         """(d,) float32, unit length."""

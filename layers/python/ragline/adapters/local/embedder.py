@@ -38,6 +38,7 @@ class MiniLMEmbedder:
         self.batch_size = batch_size
         self._np = None
         self._st = None
+        self._tok = None
         self._lock = threading.Lock()
 
     def _numpy(self):
@@ -84,6 +85,33 @@ class MiniLMEmbedder:
                 dtype=np.float32,
             )
         return self._numpy().encode(list(texts), batch_size=32)
+
+    def _tokenizer(self):
+        """The model's own WordPiece tokenizer with its truncation (no weights loaded)."""
+        if self._tok is None:
+            with self._lock:
+                if self._tok is None:
+                    import json
+
+                    from tokenizers import Tokenizer
+
+                    root = self.path or model_dir()
+                    cfg = root / "sentence_bert_config.json"
+                    max_len = int(json.loads(cfg.read_text()).get("max_seq_length", 256)) if cfg.exists() else 256
+                    tok = Tokenizer.from_file(str(root / "tokenizer.json"))
+                    tok.enable_truncation(max_length=max_len)
+                    tok.no_padding()
+                    self._tok = tok
+        return self._tok
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Input tokens per text as the model consumes them (special tokens included, truncated
+        at the model's maximum sequence length)."""
+        return [len(e.ids) for e in self._tokenizer().encode_batch(list(texts))] if texts else []
+
+    def embed_documents_counted(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+        """The vectors and each text's token count from the model's own tokenizer (exact)."""
+        return self.embed_documents(texts), self.count_tokens(texts)
 
     def embed_query(self, text: str) -> np.ndarray:
         return self._numpy().encode([text])[0]
