@@ -75,7 +75,7 @@ def build(name: str | None = typer.Option(None, "--name", help="Version name (de
     """Re-embed every current document into a new version (the live one keeps serving)."""
     from ..operations.index_versions import build as run
 
-    _print(_run(lambda: run(_app())), as_json)
+    _print(_run(lambda: run(_app(), name)), as_json)
 
 
 @index_app.command("validate")

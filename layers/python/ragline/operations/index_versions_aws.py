@@ -325,7 +325,7 @@ class _Build:
         """Texts to embed per (tenant, key), through the real pipeline with a null index."""
         texts: dict[tuple[str, str], list[str]] = {}
         for tenant, records in work.items():
-            collector = _CollectingEmbedder(self.app.embedder.model_id, self.target.dimensions)
+            collector = _CollectingEmbedder(self.app.pipeline.embedder.model_id, self.target.dimensions)
             pipe = self.pipeline(f"plan-{text_key(tenant)[:12]}", _NullIndex(), collector, batch_chunks=1)
             for out in pipe.ingest_many(self.items(tenant, records, note=False)):
                 got = collector.drain()
@@ -367,7 +367,7 @@ class _Build:
             tenant, tk = owner[rid]
             try:
                 with meter.collecting() as calls:
-                    vector = np.asarray(self.app.embedder.embed_documents([text_of[rid]]), dtype=np.float32)[0]
+                    vector = np.asarray(self.app.pipeline.embedder.embed_documents([text_of[rid]]), dtype=np.float32)[0]
                 self.usage[tenant].extend(calls)
                 vectors[tenant][tk] = vector
                 retried += 1
@@ -392,7 +392,7 @@ class _Build:
             failed_keys[f["tenant"]].add(f["key"])
             self.statuses[DocStatus.FAILED.value] += 1
         for tenant, records in work.items():
-            embedder = _PrecomputedEmbedder(self.app.embedder, vectors.get(tenant, {}), self.target.dimensions)
+            embedder = _PrecomputedEmbedder(self.app.pipeline.embedder, vectors.get(tenant, {}), self.target.dimensions)
             pipe = self.pipeline(f"build-{text_key(tenant)[:12]}", self.target, embedder)
             with meter.collecting() as calls:
                 for out in pipe.ingest_many(self.items(tenant, records, note=True, skip=failed_keys[tenant])):
@@ -453,7 +453,7 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
         from ..adapters.aws.bedrock_batch import BedrockBatchEmbedder
 
         batch = BedrockBatchEmbedder(role_arn=settings.batch_role_arn, s3_uri=settings.batch_s3_uri,
-                                     model_id=app.embedder.model_id, dimensions=versions.index.dimensions,
+                                     model_id=app.pipeline.embedder.model_id, dimensions=versions.index.dimensions,
                                      settings=app.settings)
     versions.index.create_version(name)
     target = versions.index.at_version(name)
@@ -477,7 +477,7 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
     manifest = {
         "name": name, "index": versions.index.version_index(name), "built_at": time.time(), "source": "build",
         "documents": total, "chunks": run.chunks, "statuses": dict(run.statuses),
-        "embedding_model": app.embedder.model_id, "chunker": run.chunker.fingerprint(),
+        "embedding_model": app.pipeline.embedder.model_id, "chunker": run.chunker.fingerprint(),
         "registry_fingerprint": fingerprint, "changed_since_indexed": run.changed, "missing_blobs": run.missing,
         "rejected": run.rejected, "failed": run.failed, "refused": run.refused, "skipped_tenants": skipped,
         "embedding": {"mode": mode, "planned_chunks": planned, "threshold": settings.batch_min_chunks,
