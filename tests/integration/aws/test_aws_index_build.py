@@ -621,3 +621,22 @@ def test_cli_versions_build_promote_rollback_on_aws(env, monkeypatch):
     assert run.exit_code == 1 and "no index version nope" in run.output and "Traceback" not in run.output
     run = CliRunner().invoke(cli.app, ["index", "build", "--name", "Bad/Name"])
     assert run.exit_code == 1 and "invalid index version name" in run.output
+
+
+def test_a_job_past_its_deadline_is_reported_with_its_arn(env):
+    app, _, s3, _ = env
+    player = PlayBedrock(s3, app.blobs.bucket, app.pipeline.embedder)
+    player.sleep = lambda seconds: setattr(player, "now", player.now + seconds)  # nothing is ever written
+    client = bedrock_client()
+    batch = BedrockBatchEmbedder(role_arn=ROLE, s3_uri=f"s3://{app.blobs.bucket}/_index_versions/batch",
+                                 model_id=TITAN, dimensions=TitanLike.dimensions, settings=app.settings,
+                                 bedrock_client=client, s3_client=s3, poll_s=600, deadline_s=1500,
+                                 clock=player.clock, sleep=player.sleep)
+    with Stubber(client) as stub:
+        stub.add_response("create_model_invocation_job", {"jobArn": JOB_ARN})
+        for _ in range(4):  # polled at 0, 600, 1200 and 1500 s
+            stub.add_response("get_model_invocation_job", job_response("InProgress"), {"jobIdentifier": JOB_ARN})
+        with pytest.raises(ModelError, match=r"ragline-test \(.*k2x9abcd1234\) is still InProgress after 1500 s"):
+            batch.embed([("r1", "some text")], "ragline test")
+        stub.assert_no_pending_responses()
+    assert player.now == 1500
