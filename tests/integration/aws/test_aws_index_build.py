@@ -565,7 +565,7 @@ def test_a_failed_batch_job_names_the_job_and_leaves_nothing_behind(env):
 
 
 def test_a_small_build_stays_on_demand_even_with_batch_configured(env):
-    app, cluster, s3, _ = env
+    app, _, s3, _ = env
     app.settings.index_build.batch_min_chunks = 10_000
     player = PlayBedrock(s3, app.blobs.bucket, app.pipeline.embedder)
     client = bedrock_client()
