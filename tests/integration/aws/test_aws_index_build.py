@@ -543,6 +543,12 @@ def test_batch_build_embeds_through_a_job_retries_failed_records_and_meters_the_
     acme = {r["model_id"]: r for r in app.ledger.totals("acme", 1) if r["purpose"] == "index_build"}
     assert acme[TITAN]["input_tokens"] > 0 and acme[TITAN]["cost_usd"] == pytest.approx(
         acme[TITAN]["input_tokens"] * 0.00002 / 1000, abs=1e-9)
+    # the build's spend is the tenant's for cost allocation, but not against its request budget
+    from ragline.ledger.budget import BudgetGuard
+    from ragline.settings import CostSettings
+
+    guard = BudgetGuard(CostSettings(hard_budget_usd={"*": 1e-12}), app.ledger)
+    assert guard.check("acme").spent_usd == 0.0
 
 
 def test_a_failed_batch_job_names_the_job_and_leaves_nothing_behind(env):

@@ -49,13 +49,14 @@ from ..errors import InvalidInput, NotFound, RaglineError
 from ..ingest.events import tenant_of
 from ..ingest.pipeline import IngestItem, IngestPipeline
 from ..ledger import meter
+from ..ledger.budget import INDEX_BUILD_PURPOSE
 from ..ledger.pricing import batch_model_id, load_price_table
 from ..models import DocStatus, DocumentRecord, Usage
 from ..settings import ChunkerSettings
 from ..tokens import count_tokens
 
 MANIFEST_PREFIX = "_index_versions/"
-LEDGER_PURPOSE = "index_build"
+LEDGER_PURPOSE = INDEX_BUILD_PURPOSE  # not counted against the tenant's request budget
 
 
 def _conflict(message: str) -> RaglineError:
@@ -281,10 +282,14 @@ class _Build:
         self.chunks = 0
         self.done = 0
         self.usage: dict[str, list[Usage]] = defaultdict(list)
+        self.scratch: list[SqliteRegistry] = []
 
     def pipeline(self, registry_name: str, index, embedder, batch_chunks: int = 512) -> IngestPipeline:
+        """The real ingest pipeline with a throwaway registry (the live one is never written)."""
+        scratch = SqliteRegistry(self.scratch_dir / f"{registry_name}.db")
+        self.scratch.append(scratch)
         return IngestPipeline(
-            registry=SqliteRegistry(self.scratch_dir / f"{registry_name}.db"), index=index, embedder=embedder,
+            registry=scratch, index=index, embedder=embedder,
             chunker=self.chunker, cache=None, max_pages=self.base.max_pages, max_chunks=self.base.max_chunks,
             embed_batch_chunks=batch_chunks, pii=self.base.pii,
         )
@@ -408,6 +413,10 @@ class _Build:
             on_demand += embedder.on_demand
         return on_demand
 
+    def close(self) -> None:
+        for scratch in self.scratch:
+            scratch.conn().close()
+
     def ledger(self, name: str) -> dict[str, dict[str, Any]]:
         """Sum each tenant's usage per model, price it and record it in the cost ledger."""
         prices = load_price_table(self.app.settings.costs.price_table)
@@ -462,14 +471,17 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
             run = _Build(app, target, chunker=chunker, batch=batch, progress=progress, scratch_dir=Path(tmp))
             vectors: dict[str, dict[str, np.ndarray]] = {}
             mode, batch_summary, planned = "on_demand", None, None
-            if batch is not None:
-                texts = run.plan(work)
-                planned = sum(len(v) for v in texts.values())
-                if planned > settings.batch_min_chunks:
-                    mode = "batch"
-                    vectors, batch_summary = run.run_batch(f"ragline-{versions.index.alias}-{name}-{int(time.time())}",
-                                                           texts)
-            on_demand = run.write(work, vectors, total)
+            try:
+                if batch is not None:
+                    texts = run.plan(work)
+                    planned = sum(len(v) for v in texts.values())
+                    if planned > settings.batch_min_chunks:
+                        mode = "batch"
+                        job = f"ragline-{versions.index.alias}-{name}-{int(time.time())}"
+                        vectors, batch_summary = run.run_batch(job, texts)
+                on_demand = run.write(work, vectors, total)
+            finally:
+                run.close()
     except BaseException:
         versions.index.delete_version(name)
         raise
