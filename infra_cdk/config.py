@@ -39,6 +39,11 @@ OPENSEARCH_SECURITY_HANDLER_DIR = INFRA_DIR / "assets" / "opensearch_security"
 SERVICE = "ragline"
 METRICS_NAMESPACE = "Ragline"
 DOCUMENTS_PREFIX = "tenants/"
+# Blue-green index builds (ragline index build) keep their manifests under this prefix of the
+# documents bucket (outside tenants/, so no ingest notification fires) and hand Bedrock batch
+# inference its input and output files under INDEX_BATCH_PREFIX.
+INDEX_VERSIONS_PREFIX = "_index_versions/"
+INDEX_BATCH_PREFIX = f"{INDEX_VERSIONS_PREFIX}batch/"
 # OpenSearch index names the service uses (chunks alias, cache, blue-green versions) all
 # start with this; fine-grained access control and AOSS data-access rules are scoped to it.
 INDEX_PATTERN = "ragline-*"

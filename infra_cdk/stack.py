@@ -11,6 +11,7 @@ from . import config as cfg
 from .api import QueryApi
 from .cache import SemanticCache
 from .evaluation import Evaluation
+from .index_batch import IndexBatchInference
 from .ingestion import Ingestion
 from .layer import SharedLayer
 from .monitoring import Monitoring
@@ -75,10 +76,12 @@ class RaglineStack(Stack):
             )
 
         monitoring = Monitoring(self, "Monitoring", config=config, functions=functions, ingestion=ingestion, api=api)
+        index_batch = IndexBatchInference(self, "IndexBatch", config=config, storage=storage)
 
         self.storage, self.tables, self.search = storage, tables, search
         self.ingestion, self.api, self.cache, self.evaluation = ingestion, api, cache, evaluation
         self.monitoring, self.functions = monitoring, functions
+        self.index_batch = index_batch
 
         CfnOutput(self, "ApiUrl", value=api.url, description="Base URL of the HTTP API")
         CfnOutput(self, "DocumentsBucketName", value=storage.bucket.bucket_name,
@@ -92,3 +95,8 @@ class RaglineStack(Stack):
         CfnOutput(self, "SearchEndpoint", value=search.endpoint)
         CfnOutput(self, "AlarmTopicArn", value=monitoring.topic.topic_arn)
         CfnOutput(self, "DeadLetterQueueUrl", value=ingestion.dead_letter_queue.queue_url)
+        # ragline index build reads these as RAGLINE_INDEX_BATCH_ROLE_ARN / RAGLINE_INDEX_BATCH_S3_URI
+        CfnOutput(self, "IndexBatchRoleArn", value=index_batch.role.role_arn,
+                  description="RAGLINE_INDEX_BATCH_ROLE_ARN: the role Bedrock batch inference assumes for index builds")
+        CfnOutput(self, "IndexBatchS3Uri", value=index_batch.s3_uri,
+                  description="RAGLINE_INDEX_BATCH_S3_URI: where index builds put batch inference input and output")

@@ -168,6 +168,25 @@ class CostSettings(BaseSettings):
         return float(value) if value is not None else None
 
 
+class IndexBuildSettings(BaseSettings):
+    """Blue-green index builds on AWS (ragline.operations.index_versions_aws). Batch inference
+    is used when a build embeds more than ``batch_min_chunks`` chunks and both the role and the
+    S3 prefix are set (the CDK stack outputs IndexBatchRoleArn and IndexBatchS3Uri)."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGLINE_INDEX_", extra="ignore")
+
+    batch_min_chunks: int = Field(default=10000, ge=1)  # Bedrock wants at least 100 records a job
+    batch_role_arn: str | None = None  # the service role Bedrock assumes to read/write the prefix
+    batch_s3_uri: str | None = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+    batch_deadline_s: float = Field(default=24 * 3600.0, gt=0)  # give up waiting (the job keeps its ARN)
+    batch_poll_s: float = Field(default=60.0, gt=0)
+    snapshot_repository: str | None = None  # a registered OpenSearch snapshot repository (S3)
+
+    @property
+    def batch_configured(self) -> bool:
+        return bool(self.batch_role_arn and self.batch_s3_uri)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGLINE_", extra="ignore")
 
@@ -235,6 +254,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     costs: CostSettings = Field(default_factory=CostSettings)
+    index_build: IndexBuildSettings = Field(default_factory=IndexBuildSettings)
 
     # operations (issue 7): evaluation sample, judge repeats, A/B experiments, drift thresholds
     eval_sample_rate: float = Field(default=0.15, ge=0.0, le=1.0)

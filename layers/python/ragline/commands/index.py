@@ -1,5 +1,6 @@
-"""``ragline index``: blue-green index versions on the local stack (versions, build, validate,
-promote, rollback, snapshot, restore)."""
+"""``ragline index``: blue-green index versions (versions, build, validate, promote, rollback,
+snapshot, restore) on the configured backend: index files behind an alias file locally,
+OpenSearch version indexes behind the read alias on AWS (RAGLINE_BACKEND=aws)."""
 
 from __future__ import annotations
 
@@ -48,9 +49,9 @@ def _print(data, as_json: bool) -> None:
 @index_app.command("versions")
 def versions(as_json: bool = typer.Option(False, "--json")) -> None:
     """Index versions, which one is live and which is the rollback target."""
-    from ..operations.index_versions import versions_of
+    from ..operations.index_versions import describe
 
-    rows = _run(lambda: versions_of(_app())[0].describe())
+    rows = _run(lambda: describe(_app()))
     if as_json:
         print(json.dumps(rows))
         return
@@ -64,7 +65,7 @@ def versions(as_json: bool = typer.Option(False, "--json")) -> None:
         alias = "live" if r["live"] else "previous" if r["previous"] else ""
         built = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["built_at"])) if r["built_at"] else ""
         t.add_row(r["name"], alias, str(r["chunks"] or ""), str(r["documents"] or ""), built,
-                  r["embedding_model"] or "", r["chunker"] or "", str(r["bytes"]))
+                  r["embedding_model"] or "", r["chunker"] or "", "" if r["bytes"] is None else str(r["bytes"]))
     Console().print(t)
 
 
@@ -74,7 +75,7 @@ def build(name: str | None = typer.Option(None, "--name", help="Version name (de
     """Re-embed every current document into a new version (the live one keeps serving)."""
     from ..operations.index_versions import build as run
 
-    _print(_run(lambda: run(_app())), as_json)
+    _print(_run(lambda: run(_app(), name)), as_json)
 
 
 @index_app.command("validate")
@@ -83,11 +84,16 @@ def validate(candidate: str = typer.Argument(..., help="The version to check"),
              data: Path | None = typer.Option(None, "--data", help="A BEIR folder whose corpus is ingested under --tenant"),
              tenant: str = typer.Option("eval", "--tenant", "-t"),
              queries: int = typer.Option(200, "--queries", min=1, help="Recent logged questions to replay (without --data)"),
+             qa: Path | None = typer.Option(None, "--qa", help="JSON lines of question + answers, asked as --tenant: "
+                                            "support@1/3/5 and answer token F1 on both versions"),
+             qa_limit: int | None = typer.Option(None, "--qa-limit", min=1, help="Deterministic subset of N questions"),
              as_json: bool = typer.Option(False, "--json")) -> None:
-    """Retrieval on both versions side by side (BEIR nDCG, or overlap on logged questions)."""
+    """Retrieval on both versions side by side (BEIR nDCG, or overlap on logged questions), and
+    with --qa the QA evaluation of both and the deltas."""
     from ..operations.index_versions import validate as run
 
-    _print(_run(lambda: run(_app(), candidate, baseline=baseline, data=data, tenant=tenant, queries=queries)), as_json)
+    _print(_run(lambda: run(_app(), candidate, baseline=baseline, data=data, tenant=tenant, queries=queries,
+                            qa=qa, qa_limit=qa_limit)), as_json)
 
 
 @index_app.command("promote")
@@ -109,26 +115,26 @@ def rollback(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @index_app.command("snapshot")
 def snapshot(name: str | None = typer.Argument(None, help="Version (default: the live one)"),
-             to: Path | None = typer.Option(None, "--to", help="Snapshot file (default under RAGLINE_HOME/snapshots)")) -> None:
-    """A consistent copy of a version (SQLite online backup)."""
-    from ..operations.index_versions import versions_of
+             to: Path | None = typer.Option(None, "--to", help="Snapshot file (local; default under RAGLINE_HOME/snapshots)"),
+             repository: str | None = typer.Option(None, "--repository", help="OpenSearch snapshot repository (AWS; "
+                                                   "default RAGLINE_INDEX_SNAPSHOT_REPOSITORY)")) -> None:
+    """A consistent copy of a version: SQLite online backup locally, an OpenSearch snapshot to S3 on AWS."""
+    from ..operations.index_versions import snapshot as run
 
-    def go():
-        v, _ = versions_of(_app())
-        src = name or v.live()
-        dest = to or v.home / "snapshots" / f"{src}-{time.strftime('%Y%m%dT%H%M%S')}.db"
-        return v.snapshot(src, dest)
-
-    print(_run(go))
+    out = _run(lambda: run(_app(), name, to=to, repository=repository))
+    print(json.dumps(out) if isinstance(out, dict) else out)
 
 
 @index_app.command("restore")
-def restore(snapshot_file: Path = typer.Argument(..., help="A snapshot file"),
-            name: str | None = typer.Option(None, "--name", help="New version name")) -> None:
+def restore(snapshot_ref: str = typer.Argument(..., metavar="SNAPSHOT",
+                                               help="A snapshot file (local) or snapshot id (AWS)"),
+            name: str | None = typer.Option(None, "--name", help="New version name"),
+            repository: str | None = typer.Option(None, "--repository", help="OpenSearch snapshot repository (AWS)"),
+            source: str | None = typer.Option(None, "--source", help="The snapshotted version (AWS; default from the id)")) -> None:
     """A new version from a snapshot (promote it to serve it)."""
-    from ..operations.index_versions import versions_of
+    from ..operations.index_versions import restore as run
 
-    print(_run(lambda: versions_of(_app())[0].restore(snapshot_file, name)))
+    print(_run(lambda: run(_app(), snapshot_ref, name, repository=repository, source=source)))
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:

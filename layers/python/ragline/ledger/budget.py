@@ -29,13 +29,20 @@ def usd(x: float) -> str:
     return f"${x:,.2f}" if x >= 1 else f"${x:.6g}"
 
 
+INDEX_BUILD_PURPOSE = "index_build"  # ledger purpose of index builds (ragline index build)
+
+
 class BudgetGuard:
     def __init__(self, settings: CostSettings, ledger: Ledger):
         self.settings = settings
         self.ledger = ledger
 
+    # Spend an operator causes (re-embedding a tenant's documents for a new index version) is in
+    # the ledger for cost allocation, but must not use up the budget of the tenant's own requests.
+    OPERATOR_PURPOSES = frozenset({INDEX_BUILD_PURPOSE})
+
     def spent_today(self, tenant: str) -> float:
-        return sum(r["cost_usd"] for r in self.ledger.totals(tenant, 1))
+        return sum(r["cost_usd"] for r in self.ledger.totals(tenant, 1) if r.get("purpose") not in self.OPERATOR_PURPOSES)
 
     def check(self, tenant: str) -> BudgetState:
         soft = self.settings.budget(self.settings.soft_budget_usd, tenant)

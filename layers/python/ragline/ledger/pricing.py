@@ -6,6 +6,10 @@ plus an optional per-call price (rerank is billed per query). Every :class:`~rag
 is priced here; a model missing from the table is priced at zero and the usage says so in
 ``price_version`` ("<version>:unpriced") so an operator sees the gap instead of a silent zero.
 
+The same model called through Bedrock batch inference (index builds) is billed at the batch
+rate: its usage carries the model id ``<model>@batch`` (:func:`batch_model_id`), priced by that
+entry of the table, so the ledger shows batch spend apart from on-demand spend.
+
 Costs are computed in integer nano-dollars (the ledger's unit on both backends) and exposed as
 float USD, so the ledger's sums are exact.
 """
@@ -21,6 +25,7 @@ from ..models import Usage
 from ..tokens import count_tokens
 
 NANOS = 1_000_000_000
+BATCH_SUFFIX = "@batch"
 _PRICES_DIR = Path(__file__).resolve().parent.parent / "data" / "prices"
 
 
@@ -53,6 +58,11 @@ class PriceTable:
         usage.cost_usd = nanos / NANOS
         usage.price_version = self.version if self.price(usage.model_id) else f"{self.version}:unpriced"
         return usage
+
+
+def batch_model_id(model_id: str) -> str:
+    """The price-table (and ledger) id of ``model_id`` run as Bedrock batch inference."""
+    return f"{model_id}{BATCH_SUFFIX}"
 
 
 @lru_cache(maxsize=8)

@@ -8,6 +8,10 @@ registry is not touched and "unchanged" short-cuts do not apply. Queries keep be
 from the live version meanwhile. The manifest records a fingerprint of the registry (every
 tenant, document and version) so ``promote`` can refuse a build that no longer matches the
 documents (uploaded, changed or deleted since), unless forced.
+
+On ``RAGLINE_BACKEND=aws`` every operation goes to :mod:`.index_versions_aws` (OpenSearch
+version indexes, manifests in S3); ``validate`` is shared: it compares retrieval on two
+versions and, with a QA file, support@k and answer token F1 (the code of ``ragline eval qa``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..adapters.local.registry import SqliteRegistry
 from ..adapters.local.versions import AliasedIndex, Conflict, IndexVersions
 from ..errors import InvalidInput, NotFound
 from ..ingest.pipeline import IngestItem, IngestPipeline
+from ..ledger.budget import INDEX_BUILD_PURPOSE
 from ..models import DocStatus, TenantScope
 from ..retrieval.service import Retriever
 from ..settings import ChunkerSettings
@@ -42,6 +47,10 @@ def versions_of(app) -> tuple[IndexVersions, AliasedIndex]:
     if not isinstance(app.index, AliasedIndex):
         raise InvalidInput("index versions need the local aliased index (RAGLINE_BACKEND=local)")
     return app.index.versions, app.index
+
+
+def _aws(app) -> bool:
+    return getattr(getattr(app, "settings", None), "backend", "local") == "aws"
 
 
 def tenants(app) -> list[str]:
@@ -64,6 +73,10 @@ def registry_fingerprint(app) -> tuple[str, int]:
 
 def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = None,
           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    if _aws(app):
+        from .index_versions_aws import build as build_aws
+
+        return build_aws(app, name, chunker=chunker, progress=progress)
     versions, aliased = versions_of(app)
     name = versions.create(name)
     t0 = time.perf_counter()
@@ -74,8 +87,9 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
     base = app.pipeline
     pipeline = IngestPipeline(
         registry=scratch, index=index, embedder=base.embedder, chunker=chunker or base.chunker_settings, cache=None,
-        max_pages=base.max_pages, max_chunks=base.max_chunks,
-        meter=base.meter.for_purpose("reindex_embedding") if base.meter is not None else None,
+        max_pages=base.max_pages, max_chunks=base.max_chunks, pii=base.pii,  # a tenant's PII policy holds in every version
+        # a rebuild's embeddings are charged to each tenant, under the purpose budgets leave out
+        meter=base.meter.for_purpose(INDEX_BUILD_PURPOSE) if base.meter is not None else None,
     )
     records = [r for t in tenants(app) for r in app.registry.list(t) if r.status == DocStatus.INDEXED]
     changed: list[str] = []
@@ -122,6 +136,10 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
 
 
 def promote(app, name: str, *, force: bool = False) -> dict[str, Any]:
+    if _aws(app):
+        from .index_versions_aws import promote as promote_aws
+
+        return promote_aws(app, name, force=force)
     versions, _ = versions_of(app)
     m = versions.manifest(name)
     if m and m.get("registry_fingerprint") and not force:
@@ -133,8 +151,89 @@ def promote(app, name: str, *, force: bool = False) -> dict[str, Any]:
 
 
 def rollback(app) -> dict[str, Any]:
+    if _aws(app):
+        from .index_versions_aws import rollback as rollback_aws
+
+        return rollback_aws(app)
     versions, _ = versions_of(app)
     return versions.rollback()
+
+
+def describe(app) -> list[dict[str, Any]]:
+    if _aws(app):
+        from .index_versions_aws import AwsVersions
+
+        return AwsVersions(app).describe()
+    return versions_of(app)[0].describe()
+
+
+def snapshot(app, name: str | None = None, *, to: Path | None = None, repository: str | None = None) -> Any:
+    """Locally a file copy (``to``, default under RAGLINE_HOME/snapshots); on AWS an OpenSearch
+    snapshot into a registered S3 repository."""
+    if _aws(app):
+        from .index_versions_aws import AwsVersions
+
+        return AwsVersions(app).snapshot(name, repository)
+    v, _ = versions_of(app)
+    src = name or v.live()
+    dest = to or v.home / "snapshots" / f"{src}-{time.strftime('%Y%m%dT%H%M%S')}.db"
+    return v.snapshot(src, dest)
+
+
+def restore(app, snapshot_ref: str, name: str | None = None, *, repository: str | None = None,
+            source: str | None = None) -> str:
+    """A new, not live, version from a snapshot file (local) or an OpenSearch snapshot id (AWS)."""
+    if _aws(app):
+        from .index_versions_aws import AwsVersions
+
+        return AwsVersions(app).restore(snapshot_ref, repository, name, source)
+    return versions_of(app)[0].restore(Path(snapshot_ref), name)
+
+
+def _version_reader(app) -> tuple[str, Callable[[str], Any]]:
+    """The live version's name and a function opening any version for reads."""
+    if _aws(app):
+        from .index_versions_aws import AwsVersions
+
+        v = AwsVersions(app)
+        names = set(v.names())
+
+        def at(name: str):
+            if name not in names:
+                raise NotFound(f"no index version {name}")
+            return v.index.at_version(name)
+
+        return v.live(), at
+    versions, aliased = versions_of(app)
+    return versions.live(), aliased.at_version
+
+
+class _AtVersion:
+    """The parts of a Ragline that the QA evaluation reads, with retrieval on one version."""
+
+    def __init__(self, app, retriever: Retriever):
+        self.retriever = retriever
+        self.chat = app.chat
+        self.extractive = app.extractive
+
+
+def _qa_compare(app, sides: dict[str, Retriever], qa: Path, tenant: str, limit: int | None,
+                baseline: str, candidate: str) -> dict[str, Any]:
+    from ..evaluation.qa import KS, load_qa, run_questions, subset
+
+    try:
+        items = subset(load_qa(qa), limit)
+    except ValueError as exc:  # a malformed line: the file and line number, not a traceback
+        raise InvalidInput(str(exc)) from None
+    if not items:
+        raise InvalidInput(f"{qa} holds no questions")
+    keys = [f"support@{k}" for k in KS] + ["answer_f1"]
+    out: dict[str, Any] = {"file": str(qa), "tenant": tenant, "questions": len(items)}
+    for v, r in sides.items():
+        res = run_questions(_AtVersion(app, r), items, tenant=tenant)
+        out[v] = {k: res[k] for k in (*keys, "answerer", "ragas")}
+    out["delta"] = {k: round(out[candidate][k] - out[baseline][k], 4) for k in keys}
+    return out
 
 
 def _retriever(app, index) -> Retriever:
@@ -142,15 +241,27 @@ def _retriever(app, index) -> Retriever:
 
 
 def validate(app, candidate: str, *, baseline: str | None = None, data: Path | None = None,
-             split: str = "test", tenant: str = "eval", queries: int = 200, k: int = 5) -> dict[str, Any]:
+             split: str = "test", tenant: str = "eval", queries: int = 200, k: int = 5,
+             qa: Path | None = None, qa_limit: int | None = None) -> dict[str, Any]:
     """Compare two versions: with ``data`` (a BEIR folder whose corpus is ingested under
     ``tenant``), nDCG@10 and Recall@10 of each; otherwise the query log's recent questions,
-    as overlap of the top-k documents, top-1 agreement and mean top-1 similarity."""
-    versions, aliased = versions_of(app)
-    baseline = baseline or versions.live()
+    as overlap of the top-k documents, top-1 agreement and mean top-1 similarity. With ``qa``
+    (JSON lines of question and answers, asked as ``tenant``), also support@1/3/5 and answer
+    token F1 of each version and the deltas (candidate minus baseline), under ``qa``."""
+    live, at_version = _version_reader(app)
+    baseline = baseline or live
     if candidate == baseline:
         raise InvalidInput("validate compares two different versions")
-    sides = {v: _retriever(app, aliased.at_version(v)) for v in (baseline, candidate)}
+    sides = {v: _retriever(app, at_version(v)) for v in (baseline, candidate)}
+    out = _compare_retrieval(app, sides, baseline, candidate, data=data, split=split, tenant=tenant,
+                             queries=queries, k=k)
+    if qa is not None:
+        out["qa"] = _qa_compare(app, sides, qa, tenant, qa_limit, baseline, candidate)
+    return out
+
+
+def _compare_retrieval(app, sides: dict[str, Retriever], baseline: str, candidate: str, *, data: Path | None,
+                       split: str, tenant: str, queries: int, k: int) -> dict[str, Any]:
     out: dict[str, Any] = {"baseline": baseline, "candidate": candidate}
     if data is not None:
         from ..evaluation.beir import load_beir, ndcg_at, recall_at

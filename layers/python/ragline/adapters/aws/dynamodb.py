@@ -207,6 +207,22 @@ class DynamoRegistry(_Table):
         )
         return [self._from_item(item) for item in items]
 
+    def tenants(self, *, page_size: int | None = None) -> list[str]:
+        """Every tenant with a document (operators' tools: index builds, stats). A consistent
+        scan of the partition keys only, page by page (1 MB a page); the table has no index
+        of tenants, and these tools run rarely, so a scan beats keeping one up to date."""
+        seen: set[str] = set()
+        try:
+            pages = self.client.get_paginator("scan").paginate(
+                TableName=self.table, ProjectionExpression="pk", ConsistentRead=True,
+                PaginationConfig={"PageSize": page_size} if page_size else {},
+            )
+            for page in pages:
+                seen.update(item["pk"]["S"] for item in page.get("Items", ()))
+        except (ClientError, BotoCoreError) as exc:
+            self._fail(exc)
+        return sorted(seen)
+
     def delete(self, tenant: str, doc_id: str) -> None:
         try:
             self.client.delete_item(TableName=self.table, Key={"pk": _s(tenant), "sk": _s(doc_id)})

@@ -499,6 +499,16 @@ class OpenSearchIndex:
         self._call("create version", lambda: self.client.indices.create(index=index, body=self.version_body()))
         return index
 
+    def delete_version(self, name: str) -> None:
+        """Drop a version index: what a failed build leaves behind (a missing one is fine)."""
+        index = self.version_index(name)
+        from opensearchpy.exceptions import NotFoundError
+
+        try:
+            self._call("delete version", lambda: self.client.indices.delete(index=index))
+        except NotFoundError:
+            pass
+
     def versions(self) -> dict[str, Any]:
         """Every version index and which one the alias points at."""
         indices = self._call("versions", lambda: self.client.indices.get(index=f"{self.alias}-*"))
