@@ -547,8 +547,11 @@ def test_batch_build_embeds_through_a_job_retries_failed_records_and_meters_the_
     from ragline.ledger.budget import BudgetGuard
     from ragline.settings import CostSettings
 
-    guard = BudgetGuard(CostSettings(hard_budget_usd={"*": 1e-12}), app.ledger)
-    assert guard.check("acme").spent_usd == 0.0
+    # (the fixture's own ingestion is charged as ingest_embedding and does count)
+    other = sum(r["cost_usd"] for r in app.ledger.totals("acme", 1) if r["purpose"] != "index_build")
+    guard = BudgetGuard(CostSettings(hard_budget_usd={"*": 1.0}), app.ledger)
+    assert acme[TITAN]["cost_usd"] > 0
+    assert guard.check("acme").spent_usd == pytest.approx(other, abs=1e-12)
 
 
 def test_a_failed_batch_job_names_the_job_and_leaves_nothing_behind(env):
