@@ -79,7 +79,8 @@ def service(stubs, tmp_path, fake: FakeTime, **gen):
     ledger = SqliteLedger(tmp_path / "ledger.db")
     svc = GenerationService(settings, ledger=ledger, small=primary, large=primary, fallback=fallback,
                             embedder_id=None, select_context=lambda hits, budget: hits,
-                            deadline=lambda default: default)  # no Lambda deadline in these tests
+                            deadline=lambda default: default,  # no Lambda deadline in these tests
+                            clock=fake.clock)  # the budget counts the fake backoffs, not a loaded machine's wall time
     return svc, ledger
 
 

@@ -59,8 +59,10 @@ class GenerationService:
         prices: PriceTable | None = None,
         limiter: RateLimiter | None = None,
         deadline: Callable[[], float] = remaining_s,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.settings = settings
+        self._clock = clock  # the request's time budget is measured on it (tests pass a fake one)
         self.ledger = ledger
         self.small = small
         self.large = large or small
@@ -122,10 +124,10 @@ class GenerationService:
         prompt = build_prompt(question, context)
         system_prompt = system or SYSTEM
         failures: list[str] = []
-        started = time.monotonic()
+        started = self._clock()
         budget_s = min(gen_settings.timeout_s, self.deadline(gen_settings.timeout_s))
         for position, model in enumerate(chain):
-            left = budget_s - (time.monotonic() - started)
+            left = budget_s - (self._clock() - started)
             if left <= 0:
                 failures.append(f"{model.model_id} not tried: time budget spent")
                 continue
