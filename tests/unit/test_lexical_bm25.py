@@ -149,3 +149,21 @@ def test_rolled_back_stage_leaves_no_dangling_term_ids(tmp_path):
     idx.publish("a", second.doc_id, "v1")
     assert [c for c, _ in _lexical(idx, "a", "xylophone")] == ["a-3"]
     assert [c for c, _ in _lexical(idx, "a", "trombone")] == ["a-2"]
+
+
+def test_one_tenants_publish_does_not_reload_another_tenant(tmp_path):
+    """Loaded rows are cached per tenant and generation: B's stay loaded while A ingests, and a
+    second index object on the same file (another process) sees A's publish at once."""
+    idx = _index_with(tmp_path, {"a": ["alpha beta"], "b": ["beta gamma"]})
+    other = LocalHybridIndex(tmp_path / "index.db", 8)
+    b_rows, a_rows = idx._tenant_vectors("b"), idx._tenant_vectors("a")
+    assert [c for c, _ in _lexical(other, "a", "delta")] == []
+    new = _chunk(50, "a", "delta epsilon")
+    idx.stage([new])
+    idx.publish("a", new.doc_id, "v1")
+    assert idx._tenant_vectors("b") is b_rows
+    assert idx._tenant_vectors("a") is not a_rows
+    assert [c for c, _ in _lexical(other, "a", "delta")] == ["a-50"]
+    assert idx.delete_document("b", "d1") == 1
+    assert idx._tenant_vectors("b") is not b_rows
+    assert _lexical(other, "b", "gamma") == []

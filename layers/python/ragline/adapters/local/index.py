@@ -56,6 +56,7 @@ CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(tenant, doc_id, version);
 CREATE INDEX IF NOT EXISTS chunks_live ON chunks(live, tenant);
 CREATE TABLE IF NOT EXISTS lex_terms (id INTEGER PRIMARY KEY, term TEXT UNIQUE NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tenant_gen (tenant TEXT PRIMARY KEY, gen INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('generation', 0);
 """
 
@@ -117,8 +118,8 @@ class LocalHybridIndex:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._generation = -1
-        self._tenants: dict[str, _TenantVectors] = {}
+        self._tenants: dict[str, tuple[int, _TenantVectors]] = {}  # tenant -> (its generation, its rows)
+        self._tenant_locks: dict[str, threading.Lock] = {}
         self._term_ids: dict[str, int] = {}  # committed lex_terms rows (ids never change)
         c = self._conn()
         c.executescript(_SCHEMA)
@@ -209,8 +210,14 @@ class LocalHybridIndex:
             conn.close()
             self._local.conn = None
 
-    def _bump(self, c: sqlite3.Connection) -> None:
+    def _bump(self, c: sqlite3.Connection, tenant: str | None = None) -> None:
+        """Mark the index changed: for one tenant (its loaded vectors and postings are rebuilt
+        at its next query; other tenants' stay loaded), or for every tenant (``None``)."""
         c.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+        if tenant is None:
+            c.execute("UPDATE tenant_gen SET gen = gen + 1")
+        else:
+            c.execute("INSERT INTO tenant_gen VALUES (?, 1) ON CONFLICT(tenant) DO UPDATE SET gen = gen + 1", (tenant,))
 
     # ------------------------------------------------------------------ writes
     def stage(self, chunks: Sequence[Chunk]) -> None:
@@ -260,7 +267,7 @@ class LocalHybridIndex:
                     (tenant, doc_id, version),
                 )
                 self._delete_where(c, "tenant=? AND doc_id=? AND version<>?", (tenant, doc_id, version))
-                self._bump(c)
+                self._bump(c, tenant)
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
@@ -283,7 +290,7 @@ class LocalHybridIndex:
             c.execute("BEGIN IMMEDIATE")
             try:
                 n = self._delete_where(c, "tenant=? AND doc_id=?", (tenant, doc_id))
-                self._bump(c)
+                self._bump(c, tenant)
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
@@ -429,16 +436,24 @@ class LocalHybridIndex:
 
     # ------------------------------------------------------------------ vector cache
     def _tenant_vectors(self, tenant: str) -> _TenantVectors:
-        gen = int(self._conn().execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+        """The tenant's loaded rows, rebuilt when the tenant's generation moved (a publish or
+        delete by any process). Per tenant: one tenant's ingestion never makes another
+        tenant's next query pay for a reload. Read before loading, so a change that lands
+        during a load only causes one more reload, never a stale cache."""
+        row = self._conn().execute("SELECT gen FROM tenant_gen WHERE tenant=?", (tenant,)).fetchone()
+        gen = int(row[0]) if row else 0
         with self._cache_lock:
-            if gen != self._generation:
-                self._tenants.clear()
-                self._generation = gen
-            tv = self._tenants.get(tenant)
-            if tv is None:
-                tv = self._load_tenant(tenant)
-                self._tenants[tenant] = tv
-            return tv
+            cached = self._tenants.get(tenant)
+            if cached is not None and cached[0] == gen:
+                return cached[1]
+            lock = self._tenant_locks.setdefault(tenant, threading.Lock())
+        with lock:  # one load per tenant at a time; other tenants' queries do not wait for it
+            cached = self._tenants.get(tenant)
+            if cached is None or cached[0] != gen:
+                cached = (gen, self._load_tenant(tenant))
+                with self._cache_lock:
+                    self._tenants[tenant] = cached
+            return cached[1]
 
     def _load_tenant(self, tenant: str) -> _TenantVectors:
         rows = self._conn().execute(
