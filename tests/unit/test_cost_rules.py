@@ -33,6 +33,10 @@ def conflict(a: str, b: str) -> str | None:
     ("What is Austria's infection rate?", "What is Belgium's infection rate?", "named entities"),
     ("When was SARS-CoV-2 first identified?", "Where was SARS-CoV-2 first identified?", "asks for"),
     ("How many cases were asymptomatic?", "Who tested the asymptomatic cases?", "asks for"),
+    ("Is the vaccine safe?", "What is in the vaccine?", "asks for"),  # a real yes-no question stays one
+    ("Trade between Austria and Germany?", "Trade between Australia and Germany?", "named entities"),
+    ("What is the MERS case count?", "What is the SARS case count?", "named entities"),
+    ("Can you explain the role of IFITM5?", "Can you explain the role of IFITM3?", "named entities"),
 ])
 def test_conflicts_catch_what_cosine_misses(a, b, why):
     found = conflict(a, b)
@@ -45,6 +49,14 @@ def test_conflicts_catch_what_cosine_misses(a, b, why):
     ("What is the Hepatitis C virus?", "What's the hepatitis C virus?"),
     ("But U.S. troops will not shrink from raids.", "But troops will not shrink from raids."),  # a dropped qualifier
     ("What is the leading cause of death after the age of 1 month?", "After the age of one month, what is the leading cause of death?"),
+    # a polite request asks what the plain question asks; possessives, demonyms and acronyms
+    # name the same thing
+    ("What is IFITM?", "Can you explain what IFITM is?"),
+    ("When does the office open?", "Could you please tell me when the office opens?"),
+    ("When was the first case of COVID-19 identified?", "When was COVID-19's first case identified?"),
+    ("What are the steps to mitigate COVID -19 transmission?", "What are the steps to mitigate COVID-19 transmission?"),
+    ("What does the Canadian public health system use?", "What does Canada's public health system use?"),
+    ("When was the Middle East Respiratory Syndrome coronavirus first isolated?", "When was MERS coronavirus first isolated?"),
 ])
 def test_paraphrases_do_not_conflict(a, b):
     assert conflict(a, b) is None

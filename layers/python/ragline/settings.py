@@ -102,7 +102,7 @@ class CacheSettings(BaseSettings):
     enabled: bool = True
     # tuned on STS-B train (bench/cache_policy.py): plain cosine 0.92 is the baseline it beats
     threshold: float = Field(default=0.89, ge=0.5, le=1.0)
-    candidate_threshold: float = Field(default=0.82, ge=0.3, le=1.0)
+    candidate_threshold: float = Field(default=0.84, ge=0.3, le=1.0)
     min_content_overlap: float = Field(default=0.65, ge=0.0, le=1.0)
     min_passage_overlap: float = Field(default=0.6, ge=0.0, le=1.0)
     verify: bool = True  # False: plain cosine >= threshold (the baseline the bench compares with)

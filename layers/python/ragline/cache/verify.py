@@ -36,6 +36,11 @@ _WH = [
     ("yesno", re.compile(r"^(?:is|are|was|were|do|does|did|can|could|should|has|have|had|will|would)\b", re.IGNORECASE)),
     ("manner", re.compile(r"\bhow\b", re.IGNORECASE)),
 ]
+# a polite request is not a yes-no question: "Can you explain what IFITM is?" asks what
+# "What is IFITM?" asks; the request prefix is dropped before the kind is read
+_REQUEST = re.compile(r"^\s*(?:please\s+)?(?:(?:can|could|would|will)\s+you\s+(?:please\s+)?)?"
+                      r"(?=(?:explain|describe|tell|define|list|give|summari[sz]e|outline|clarify|show|say)\b)",
+                      re.IGNORECASE)
 _PREFIXES = ("dis", "un", "non", "in", "im", "ir", "il", "anti", "de")
 # words that turn a question into its opposite when swapped for each other (both directions)
 _CONTRASTS = [
@@ -70,6 +75,8 @@ def tokens(text: str) -> list[str]:
         low = t.lower()
         if low.endswith("n't"):
             out.extend([t[:-3], "n't"])
+        elif low.endswith("'s") and len(t) > 3:
+            out.append(t[:-2])  # possessive: "COVID-19's first case" names COVID-19
         elif _RANGE.match(t):
             out.extend(p for p in re.split(r"[-\u2013/]", t) if p)  # 1918-1919 -> 1918, 1919
         else:
@@ -95,11 +102,13 @@ class Features:
     entities: frozenset[str]
     content: frozenset[str]
     asks: str | None = None  # the kind of answer a question asks for (see _WH), None for any
+    sequence: tuple[str, ...] = ()  # the lower-cased tokens in order (for acronyms)
 
 
 def question_kind(text: str) -> str | None:
+    text = _REQUEST.sub("", text.strip(), count=1)
     for kind, pattern in _WH:
-        if pattern.search(text.strip()):
+        if pattern.search(text):
             return kind
     return None
 
@@ -124,7 +133,8 @@ def features(text: str) -> Features:
         elif low not in STOP and (t.isupper() and len(t) >= 2 or (t[0].isupper() and i > 0 and not _sentence_start(toks, i))):
             entities.add(low)
     content = frozenset(_stem(t) for t in toks if t.lower() not in STOP and t.lower() not in NEGATIONS and len(t) > 1)
-    return Features(lowered, frozenset(numbers), negations, frozenset(entities), content, question_kind(text))
+    return Features(lowered, frozenset(numbers), negations, frozenset(entities), content, question_kind(text),
+                    tuple(t.lower() for t in toks))
 
 
 def _sentence_start(toks: list[str], i: int) -> bool:
@@ -170,11 +180,44 @@ def conflicts(a: Features, b: Features) -> str | None:
         return f"asks for a different kind of answer ({a.asks} vs {b.asks})"
     # matched case-insensitively against all the other side's words, so a sentence-initial
     # mention still counts
-    ent_a = {e for e in a.entities if e not in b.lowered}
-    ent_b = {e for e in b.entities if e not in a.lowered}
+    ent_a = {e for e in a.entities if not _mentioned(e, b)}
+    ent_b = {e for e in b.entities if not _mentioned(e, a)}
     if ent_a and ent_b:
         return f"named entities differ ({sorted(ent_a)[:3]} vs {sorted(ent_b)[:3]})"
     return None
+
+
+def _mentioned(entity: str, other: Features) -> bool:
+    """Does ``other`` mention ``entity``: the same word; the name part of a hyphenated identifier
+    ("COVID" in "COVID-19", written "COVID -19" on the other side); another form of the same
+    name (Canada / Canadian: a shared beginning of 5+ letters covering 75% of the shorter word,
+    letters only -- identifiers with digits must match exactly); or an acronym of consecutive
+    words ("MERS" / "Middle East Respiratory Syndrome")."""
+    if entity in other.lowered:
+        return True
+    if any(entity == w.split("-")[0] or w == entity.split("-")[0] for w in other.lowered if "-" in w or "-" in entity):
+        return True
+    if entity.isalpha():
+        for w in other.lowered:
+            if w.isalpha():
+                n = len(_common_prefix(entity, w))
+                if n >= 5 and n >= 0.75 * min(len(entity), len(w)):
+                    return True
+        k = len(entity)
+        if 2 <= k <= 6:
+            seq = [w for w in other.sequence if w not in {"of", "and", "the", "for", "in"}]
+            if any("".join(w[0] for w in seq[i:i + k]) == entity for i in range(len(seq) - k + 1)):
+                return True
+    return False
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
 
 
 def _prefixed_antonym(a: frozenset[str], b: frozenset[str]) -> str | None:
