@@ -141,11 +141,17 @@ def promote(app, name: str, *, force: bool = False) -> dict[str, Any]:
 
         return promote_aws(app, name, force=force)
     versions, _ = versions_of(app)
+    return promote_checked(app, versions, name, force=force, conflict=Conflict)
+
+
+def promote_checked(app, versions, name: str, *, force: bool, conflict: Callable[[str], Exception]) -> dict[str, Any]:
+    """Switch the read alias to ``name`` unless the documents changed since it was built (the
+    registry fingerprint in its manifest), for the local and the AWS versions alike."""
     m = versions.manifest(name)
     if m and m.get("registry_fingerprint") and not force:
         now, n = registry_fingerprint(app)
         if now != m["registry_fingerprint"]:
-            raise Conflict(f"documents changed since version {name} was built ({n} indexed now, "
+            raise conflict(f"documents changed since version {name} was built ({n} indexed now, "
                            f"{m.get('documents')} at build time): build again, or promote with --force")
     return versions.switch(name)
 

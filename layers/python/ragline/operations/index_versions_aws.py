@@ -501,16 +501,9 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
 
 
 def promote(app, name: str, *, force: bool = False) -> dict[str, Any]:
-    from .index_versions import registry_fingerprint
+    from .index_versions import promote_checked
 
-    versions = AwsVersions(app)
-    m = versions.manifest(name)
-    if m and m.get("registry_fingerprint") and not force:
-        now, n = registry_fingerprint(app)
-        if now != m["registry_fingerprint"]:
-            raise _conflict(f"documents changed since version {name} was built ({n} indexed now, "
-                            f"{m.get('documents')} at build time): build again, or promote with --force")
-    return versions.switch(name)
+    return promote_checked(app, AwsVersions(app), name, force=force, conflict=_conflict)
 
 
 def rollback(app) -> dict[str, Any]:
