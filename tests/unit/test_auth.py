@@ -21,9 +21,9 @@ def test_round_trip():
 @pytest.mark.parametrize(
     "other,fragment",
     [
-        (dict(jwt_issuer="someone-else"), "issuer"),
-        (dict(jwt_audience="another-api"), "audience"),
-        (dict(jwt_secret="different-secret-0123456789abcdef01234"), "signature"),
+        ({"jwt_issuer": "someone-else"}, "issuer"),
+        ({"jwt_audience": "another-api"}, "audience"),
+        ({"jwt_secret": "different-secret-0123456789abcdef01234"}, "signature"),
     ],
 )
 def test_wrong_issuer_audience_or_key(other, fragment):

@@ -3,6 +3,8 @@ as configured, boundaries preferred over mid-sentence cuts."""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +25,7 @@ def _cover(text: str, pieces) -> None:
     # chunks are slices of the section, in order, touching or overlapping: their union is the text
     assert pieces[0].start == 0
     assert pieces[-1].end == len(text)
-    for a, b in zip(pieces, pieces[1:]):
+    for a, b in itertools.pairwise(pieces):
         assert b.start <= a.end, "a gap between chunks would lose text"
         assert b.start > a.start, "chunks must advance"
     for p in pieces:
@@ -53,7 +55,7 @@ def test_overlap_as_configured(n_sentences, overlap):
     pieces = chunker.split([Section(text=text)])
     assert len(pieces) > 1
     enc = encoding()
-    for a, b in zip(pieces, pieces[1:]):
+    for a, b in itertools.pairwise(pieces):
         shared = text[b.start : a.end]
         # the overlap is `overlap` tokens of the previous chunk's tail (re-tokenising a slice may
         # merge one token at the edge)

@@ -145,12 +145,12 @@ def test_implements_the_port(index):
 _FUSION = Settings().retrieval.fusion
 _W = Settings().retrieval.dense_weight
 EXPECTED_PIPELINE = {
-    "description": f"Ragline hybrid search: {dict(zscore='z_score', minmax='min_max')[_FUSION]} normalised BM25 and "
+    "description": f"Ragline hybrid search: { {'zscore': 'z_score', 'minmax': 'min_max'}[_FUSION]} normalised BM25 and "
     "k-NN scores, weighted mean",
     "phase_results_processors": [
         {
             "normalization-processor": {
-                "normalization": {"technique": dict(zscore="z_score", minmax="min_max")[_FUSION]},
+                "normalization": {"technique": {"zscore": "z_score", "minmax": "min_max"}[_FUSION]},
                 "combination": {"technique": "arithmetic_mean",
                                 "parameters": {"weights": [round(1 - _W, 6), round(_W, 6)]}},
             }

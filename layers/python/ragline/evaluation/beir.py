@@ -104,10 +104,8 @@ def evaluate(data_dir: Path, split: str = "test", *, settings=None, home: Path |
     try:
         n_docs = count_lines(corpus)
         t0 = time.perf_counter()
-        done = 0
         statuses: dict[str, int] = {}
-        for out in app.pipeline.ingest_many(corpus_items(corpus)):
-            done += 1
+        for done, out in enumerate(app.pipeline.ingest_many(corpus_items(corpus)), start=1):
             statuses[out.status] = statuses.get(out.status, 0) + 1
             if progress and done % 50 == 0:
                 progress("index", done, n_docs)

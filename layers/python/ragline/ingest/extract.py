@@ -169,7 +169,7 @@ def decode_text(data: bytes) -> str:
             if enc in {"latin_1", "iso8859_1", "iso-8859-1"}:
                 enc = "cp1252"
             return data.decode(enc, errors="replace")
-    except Exception:  # noqa: BLE001 - detection is best effort; fall back below
+    except Exception:  # noqa: BLE001, S110 - detection is best effort; fall back below
         pass
     return data.decode("cp1252", errors="replace")
 

@@ -141,9 +141,7 @@ def _plausible(text: str, kind: str, start: int, end: int) -> bool:
     DOI, not a phone number), and a dotted quad after "Section" or "version" is a numbering."""
     if _JOINED_BEFORE.search(text[max(0, start - 1):start]) or _JOINED_AFTER.match(text[end:end + 2]):
         return False
-    if kind == IP_ADDRESS and ":" not in text[start:end] and _NUMBERING.search(text[max(0, start - 12):start]):
-        return False
-    return True
+    return not (kind == IP_ADDRESS and ":" not in text[start:end] and _NUMBERING.search(text[max(0, start - 12):start]))
 
 
 def _presidio_recognizers(phone_regions: tuple[str, ...]) -> list:

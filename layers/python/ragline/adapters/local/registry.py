@@ -179,7 +179,7 @@ class SqliteLedger(SqliteStore):
         day = datetime.now(UTC).date().isoformat()
         with self.tx() as c:
             for u in usages:
-                nanos = int(round(u.cost_usd * NANOS))
+                nanos = round(u.cost_usd * NANOS)
                 c.execute(
                     """INSERT INTO usage_records (tenant, query_id, day, model_id, purpose, input_tokens,
                        output_tokens, cost_nanos, estimated, price_version) VALUES (?,?,?,?,?,?,?,?,?,?)""",
