@@ -98,13 +98,15 @@ class _TenantVectors:
     centroid: np.ndarray | None = None  # mean of the live vectors, computed on first use
 
     def visible(self, groups: frozenset[str]) -> np.ndarray | None:
-        """Boolean mask of rows the scope may see, or None when it may see all of them."""
+        """Boolean mask of the live rows the scope may see, or None when it may see all rows."""
         allowed = np.array(
             [(a == "" or any(f"|{g}|" in a for g in groups)) for a in self.acls], dtype=bool
         )
-        if allowed.all():
-            return None
-        return allowed[self.acl_ids] if len(self.acl_ids) else np.zeros(0, dtype=bool)
+        mask = None if allowed.all() else (allowed[self.acl_ids] if len(self.acl_ids) else np.zeros(0, dtype=bool))
+        alive = self.postings.alive  # rows replaced or deleted since the tenant was loaded
+        if alive is not None:
+            mask = alive if mask is None else mask & alive
+        return mask
 
 
 class LocalHybridIndex:
@@ -120,6 +122,12 @@ class LocalHybridIndex:
         self._cache_lock = threading.Lock()
         self._tenants: dict[str, tuple[int, _TenantVectors]] = {}  # tenant -> (its generation, its rows)
         self._tenant_locks: dict[str, threading.Lock] = {}
+        # a publish refreshes a loaded tenant in place of a reload (see _refresh) when the tenant
+        # has at least this many rows; dead plus appended rows beyond this share, or more
+        # segments than this, make the next load a full one (compaction)
+        self.refresh_min_rows = 5000
+        self.refresh_max_share = 0.25
+        self.refresh_max_segments = 8
         self._term_ids: dict[str, int] = {}  # committed lex_terms rows (ids never change)
         c = self._conn()
         c.executescript(_SCHEMA)
@@ -419,7 +427,8 @@ class LocalHybridIndex:
         if tv.mat is None or not len(tv.rowids):
             return None
         if tv.centroid is None:
-            tv.centroid = tv.mat.mean(axis=0)
+            alive = tv.postings.alive
+            tv.centroid = (tv.mat if alive is None else tv.mat[alive]).mean(axis=0)
         return tv.centroid
 
     def _informative_terms(self, tv: _TenantVectors, text: str) -> list[str]:
@@ -457,10 +466,60 @@ class LocalHybridIndex:
         with lock:  # one load per tenant at a time; other tenants' queries do not wait for it
             cached = self._tenants.get(tenant)
             if cached is None or cached[0] != gen:
-                cached = (gen, self._load_tenant(tenant))
+                tv = self._refresh(tenant, cached[1]) if cached is not None else None
+                cached = (gen, tv if tv is not None else self._load_tenant(tenant))
                 with self._cache_lock:
                     self._tenants[tenant] = cached
             return cached[1]
+
+    def _refresh(self, tenant: str, old: _TenantVectors) -> _TenantVectors | None:
+        """The tenant's rows after a publish or delete, from the loaded ones: rows no longer live
+        are marked dead, rows that became live are read and appended (their vectors to the
+        matrix, their postings as a new segment). Milliseconds instead of the seconds a full
+        load of a large tenant takes. None when a full load is due: a small tenant, too many
+        dead or appended rows or segments (compaction), or a dead row's id live again (SQLite
+        may reuse the largest rowid)."""
+        if not len(old.rowids) or len(old.rowids) < self.refresh_min_rows:
+            return None
+        c = self._conn()
+        cur = np.fromiter((r[0] for r in c.execute(
+            "SELECT rowid FROM chunks WHERE live=1 AND tenant=? ORDER BY rowid", (tenant,))), dtype=np.int64)
+        order = np.argsort(old.rowids, kind="stable")
+        known = old.rowids[order]
+        at = np.minimum(np.searchsorted(known, cur), len(known) - 1)
+        found = known[at] == cur
+        pos = order[at[found]]
+        was_alive = old.postings.alive
+        if was_alive is not None and not was_alive[pos].all():
+            return None
+        still = np.zeros(len(old.rowids), dtype=bool)
+        still[pos] = True
+        dead = ~still if was_alive is None else (was_alive & ~still)
+        added = cur[~found]
+        if not dead.any() and not len(added):
+            return old
+        n_dead = int((~still).sum())  # dead before this refresh or by it
+        appended = len(old.rowids) - old.postings.base_rows + len(added)
+        if (len(old.postings.segments) >= self.refresh_max_segments
+                or n_dead + appended > self.refresh_max_share * (len(old.rowids) + len(added))):
+            return None
+        rows = []
+        for i in range(0, len(added), 500):
+            part = added[i:i + 500].tolist()
+            rows += c.execute(
+                f"SELECT rowid, acl, vector, lex_ids, lex_tf, lex_len FROM chunks WHERE live=1 AND tenant=? "
+                f"AND rowid IN ({','.join('?' * len(part))}) ORDER BY rowid", [tenant, *part]).fetchall()
+        tv = _TenantVectors()
+        tv.rowids = np.concatenate([old.rowids, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))])
+        new_mat = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+        tv.mat = new_mat if old.mat is None else np.concatenate([old.mat, new_mat])
+        acl_index = {a: i for i, a in enumerate(old.acls)}
+        new_acl = np.fromiter((acl_index.setdefault(r[1], len(acl_index)) for r in rows), dtype=np.int32, count=len(rows))
+        tv.acl_ids = np.concatenate([old.acl_ids, new_acl])
+        tv.acls = list(acl_index)
+        tv.postings = old.postings.extended(dead, [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows],
+                                            self.title_weight)
+        return tv
 
     def _load_tenant(self, tenant: str) -> _TenantVectors:
         rows = self._conn().execute(

@@ -81,66 +81,126 @@ def encode(term_ids: Sequence[int], freqs: Sequence[tuple[int, int]]) -> tuple[b
     return ids.tobytes(), tf.tobytes()
 
 
-@dataclass
-class Postings:
-    """One tenant's postings: for term ``terms[j]``, the chunk positions ``pos[start[j]:start[j+1]]``
-    (positions index the tenant's rows, the same order as its vector matrix) with their BM25
-    impacts ``impact[...]`` (the score without the idf factor)."""
+@dataclass(frozen=True)
+class Segment:
+    """Postings of a batch of rows: for term ``terms[j]``, the row positions
+    ``pos[start[j]:start[j+1]]`` (positions in the tenant's row space, the order of its vector
+    matrix) and their weighted term frequencies ``freq[...]``."""
 
-    n: int = 0
-    terms: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
-    start: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
-    pos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
-    impact: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    terms: np.ndarray
+    start: np.ndarray
+    pos: np.ndarray
+    freq: np.ndarray
+
+    @classmethod
+    def build(cls, id_blobs: Sequence[bytes], tf_blobs: Sequence[bytes], title_weight: float,
+              offset: int = 0) -> Segment:
+        n = len(id_blobs)
+        counts = np.fromiter((len(b) // 4 for b in id_blobs), dtype=np.int64, count=n)
+        ids = np.frombuffer(b"".join(id_blobs), dtype=np.int32)
+        tf = np.frombuffer(b"".join(tf_blobs), dtype=np.uint16).reshape(-1, 2)
+        rows = np.repeat(np.arange(offset, offset + n, dtype=np.int32), counts)
+        order = np.argsort(ids, kind="stable")  # rows stay in order within a term
+        ids = ids[order]
+        tf = tf[order]
+        freq = tf[:, 0].astype(np.float32)
+        freq += np.float32(title_weight) * tf[:, 1].astype(np.float32)
+        first = np.flatnonzero(np.diff(ids, prepend=np.int32(-1)))  # where each term's postings begin
+        return cls(terms=ids[first], start=np.append(first, len(ids)).astype(np.int64), pos=rows[order], freq=freq)
+
+    def find(self, term: int) -> tuple[int, int]:
+        j = int(np.searchsorted(self.terms, term))
+        if j >= len(self.terms) or self.terms[j] != term:
+            return 0, 0
+        return int(self.start[j]), int(self.start[j + 1])
+
+
+_EMPTY_F = np.zeros(0, dtype=np.float32)
+_EMPTY_P = np.zeros(0, dtype=np.int32)
+
+
+@dataclass(frozen=True)
+class Postings:
+    """One tenant's BM25 state: segments of postings over its rows, each row's length, and which
+    rows are still live (``alive``; None when all are). A publish adds a segment for the new rows
+    and marks replaced or deleted rows dead instead of rebuilding everything (see
+    ``LocalHybridIndex._refresh``); N, document frequencies and the average length count live
+    rows only, so scores equal a fresh build's. Immutable: a refresh makes a new object, and a
+    query holding the old one is not disturbed."""
+
+    segments: tuple[Segment, ...] = ()
+    lens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    alive: np.ndarray | None = None
+    n: int = 0  # live rows
+    total_len: float = 0.0  # their summed length
+    base_rows: int = 0  # rows of the first segment (the rest were appended by refreshes)
 
     @classmethod
     def build(cls, id_blobs: Sequence[bytes], tf_blobs: Sequence[bytes], lengths: Sequence[int],
               title_weight: float) -> Postings:
-        n = len(id_blobs)
-        if n == 0:
+        if not len(id_blobs):
             return cls()
-        counts = np.fromiter((len(b) // 4 for b in id_blobs), dtype=np.int64, count=n)
-        ids = np.frombuffer(b"".join(id_blobs), dtype=np.int32)
-        tf = np.frombuffer(b"".join(tf_blobs), dtype=np.uint16).reshape(-1, 2)
-        rows = np.repeat(np.arange(n, dtype=np.int32), counts)
-        order = np.argsort(ids, kind="stable")
-        ids = ids[order]
-        rows = rows[order]
-        tf = tf[order]
-        freq = tf[:, 0].astype(np.float32) + np.float32(title_weight) * tf[:, 1].astype(np.float32)
-        dl = np.asarray(lengths, dtype=np.float32)
-        avgdl = float(dl.mean()) or 1.0
-        norm = np.float32(K1) * (np.float32(1 - B) + np.float32(B / avgdl) * dl[rows])
-        impact = freq * np.float32(K1 + 1) / (freq + norm)
-        terms, first = np.unique(ids, return_index=True)
-        start = np.append(first, len(ids)).astype(np.int64)
-        return cls(n=n, terms=terms, start=start, pos=rows, impact=impact.astype(np.float32))
+        lens = np.asarray(lengths, dtype=np.float32)
+        return cls(segments=(Segment.build(id_blobs, tf_blobs, title_weight),), lens=lens, n=len(lens),
+                   total_len=float(lens.sum(dtype=np.float64)), base_rows=len(lens))
+
+    @property
+    def rows(self) -> int:
+        return len(self.lens)
+
+    def extended(self, dead: np.ndarray | None, id_blobs: Sequence[bytes], tf_blobs: Sequence[bytes],
+                 lengths: Sequence[int], title_weight: float) -> Postings:
+        """A new state: rows at positions ``dead`` (a boolean mask over the current rows) no
+        longer live, and the given rows appended after the current ones."""
+        alive = np.ones(self.rows, dtype=bool) if self.alive is None else self.alive.copy()
+        if dead is not None:
+            alive &= ~dead
+        new_lens = np.asarray(lengths, dtype=np.float32)
+        segments = self.segments
+        if len(id_blobs):
+            segments = (*segments, Segment.build(id_blobs, tf_blobs, title_weight, offset=self.rows))
+        lens = np.concatenate([self.lens, new_lens])
+        alive = np.concatenate([alive, np.ones(len(new_lens), dtype=bool)])
+        live_lens = lens[alive]
+        return Postings(segments=segments, lens=lens, alive=None if alive.all() else alive, n=int(alive.sum()),
+                        total_len=float(live_lens.sum(dtype=np.float64)), base_rows=self.base_rows)
+
+    def _term(self, term: int) -> tuple[np.ndarray, np.ndarray]:
+        pos, freq = [], []
+        for seg in self.segments:
+            s, e = seg.find(term)
+            if e > s:
+                pos.append(seg.pos[s:e])
+                freq.append(seg.freq[s:e])
+        if not pos:
+            return _EMPTY_P, _EMPTY_F
+        p = pos[0] if len(pos) == 1 else np.concatenate(pos)
+        f = freq[0] if len(freq) == 1 else np.concatenate(freq)
+        if self.alive is not None:
+            keep = self.alive[p]
+            p, f = p[keep], f[keep]
+        return p, f
 
     def doc_freq(self, term_ids: Sequence[int]) -> np.ndarray:
-        """How many of the tenant's chunks hold each term (0 for unknown ids)."""
-        q = np.asarray(term_ids, dtype=np.int32)
-        if not len(self.terms) or not len(q):
-            return np.zeros(len(q), dtype=np.int64)
-        at = np.minimum(np.searchsorted(self.terms, q), len(self.terms) - 1)
-        hit = self.terms[at] == q
-        return np.where(hit, self.start[at + 1] - self.start[at], 0)
+        """How many of the tenant's live chunks hold each term (0 for unknown ids)."""
+        return np.array([len(self._term(int(t))[0]) for t in term_ids], dtype=np.int64)
 
     def scores(self, term_ids: Sequence[int]) -> np.ndarray:
-        """BM25 of every tenant chunk for the query terms (a term given twice counts twice, as
-        two FTS5 phrases did); 0 where no term matches."""
+        """BM25 of every row for the query terms (a term given twice counts twice, as two FTS5
+        phrases did); 0 where no term matches and for dead rows."""
         out_pos, out_w = [], []
-        q = np.asarray(term_ids, dtype=np.int32)
-        if len(self.terms) and len(q):
-            at = np.minimum(np.searchsorted(self.terms, q), len(self.terms) - 1)
-            for j, t in zip(at, q):
-                if self.terms[j] != t:
-                    continue
-                s, e = self.start[j], self.start[j + 1]
-                df = e - s
-                idf = np.log((self.n - df + 0.5) / (df + 0.5))
-                idf = idf if idf > 0 else 1e-6
-                out_pos.append(self.pos[s:e])
-                out_w.append(self.impact[s:e] * np.float32(idf))
+        avgdl = (self.total_len / self.n) if self.n else 1.0
+        avgdl = avgdl or 1.0
+        for t in term_ids:
+            p, f = self._term(int(t))
+            if not len(p):
+                continue
+            df = len(p)
+            idf = np.log((self.n - df + 0.5) / (df + 0.5))
+            idf = idf if idf > 0 else 1e-6
+            norm = np.float32(K1) * (np.float32(1 - B) + np.float32(B / avgdl) * self.lens[p])
+            out_pos.append(p)
+            out_w.append(f * np.float32(K1 + 1) / (f + norm) * np.float32(idf))
         if not out_pos:
-            return np.zeros(self.n, dtype=np.float64)
-        return np.bincount(np.concatenate(out_pos), weights=np.concatenate(out_w), minlength=self.n)
+            return np.zeros(self.rows, dtype=np.float64)
+        return np.bincount(np.concatenate(out_pos), weights=np.concatenate(out_w), minlength=self.rows)
