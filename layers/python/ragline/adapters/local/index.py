@@ -452,10 +452,11 @@ class LocalHybridIndex:
 
     # ------------------------------------------------------------------ vector cache
     def _tenant_vectors(self, tenant: str) -> _TenantVectors:
-        """The tenant's loaded rows, rebuilt when the tenant's generation moved (a publish or
-        delete by any process). Per tenant: one tenant's ingestion never makes another
-        tenant's next query pay for a reload. Read before loading, so a change that lands
-        during a load only causes one more reload, never a stale cache."""
+        """The tenant's loaded rows, refreshed (or, for a small tenant or at compaction, loaded
+        again) when the tenant's generation moved (a publish or delete by any process). Per
+        tenant: one tenant's ingestion never costs another tenant's queries anything. The
+        generation is read before the rows, so a change that lands meanwhile only causes one
+        more refresh, never a stale cache."""
         row = self._conn().execute("SELECT gen FROM tenant_gen WHERE tenant=?", (tenant,)).fetchone()
         gen = int(row[0]) if row else 0
         with self._cache_lock:
