@@ -1,4 +1,4 @@
-"""The embedded hybrid index: BM25 (FTS5's tokenizer and formula, over impact postings in numpy;
+"""The embedded hybrid index: BM25 (FTS5's tokenizer and formula, over postings in numpy;
 see ``lexical.py``) plus exact vector search in numpy, in one SQLite file.
 
 Why exact vectors: at the sizes one machine serves (up to a few hundred thousand chunks) a

@@ -1,11 +1,12 @@
-"""BM25 for the embedded index: FTS5's tokenizer and scoring, over impact postings in numpy.
+"""BM25 for the embedded index: FTS5's tokenizer and scoring, over postings in numpy.
 
 Why not SQLite FTS5 itself (the first version used it): FTS5 has no top-k pruning, so an OR
 query computes ``bm25()`` for every chunk that holds any query term, one row at a time through
 the auxiliary-function API, and hands every row back to Python. At 200k chunks a query matched
 ~60k of them and the lexical leg alone cost 60-200 ms. Here the same scores come from
-per-tenant postings held in memory as flat numpy arrays (term -> chunk positions, each posting
-carrying its precomputed BM25 impact), so a query is a few array slices and one ``bincount``.
+per-tenant postings held in memory as flat numpy arrays (term -> chunk positions and weighted
+frequencies; the BM25 impact is computed for the query terms' postings only), so a query is a
+few array slices, one vectorised formula and one ``bincount``.
 
 Why by hand: ``bm25s`` (numpy/scipy BM25) builds a static index from a whole corpus and has no
 per-field weights; this index changes one document at a time (stage, publish, delete in SQLite
