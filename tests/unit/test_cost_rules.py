@@ -80,6 +80,29 @@ def test_router_agrees_with_the_hand_labels():
     assert route(long_q, long_question_tokens=20).reason.startswith("long question")
 
 
+@pytest.mark.parametrize("question, reason", [
+    ("Which is larger, the SARS genome or the MERS genome?", "choice between alternatives"),
+    ("Do the travel rules allow business class on long flights, or only economy?", "choice between alternatives"),
+    ("Should a patient with mild symptoms self-isolate first?", "asks for advice"),
+    ("Give me an overview of how ingestion handles failed documents.", "open-ended request"),
+    ("Walk me through setting up a new tenant.", "open-ended request"),
+    ("How could we reduce the false-positive rate of the fraud alerts?", "open-ended request"),
+])
+def test_router_knows_choices_advice_and_open_ended_requests(question, reason):
+    r = route(question)
+    assert r.tier == "large" and r.reason.startswith(reason), r
+
+
+@pytest.mark.parametrize("question", [
+    "Is the office open on one or more public holidays?",  # a fixed phrase, not a choice
+    "Is the deadline enforced or not?",
+    "What is the incubation period of MERS?",
+    "Who approves purchase orders above 10,000 euros?",
+])
+def test_router_keeps_simple_lookups_small(question):
+    assert route(question).tier == "small", route(question)
+
+
 class FakeTime:
     def __init__(self):
         self.now = 0.0

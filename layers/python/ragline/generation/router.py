@@ -4,12 +4,15 @@ small model and complex ones to the strong model.
 Complex means any of: several questions in one (two question marks, "and what/how/why ..."),
 a comparison ("compare", "difference between", "versus", "better than"), reasoning or synthesis
 cues ("why", "explain", "evaluate", "implications", "step by step", "pros and cons",
-"what would happen if"), or a long question (more tokens than the configured limit). Everything
+"what would happen if"), a choice between alternatives ("Which is larger, A or B?"), advice
+("Should ..."), an open-ended request (an overview, a walk-through, a plan, "how could we ...",
+strengths and weaknesses), or a long question (more tokens than the configured limit). Everything
 else (who/what/when/where/how many/define) is simple.
 
 Written by hand on purpose: a rule list is auditable, costs microseconds and never changes
 behaviour between deployments; its agreement with a hand-labelled set is measured in
-bench/results/router_agreement.json (tests/data/router_labels.jsonl).
+bench/results/router_agreement.json (tests/data/router_labels.jsonl for development,
+tests/data/router_labels_blind.jsonl as the blind check).
 """
 
 from __future__ import annotations
@@ -37,6 +40,20 @@ _REASONING = re.compile(
 )
 _MULTI = re.compile(r"\?\s*\S.*\?|\b(?:and|also|as well as)\s+(?:what|how|why|when|where|who|which)\b|;\s*\w", re.IGNORECASE)
 _LIST = re.compile(r"\b(list (?:all|every)|all the (?:ways|reasons|factors)|each of)\b", re.IGNORECASE)
+# open-ended requests: an overview, a walk-through, a plan or a proposal is synthesis, not lookup
+_OPEN = re.compile(
+    r"\b(overview|tell me about|walk (?:me|us) through|describe|discuss|outline|draft|write|propose|suggest|"
+    r"design|plan (?:for|to)|a plan|strategy|strengths and weaknesses|benefits and (?:risks|drawbacks)|"
+    r"(?:how|what) (?:can|could|should|would|might) (?:we|i|you|one|they)\b|improve[sd]?\b|mitigate)",
+    re.IGNORECASE,
+)
+# a choice between alternatives ("Which is larger, A or B?", "Was it A or B?", "Should X do A or B?"),
+# not a fixed phrase ("one or more", "and/or", "or not")
+_EITHER_OR = re.compile(
+    r"^(?:which|whether|is|are|was|were|do|does|did|should|can|could|would|will)\b.*\b(?<!and/)or\b(?! not\b| more\b| less\b)",
+    re.IGNORECASE,
+)
+_ADVICE = re.compile(r"^should\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +77,13 @@ def route(question: str, *, long_question_tokens: int = 28) -> Route:
         return Route(LARGE, f"reasoning cue ({m.group(2).lower()!r})")
     if _LIST.search(q):
         return Route(LARGE, "asks for an exhaustive list")
+    if _EITHER_OR.search(q):
+        return Route(LARGE, "choice between alternatives")
+    if _ADVICE.search(q):
+        return Route(LARGE, "asks for advice")
+    m = _OPEN.search(q)
+    if m:
+        return Route(LARGE, f"open-ended request ({m.group(0).lower()!r})")
     n = count_tokens(q)
     if n > long_question_tokens:
         return Route(LARGE, f"long question ({n} tokens > {long_question_tokens})")
