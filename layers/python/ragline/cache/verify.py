@@ -27,7 +27,9 @@ _HAS_DIGIT = re.compile(r"\d")
 _RANGE = re.compile(r"^\d+(?:[.,]\d+)*(?:[-\u2013/]\d+(?:[.,]\d+)*)+$")
 # what kind of answer a question asks for; "what"/"which" ask for anything and match every kind
 _WH = [
-    ("quantity", re.compile(r"\bhow (?:many|much|big|large|long|old|far|often|high|small|frequent)\b|"
+    ("quantity", re.compile(r"\bhow (?:many|much|big|large|long|old|far|often|high|small|frequent|tall|deep|wide|"
+                            r"heavy|expensive|cheap|fast|soon|early|late|common|rare|likely|risky|dangerous|"
+                            r"severe|effective|accurate|safe|strong|hot|cold|low|short)\b|"
                             r"\b(?:number|percentage|percent|proportion|amount|rate) of\b", re.IGNORECASE)),
     ("time", re.compile(r"\b(?:when|what (?:year|date|time|day|month))\b", re.IGNORECASE)),
     ("place", re.compile(r"\b(?:where|what (?:country|city|place|region))\b", re.IGNORECASE)),
@@ -87,7 +89,9 @@ def tokens(text: str) -> list[str]:
 def _stem(word: str) -> str:
     """A crude suffix stripper (plural, -ing, -ed, -ly, final e), enough to match inflections."""
     w = word.lower().strip(".'-")
-    for suf in ("ing", "ies", "es", "ed", "ly", "s"):
+    if len(w) > 5 and w.endswith("ies"):
+        return w[:-3] + "y"  # qualities -> quality, studies -> study
+    for suf in ("ing", "es", "ed", "ly", "s"):
         if len(w) > len(suf) + 3 and w.endswith(suf):
             w = w[: -len(suf)]
             break
@@ -103,6 +107,15 @@ class Features:
     content: frozenset[str]
     asks: str | None = None  # the kind of answer a question asks for (see _WH), None for any
     sequence: tuple[str, ...] = ()  # the lower-cased tokens in order (for acronyms)
+    # "What is the genus of X?": the attribute asked about ("genus") and the content
+    # words of what it is asked of (X)
+    attribute: str | None = None
+    attribute_of: frozenset[str] = frozenset()
+    # "What is X?": the content words of the X a bare definition question asks about
+    defines: frozenset[str] = frozenset()
+    # the kind asked by the question's first words ("How is X spread?": manner), not by a
+    # later clause ("What do antibodies do when ...")
+    leads: str | None = None
 
 
 def question_kind(text: str) -> str | None:
@@ -133,8 +146,146 @@ def features(text: str) -> Features:
         elif low not in STOP and (t.isupper() and len(t) >= 2 or (t[0].isupper() and i > 0 and not _sentence_start(toks, i))):
             entities.add(low)
     content = frozenset(_stem(t) for t in toks if t.lower() not in STOP and t.lower() not in NEGATIONS and len(t) > 1)
+    attribute, attribute_of, defines = _question_focus(_REQUEST.sub("", text.strip(), count=1))
     return Features(lowered, frozenset(numbers), negations, frozenset(entities), content, question_kind(text),
-                    tuple(t.lower() for t in toks))
+                    tuple(t.lower() for t in toks), attribute, attribute_of, defines, leading_kind(text))
+
+
+def leading_kind(text: str) -> str | None:
+    text = _REQUEST.sub("", text.strip(), count=1)
+    for kind, pattern in _WH:
+        if kind == "yesno":
+            continue
+        m = pattern.search(text)
+        if m and m.start() == 0:
+            return kind
+    return None
+
+
+# "What is the (main) cause of X?", "Which are the appealing qualities of the NDV vector?"
+_ATTRIBUTE = re.compile(
+    r"^\s*(?:what|which)\s+(?:is|are|was|were|has been|have been|will be|would be|could be|can be|might be)\s+"
+    r"(?:the|a|an|some|some of the)\s+((?:[\w-]+\s+){0,3}?[\w-]+)\s+"
+    r"(?:of|for|in|on|between|among|behind|to|from|with|at|during|regarding|about)\s+(.*)$",
+    re.IGNORECASE,
+)
+# "What is X?" with a short X and no clause of its own
+_DEFINITION = re.compile(r"^\s*what\s+(?:is|are|was|were)\s+(?:an?\s+|the\s+)?([\w\s'-]+?)\s*\?*\s*$", re.IGNORECASE)
+_CLAUSE_WORDS = frozenset({"of", "for", "in", "on", "to", "with", "during", "when", "while", "from", "by", "at", "about",
+                           "between", "among", "if", "that", "which", "who"})
+# attribute words that ask for the same thing (a curated list, like _CONTRASTS: no offline
+# thesaurus library is at hand, and these are the attribute nouns questions actually use)
+_ATTRIBUTE_SYNONYMS = [
+    {"aim", "objective", "goal", "purpose", "point", "use", "intention"},
+    {"cause", "reason", "driver", "trigger", "source"},
+    {"role", "function", "job", "duty", "responsibility", "task"},
+    {"advantage", "benefit", "strength", "pro", "merit", "upside", "value"},
+    {"drawback", "disadvantage", "downside", "limitation", "weakness", "con", "shortcoming"},
+    {"symptom", "sign", "manifestation", "indication"},
+    {"size", "dimension", "magnitude", "extent"},
+    {"method", "way", "approach", "means", "strategy", "technique", "procedure", "process", "step", "mode"},
+    {"meaning", "definition", "sense"},
+    {"price", "cost", "fee", "charge", "expense"},
+    {"effect", "impact", "consequence", "influence", "implication", "outcome", "result"},
+    {"importance", "significance", "relevance"},
+    {"requirement", "prerequisite", "criterion", "criteria", "condition", "qualification"},
+    {"type", "kind", "sort", "category", "class", "variety", "form"},
+    {"history", "origin", "background", "root"},
+    {"feature", "characteristic", "property", "trait", "quality", "attribute"},
+    {"treatment", "therapy", "remedy", "cure"},
+    {"risk", "danger", "hazard", "threat"},
+    {"difference", "distinction"},
+    {"relationship", "relation", "association", "link", "connection", "correlation"},
+    {"number", "amount", "count", "quantity", "total"},
+    {"rate", "ratio", "proportion", "percentage", "percent", "fraction", "share"},
+]
+# attribute words that ask for the same kind of answer as a wh-word: "What is the size of X?" asks
+# what "How big is X?" asks; "What are the symptoms of X?" does not ask what "How is X spread?" asks
+_KIND_NOUNS = {
+    "quantity": {"number", "amount", "count", "size", "length", "rate", "percentage", "percent", "proportion",
+                 "fraction", "ratio", "toll", "total", "frequency", "duration", "dose", "level", "incidence",
+                 "prevalence", "mortality", "height", "weight", "age", "price", "cost", "range", "average", "mean",
+                 "median", "magnitude", "concentration", "volume", "share", "extent", "degree", "distance", "time",
+                 "period", "figure", "estimate", "value", "speed", "population", "salary", "income", "revenue",
+                 "budget", "fee", "pay", "score", "temperature", "capacity", "limit", "quantity", "dimension",
+                 "depth", "width", "area", "mass", "probability", "chance", "likelihood", "odds", "risk", "efficacy",
+                 "effectiveness", "accuracy", "safety", "severity", "intensity", "popularity", "strength"},
+    "time": {"time", "date", "year", "period", "day", "month", "onset", "timing", "age", "stage", "phase",
+             "moment", "season", "timeline", "duration", "deadline", "hour", "schedule", "era", "century"},
+    "place": {"location", "place", "site", "region", "country", "city", "origin", "source", "area", "setting",
+              "destination", "address", "headquarters", "venue", "position", "home", "habitat", "distribution"},
+    "person": {"person", "people", "group", "author", "researcher", "organization", "organisation", "agency",
+               "team", "owner", "individual", "population", "patient", "inventor", "founder", "leader", "head",
+               "ceo", "president", "winner", "creator", "writer", "director", "manager", "member", "victim"},
+    "reason": {"reason", "cause", "purpose", "rationale", "explanation", "motive", "basis", "aim", "objective",
+               "goal", "driver", "factor", "motivation", "justification", "advantage", "benefit", "importance",
+               "significance", "appeal", "value", "point", "use", "need", "logic", "meaning", "origin", "source",
+               "trigger"},
+    "manner": {"way", "method", "mechanism", "process", "route", "mode", "means", "approach", "procedure",
+               "strategy", "structure", "manner", "technique", "pathway", "step", "role", "function", "effect",
+               "impact", "design", "model", "form", "shape", "course", "relationship", "relation",
+               "association", "link", "connection", "difference", "similarity", "interaction", "dynamics",
+               "principle", "working", "operation", "tip", "advice", "guide", "instruction", "recommendation",
+               "plan", "practice", "trick", "requirement", "condition", "treatment", "therapy", "cure", "remedy",
+               "definition", "meaning", "progress", "status", "state", "feeling", "experience"},
+}
+# attribute words that can stand for any kind of answer ("What is the name of the person who ...")
+_NEUTRAL_ATTRIBUTES = frozenset({"name", "answer", "detail", "information", "fact", "thing", "story", "situation"})
+
+
+def _noun_key(word: str) -> str:
+    """A noun's singular, enough to look attribute words up (ways -> way, qualities -> quality,
+    analyses -> analysis, processes -> process); not a stemmer: "structure" and "structural"
+    stay apart."""
+    w = word.lower().strip(".'-")
+    if w in _INVARIANT_NOUNS or len(w) <= 3:
+        return w
+    if w.endswith("ies"):
+        return w[:-3] + "y"
+    if w.endswith(("yses", "eses")):
+        return w[:-2] + "is"
+    if w.endswith(("sses", "shes", "ches", "xes", "zes")):
+        return w[:-2]
+    if w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return w[:-1]
+    return w
+
+
+_INVARIANT_NOUNS = frozenset({"means", "series", "species", "news", "status", "genus", "physics", "ethics",
+                              "economics", "mathematics", "diabetes", "measles", "mumps", "herpes"})
+_KIND_NOUN = {kind: frozenset(_noun_key(w) for w in words) for kind, words in _KIND_NOUNS.items()}
+_ATTRIBUTE_SYNONYM = {_noun_key(w): i for i, group in enumerate(_ATTRIBUTE_SYNONYMS) for w in group}
+
+
+def _content_words(text: str) -> frozenset[str]:
+    return frozenset(_stem(t) for t in tokens(text) if t.lower() not in STOP and len(t) > 1)
+
+
+def _question_focus(text: str) -> tuple[str | None, frozenset[str], frozenset[str]]:
+    m = _ATTRIBUTE.match(text)
+    if m:
+        words = [w for w in m.group(1).lower().split() if w not in STOP]
+        if words:
+            return words[-1], _content_words(m.group(2)), frozenset()
+        return None, frozenset(), frozenset()
+    m = _DEFINITION.match(text)
+    if m:
+        subject = m.group(1).lower().split()
+        if len(subject) <= 6 and not _CLAUSE_WORDS & set(subject):
+            return None, frozenset(), _content_words(m.group(1))
+    return None, frozenset(), frozenset()
+
+
+def _same_attribute(a: str, b: str) -> bool:
+    a, b = _noun_key(a), _noun_key(b)
+    if a == b or a in _NEUTRAL_ATTRIBUTES or b in _NEUTRAL_ATTRIBUTES:
+        return True
+    return a in _ATTRIBUTE_SYNONYM and _ATTRIBUTE_SYNONYM.get(a) == _ATTRIBUTE_SYNONYM.get(b)
+
+
+def _attribute_of_kind(attribute: str, kind: str) -> bool:
+    key = _noun_key(attribute)
+    return key in _NEUTRAL_ATTRIBUTES or key in _KIND_NOUN[kind]
 
 
 def _sentence_start(toks: list[str], i: int) -> bool:
@@ -160,6 +311,12 @@ def conflicts(a: Features, b: Features) -> str | None:
     * the kind of answer asked for, when both questions say it: when / where / who / why /
       how many / how ("what" and "which" match any of these), and a yes-no question never
       matches a wh-question;
+    * the attribute asked about, when both questions have the form "What is the ATTRIBUTE of X?"
+      ("genus" vs "family"; a short list of synonyms such as aim / objective counts as one);
+    * a definition against an attribute of the same thing ("What is X?" vs "What are the
+      findings in X?");
+    * a wh-word against an attribute of another kind ("How is X spread?" vs "What are the
+      symptoms of X?"; "How big is X?" and "What is the size of X?" agree);
     * named entities (capitalised words, acronyms, identifiers with digits): each side mentions
       an entity the other does not (a substitution: "IFITM5" vs "IFITM3"). Only dropping a
       qualifier ("the U.S. troops" vs "troops") is not a conflict: measured on STS-B train, the
@@ -178,6 +335,13 @@ def conflicts(a: Features, b: Features) -> str | None:
         return f"opposite words ({swapped})"
     if (a.asks == "yesno") != (b.asks == "yesno") or (a.asks and b.asks and a.asks != b.asks):
         return f"asks for a different kind of answer ({a.asks} vs {b.asks})"
+    if a.attribute and b.attribute and not _same_attribute(a.attribute, b.attribute):
+        return f"asks about a different attribute ({a.attribute} vs {b.attribute})"
+    for x, y in ((a, b), (b, a)):
+        if x.defines and y.attribute and len(x.defines & y.attribute_of) >= 0.6 * len(x.defines):
+            return f"asks what something is vs its {y.attribute}"
+        if x.leads in _KIND_NOUN and y.asks is None and y.attribute and not _attribute_of_kind(y.attribute, x.leads):
+            return f"asks for a different kind of answer ({x.leads} vs the {y.attribute})"
     # matched case-insensitively against all the other side's words, so a sentence-initial
     # mention still counts
     ent_a = {e for e in a.entities if not _mentioned(e, b)}
