@@ -217,3 +217,95 @@ def test_refreshed_tenant_searches_exactly_like_a_fresh_load(tmp_path):
         fresh.close()
         refreshed = max(refreshed, max(len(live._tenant_vectors(t).postings.segments) for t in ("a", "b")))
     assert refreshed > 5  # the refresh path really ran (segments were appended, never a full reload)
+
+
+def _publish_random(idx, rng, tenant, serial, vocab, d=None):
+    d = d or f"d{int(rng.integers(12))}"
+    chunks = []
+    for k in range(int(rng.integers(1, 4))):
+        v = rng.standard_normal(8).astype(np.float32)
+        words = " ".join(rng.choice(vocab, size=int(rng.integers(3, 9))))
+        chunks.append(Chunk(chunk_id=f"{tenant}-{d}-v{serial}-{k}", tenant=tenant, doc_id=d, version=f"v{serial}",
+                            ordinal=k, text=words, source_key=f"{tenant}/{d}.txt", vector=v / np.linalg.norm(v)))
+    idx.stage(chunks)
+    idx.publish(tenant, d, f"v{serial}")
+
+
+def test_compaction_runs_in_the_background_and_changes_no_result(tmp_path):
+    """When a refresh finds compaction due (here: 3 segments or 25% churn), the query is served
+    from the refreshed rows at once and a full load runs on the compaction thread; the loaded
+    rows then replace the refreshed ones. Results equal a fresh load's before, during and after
+    (seeded random publishes, with queries racing the compaction thread)."""
+    import threading as _threading
+
+    rng = np.random.default_rng(5)
+    vocab = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "lambda"]
+    live = LocalHybridIndex(tmp_path / "index.db", 8)
+    live.refresh_min_rows, live.refresh_max_share, live.refresh_max_segments = 0, 0.25, 3
+    background_loads = []
+    real_load = live._load_tenant
+
+    def counting_load(tenant):
+        if _threading.current_thread().name.startswith("ragline-compact"):
+            background_loads.append(tenant)
+        return real_load(tenant)
+
+    live._load_tenant = counting_load
+    for serial in range(1, 6):  # a base of documents, loaded once
+        _publish_random(live, rng, "a", serial, vocab, d=f"base{serial}")
+    live._tenant_vectors("a")
+    most_segments = 0
+    for serial in range(6, 40):
+        _publish_random(live, rng, "a", serial, vocab)
+        fresh = LocalHybridIndex(tmp_path / "index.db", 8)
+        for _ in range(3):
+            q = " ".join(rng.choice(vocab, size=2))
+            v = rng.standard_normal(8).astype(np.float32)
+            req = SearchRequest(text=q, vector=v / np.linalg.norm(v), top_k=10, candidates=20)
+            got, want = live.search(TenantScope("a"), req), fresh.search(TenantScope("a"), req)
+            assert [h.chunk_id for h in got] == [h.chunk_id for h in want], serial
+            assert [h.score for h in got] == pytest.approx([h.score for h in want], rel=1e-5, abs=1e-6)
+        fresh.close()
+        most_segments = max(most_segments, len(live._tenant_vectors("a").postings.segments))
+        if serial % 7 == 0:
+            live.wait_for_compaction(timeout=30)
+    live.wait_for_compaction(timeout=30)
+    assert background_loads, "compaction never ran on the background thread"
+    assert most_segments < 2 * live.refresh_max_segments  # never fell back to an in-line load
+    serial = 40
+    while not live._compacting:  # publish until a query schedules a compaction, then let it land
+        _publish_random(live, rng, "a", serial, vocab)
+        live._tenant_vectors("a")
+        serial += 1
+    live.wait_for_compaction(timeout=30)
+    assert len(live._tenant_vectors("a").postings.segments) == 1  # the compaction's full load
+
+
+def test_compaction_loads_in_line_when_switched_off_or_far_behind(tmp_path):
+    """With background compaction off, the query that finds compaction due loads in line (the
+    old behaviour); with it on, a refresh only falls back to an in-line load past twice the limits."""
+    rng = np.random.default_rng(9)
+    vocab = ["alpha", "beta", "gamma", "delta"]
+    idx = LocalHybridIndex(tmp_path / "index.db", 8)
+    idx.refresh_min_rows, idx.refresh_max_share, idx.refresh_max_segments = 0, 1.0, 2
+    for serial in range(1, 4):
+        _publish_random(idx, rng, "a", serial, vocab, d=f"base{serial}")
+    old = idx._tenant_vectors("a")
+    _publish_random(idx, rng, "a", 4, vocab, d="n4")
+    _publish_random(idx, rng, "a", 5, vocab, d="n5")
+    refreshed = idx._tenant_vectors("a")
+    assert len(refreshed.postings.segments) == 2 and refreshed.rowids[: len(old.rowids)].tolist() == old.rowids.tolist()
+    idx.background_compaction = False
+    _publish_random(idx, rng, "a", 6, vocab, d="n6")
+    loaded = idx._tenant_vectors("a")  # 2 segments = the limit: due, and loaded in line
+    assert len(loaded.postings.segments) == 1
+    assert not idx._compacting
+    idx.background_compaction = True
+    rows, compact = idx._refresh("a", loaded)
+    assert rows is loaded and compact is False  # nothing changed since the load
+    idx._compact_later = lambda tenant: None  # compaction falls behind: it never lands
+    seen = []
+    for serial in range(7, 14):  # segments pile up to twice the limit, then one load in line
+        _publish_random(idx, rng, "a", serial, vocab, d=f"m{serial}")
+        seen.append(len(idx._tenant_vectors("a").postings.segments))
+    assert max(seen) == 2 * idx.refresh_max_segments and 1 in seen, seen

@@ -124,10 +124,16 @@ class LocalHybridIndex:
         self._tenant_locks: dict[str, threading.Lock] = {}
         # a publish refreshes a loaded tenant in place of a reload (see _refresh) when the tenant
         # has at least this many rows; dead plus appended rows beyond this share, or more
-        # segments than this, make the next load a full one (compaction)
+        # segments than this, make compaction due (a full load, see _compact_later)
         self.refresh_min_rows = 5000
         self.refresh_max_share = 0.25
         self.refresh_max_segments = 8
+        # compaction runs on a background thread: the query that finds it due is served from the
+        # refreshed rows, and the fully loaded rows replace them when ready. Only past twice
+        # these limits (compaction fell behind a stream of publishes) does a query load in line.
+        self.background_compaction = True
+        self._compactor = None  # a one-thread executor, made on first use
+        self._compacting: dict[str, object] = {}  # tenant -> its pending compaction (a Future)
         self._term_ids: dict[str, int] = {}  # committed lex_terms rows (ids never change)
         c = self._conn()
         c.executescript(_SCHEMA)
@@ -452,13 +458,12 @@ class LocalHybridIndex:
 
     # ------------------------------------------------------------------ vector cache
     def _tenant_vectors(self, tenant: str) -> _TenantVectors:
-        """The tenant's loaded rows, refreshed (or, for a small tenant or at compaction, loaded
-        again) when the tenant's generation moved (a publish or delete by any process). Per
-        tenant: one tenant's ingestion never costs another tenant's queries anything. The
-        generation is read before the rows, so a change that lands meanwhile only causes one
-        more refresh, never a stale cache."""
-        row = self._conn().execute("SELECT gen FROM tenant_gen WHERE tenant=?", (tenant,)).fetchone()
-        gen = int(row[0]) if row else 0
+        """The tenant's loaded rows, refreshed (or, for a small tenant, loaded again) when the
+        tenant's generation moved (a publish or delete by any process). Per tenant: one tenant's
+        ingestion never costs another tenant's queries anything. The generation is read before
+        the rows, so a change that lands meanwhile only causes one more refresh, never a stale
+        cache. When a refresh finds compaction due, a full load is started in the background."""
+        gen = self._generation(tenant)
         with self._cache_lock:
             cached = self._tenants.get(tenant)
             if cached is not None and cached[0] == gen:
@@ -467,21 +472,67 @@ class LocalHybridIndex:
         with lock:  # one load per tenant at a time; other tenants' queries do not wait for it
             cached = self._tenants.get(tenant)
             if cached is None or cached[0] != gen:
-                tv = self._refresh(tenant, cached[1]) if cached is not None else None
-                cached = (gen, tv if tv is not None else self._load_tenant(tenant))
+                tv, compact = self._refresh(tenant, cached[1]) if cached is not None else (None, False)
+                if tv is None:
+                    tv = self._load_tenant(tenant)
+                elif compact:
+                    self._compact_later(tenant)
+                cached = (gen, tv)
                 with self._cache_lock:
                     self._tenants[tenant] = cached
             return cached[1]
 
-    def _refresh(self, tenant: str, old: _TenantVectors) -> _TenantVectors | None:
+    def _generation(self, tenant: str) -> int:
+        row = self._conn().execute("SELECT gen FROM tenant_gen WHERE tenant=?", (tenant,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _compact_later(self, tenant: str) -> None:
+        """Load the tenant fully on the compaction thread and install the result. Installing is
+        always safe: the loaded rows are at least as new as the generation read before them and
+        are stored under that generation, so a query that finds a newer one refreshes from them."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._cache_lock:
+            if tenant in self._compacting:
+                return
+            if self._compactor is None:
+                self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragline-compact")
+            self._compacting[tenant] = self._compactor.submit(self._compact, tenant)
+
+    def _compact(self, tenant: str) -> None:
+        try:
+            gen = self._generation(tenant)
+            tv = self._load_tenant(tenant)
+            with self._cache_lock:
+                lock = self._tenant_locks.setdefault(tenant, threading.Lock())
+            with lock, self._cache_lock:
+                self._tenants[tenant] = (gen, tv)
+        except Exception:  # noqa: BLE001 - a failed compaction leaves the refreshed rows serving
+            from ...observability import logger
+
+            logger().exception("background compaction of the local index failed", extra={"tenant": tenant})
+        finally:
+            with self._cache_lock:
+                self._compacting.pop(tenant, None)
+            self.close()  # this thread's SQLite connection
+
+    def wait_for_compaction(self, timeout: float | None = None) -> None:
+        """Block until pending background compactions finish (tests, benchmarks, shutdown)."""
+        from concurrent.futures import wait
+
+        with self._cache_lock:
+            pending = list(self._compacting.values())
+        wait(pending, timeout=timeout)  # type: ignore[arg-type]
+
+    def _refresh(self, tenant: str, old: _TenantVectors) -> tuple[_TenantVectors | None, bool]:
         """The tenant's rows after a publish or delete, from the loaded ones: rows no longer live
         are marked dead, rows that became live are read and appended (their vectors to the
         matrix, their postings as a new segment). Milliseconds instead of the seconds a full
-        load of a large tenant takes. None when a full load is due: a small tenant, too many
-        dead or appended rows or segments (compaction), or a dead row's id live again (SQLite
-        may reuse the largest rowid)."""
+        load of a large tenant takes. Returns (rows, compaction due): rows None when a full load
+        must happen now: a small tenant, a dead row's id live again (SQLite may reuse the largest
+        rowid), or compaction due with background compaction off or already twice overdue."""
         if not len(old.rowids) or len(old.rowids) < self.refresh_min_rows:
-            return None
+            return None, False
         c = self._conn()
         cur = np.fromiter((r[0] for r in c.execute(
             "SELECT rowid FROM chunks WHERE live=1 AND tenant=? ORDER BY rowid", (tenant,))), dtype=np.int64)
@@ -492,18 +543,21 @@ class LocalHybridIndex:
         pos = order[at[found]]
         was_alive = old.postings.alive
         if was_alive is not None and not was_alive[pos].all():
-            return None
+            return None, False
         still = np.zeros(len(old.rowids), dtype=bool)
         still[pos] = True
         dead = ~still if was_alive is None else (was_alive & ~still)
         added = cur[~found]
         if not dead.any() and not len(added):
-            return old
+            return old, False
         n_dead = int((~still).sum())  # dead before this refresh or by it
         appended = len(old.rowids) - old.postings.base_rows + len(added)
-        if (len(old.postings.segments) >= self.refresh_max_segments
-                or n_dead + appended > self.refresh_max_share * (len(old.rowids) + len(added))):
-            return None
+        churn = (n_dead + appended) / (len(old.rowids) + len(added))
+        segments = len(old.postings.segments)
+        compact = segments >= self.refresh_max_segments or churn > self.refresh_max_share
+        if compact and (not self.background_compaction or segments >= 2 * self.refresh_max_segments
+                        or churn > min(1.0, 2 * self.refresh_max_share)):
+            return None, False
         rows = []
         for i in range(0, len(added), 500):
             part = added[i:i + 500].tolist()
@@ -520,7 +574,7 @@ class LocalHybridIndex:
         tv.acls = list(acl_index)
         tv.postings = old.postings.extended(dead, [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows],
                                             self.title_weight)
-        return tv
+        return tv, compact
 
     def _load_tenant(self, tenant: str) -> _TenantVectors:
         rows = self._conn().execute(
