@@ -241,6 +241,11 @@ class Settings(BaseSettings):
     cache_table: str | None = None  # semantic cache on DynamoDB; unset: no cache on AWS
     opensearch_endpoint: str | None = None
     opensearch_service: Literal["es", "aoss"] = "es"
+    # how many hits each hybrid sub-query keeps per shard before the scores are normalised and
+    # combined (the hybrid query's pagination_depth, OpenSearch >= 2.19, the version the stack
+    # deploys): None = the request's candidate depth on a domain, off on Serverless (unverified
+    # there); 0 = off (each leg then keeps only the top_k hits it returns)
+    opensearch_hybrid_depth: int | None = Field(default=None, ge=0, le=10000)
     opensearch_index_alias: str = "ragline-chunks"
     bedrock_embedding_model: str = "amazon.titan-embed-text-v2:0"
     bedrock_embedding_dimensions: Literal[256, 512, 1024] = 1024

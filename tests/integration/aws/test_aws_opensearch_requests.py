@@ -507,6 +507,24 @@ def _search_response(*sources: dict) -> dict:
     }
 
 
+@pytest.mark.parametrize("service, depth, expected", [
+    ("es", None, 100),  # default on a domain: the request's candidate depth
+    ("aoss", None, None),  # Serverless: off by default (support unverified)
+    ("es", 0, None),  # switched off
+    ("aoss", 300, 300),  # set explicitly
+    ("es", 5, None),  # not deeper than the hits asked for: nothing to add
+])
+def test_hybrid_pagination_depth_follows_the_setting(cluster, service, depth, expected):
+    """Recorded request bodies (the fake cluster): without pagination_depth each hybrid sub-query
+    keeps only from + size hits per shard, so fusion would see top_k hits per leg."""
+    settings = Settings(embedding_dimensions=DIM, opensearch_service=service, opensearch_hybrid_depth=depth)
+    idx = OpenSearchIndex(client=cluster.client(), settings=settings)
+    request = SearchRequest(text="revenue", vector=np.array([0.5] * DIM, dtype=np.float32), top_k=5, candidates=100)
+    hybrid = idx.search_body(TenantScope("acme"), request)["query"]["hybrid"]
+    assert hybrid.get("pagination_depth") == expected
+    assert len(hybrid["queries"]) == 2
+
+
 def test_search_sends_a_hybrid_query_with_the_scope_filter_inside_both_legs(cluster, index):
     cluster.on(
         "POST", f"/{ALIAS}/_search", payload=_search_response(_source("c1"), _source("c2", acl=["finance"]))
@@ -530,6 +548,8 @@ def test_search_sends_a_hybrid_query_with_the_scope_filter_inside_both_legs(clus
         "_source": {"excludes": ["vector"]},
         "query": {
             "hybrid": {
+                # each leg keeps the candidate depth per shard before fusion, not just top_k
+                "pagination_depth": 100,
                 "queries": [
                     {
                         "bool": {

@@ -11,6 +11,10 @@ Request syntax pinned from the OpenSearch documentation:
   https://docs.opensearch.org/latest/query-dsl/compound/hybrid/
 * efficient k-NN filtering (``filter`` inside the ``knn`` clause; faiss HNSW from 2.9, lucene from 2.4):
   https://docs.opensearch.org/latest/vector-search/filter-search-knn/efficient-knn-filtering/
+* ``pagination_depth`` in the hybrid clause (2.19+): how many results each sub-query keeps per
+  shard; without it each keeps only ``from + size``, so fusion would see top_k hits per leg
+  where the local index fuses hundreds:
+  https://docs.opensearch.org/latest/vector-search/ai-search/hybrid-search/pagination/
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ class OpenSearchIndex:
         self.bulk_max_docs = bulk_max_docs
         self.bulk_max_bytes = bulk_max_bytes
         self.timeout_s = timeout_s
+        depth = settings_.opensearch_hybrid_depth
+        # None: the request's candidate depth on a domain; Serverless support is unverified
+        self.hybrid_depth: int | None = (None if settings_.opensearch_service == "aoss" else -1) if depth is None else depth
         self._client = LazyClient(client, self._client_factory(settings_, timeout_s))
 
     @staticmethod
@@ -194,11 +201,16 @@ class OpenSearchIndex:
 
     def search_body(self, scope: TenantScope, request: SearchRequest) -> dict[str, Any]:
         visible = {"bool": {"filter": self.visibility_filter(scope)}}
+        hybrid: dict[str, Any] = {}
+        depth = request.candidates if self.hybrid_depth == -1 else self.hybrid_depth
+        if depth and depth > request.top_k:
+            hybrid["pagination_depth"] = depth
         return {
             "size": request.top_k,
             "_source": {"excludes": ["vector"]},
             "query": {
                 "hybrid": {
+                    **hybrid,
                     "queries": [
                         {
                             "bool": {
