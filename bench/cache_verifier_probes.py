@@ -8,7 +8,10 @@ target. This script measures two more signals a verifier could use, on the same 
   its closest MiniLM token state in the other question; a pair passes when its *worst* match is
   >= w. It replaces or vetoes the content-overlap check in a simulated policy;
 * answer-sentence agreement: the sentences of both questions' retrieved passages are embedded,
-  and the pair agrees when each question's best-matching sentence is the same one.
+  and the pair agrees when each question's best-matching sentence is the same one;
+* answer fit: the cached question's answer (the extractive answer over its top 5 passages) is
+  embedded, and the new question should fit it about as well as the cached question does
+  (cos(q1, answer) - cos(q2, answer) small); one dot product at lookup if it worked.
 
 Pairs: STS-B train/test (no corpus) and the COVID-QA question pairs of bench/cache_policy.py with
 the COVID-QA corpus ingested through the real pipeline. The simulated policies apply the real
@@ -129,7 +132,7 @@ def main() -> None:
     from ragline.adapters.local.embedder import MiniLMEmbedder
     from ragline.cache import verify
     from ragline.evaluation.cache_eval import TENANT, _corpus_items, load_pairs
-    from ragline.generation.extractive import split_sentences
+    from ragline.generation.extractive import ExtractiveAnswerer, split_sentences
     from ragline.models import TenantScope
     from ragline.settings import Settings
 
@@ -153,6 +156,7 @@ def main() -> None:
         texts = sorted({r["text1"] for r in rows} | {r["text2"] for r in rows})
         vec = dict(zip(texts, embedder.embed_documents(texts)))
         hits_of: dict[str, list[str]] = {}
+        found_of: dict[str, list] = {}
         chunk_text: dict[str, str] = {}
         for r in rows:
             f1, f2 = verify.features(r["text1"]), verify.features(r["text2"])
@@ -165,6 +169,7 @@ def main() -> None:
                     if t not in hits_of:
                         found = app.retriever.search(scope, t, vector=vec[t])[0]
                         hits_of[t] = [h.chunk_id for h in found]
+                        found_of[t] = found
                         chunk_text.update((h.chunk_id, h.text) for h in found)
                     r[key] = hits_of[t]
         # answer-sentence agreement on the COVID pairs that reach the candidate stage
@@ -185,6 +190,22 @@ def main() -> None:
             if r.get("style") == "heavy":
                 agree["heavy"].append(same)
 
+        # answer fit on the COVID pairs that reach a low candidate stage
+        answerer = ExtractiveAnswerer()
+        fit: dict[str, list[float]] = {"pos": [], "neg": [], "heavy": []}
+        answer_vec: dict[str, np.ndarray] = {}
+        for r in rows:
+            if r["set"] != "covid" or r["cos"] < 0.75 or r["conflict"]:
+                continue
+            q1 = r["text1"]
+            if q1 not in answer_vec:
+                text = ExtractiveAnswerer.quoted_text(answerer.answer(q1, found_of[q1][:5]).text)
+                answer_vec[q1] = embedder.embed_documents([text])[0]
+            d = float(vec[q1] @ answer_vec[q1] - vec[r["text2"]] @ answer_vec[q1])
+            fit["pos" if r["label"] == 1 else "neg"].append(d)
+            if r.get("style") == "heavy":
+                fit["heavy"].append(d)
+
     sets = {name: [r for r in rows if r["set"] == name] for name in ("stsb_train", "stsb_test", "covid")}
     variants = {"default": _policy(), "plain_0.92": lambda r: r["cos"] >= 0.92}
     for w in (0.4, 0.45, 0.5, 0.55):
@@ -197,6 +218,9 @@ def main() -> None:
             variants[f"questions_band_overlap{y}_passages{pp}"] = _policy(question_overlap=y, question_passages=pp)
     out = {
         "policies": {name: {s: _rate(rs, fn) for s, rs in sets.items()} for name, fn in variants.items()},
+        "answer_fit_drop_cos_ge_0.75_percentiles_10_50_90": {
+            k: {"n": len(v), "p": [round(float(x), 3) for x in np.percentile(v, [10, 50, 90])] if v else None}
+            for k, v in fit.items()},
         "answer_sentence_agreement_cos_ge_0.8": {k: {"n": len(v), "same_best_sentence": round(float(np.mean(v)), 4) if v else None}
                                                  for k, v in agree.items()},
         "worst_alignment_heavy_paraphrases": sorted(round(r["worst"], 2) for r in sets["covid"]
@@ -208,6 +232,7 @@ def main() -> None:
     for name, per in out["policies"].items():
         print(name.ljust(40), " | ".join(f"{s} {v['hit_rate']:.3f}/{v['false_hit_rate']:.4f}" for s, v in per.items()))
     print("answer-sentence agreement:", out["answer_sentence_agreement_cos_ge_0.8"])
+    print("answer fit drop (10/50/90th percentile):", out["answer_fit_drop_cos_ge_0.75_percentiles_10_50_90"])
 
 
 if __name__ == "__main__":
