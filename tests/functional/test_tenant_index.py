@@ -30,8 +30,9 @@ def mixed(tmp_path):
     s = Settings(home=tmp_path / "home", jwt_secret="x" * 32, tenant_isolation_overrides={"bank": "index-per-tenant"})
     app = factory.build(s, embedder=HashEmbedder())
     assert isinstance(app.index, TenantRoutedIndex)
-    app.pipeline.ingest(IngestItem(tenant="bank", key="tenants/bank/a.txt", data=b"vault opening hours are nine to five"))
-    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/a.txt", data=b"vault opening hours are ten to four"))
+    for tenant, data in (("bank", b"vault opening hours are nine to five"), ("acme", b"vault opening hours are ten to four")):
+        app.blobs.put(f"tenants/{tenant}/a.txt", data)  # index builds re-read the stored bytes
+        app.pipeline.ingest(IngestItem(tenant=tenant, key=f"tenants/{tenant}/a.txt", data=data))
     yield app
     app.index.close()
 
@@ -119,10 +120,81 @@ def test_tenant_slug_is_safe_and_injective():
     assert len(set(odd)) == len(odd)
 
 
-def test_shared_index_version_commands_refuse_when_tenants_have_their_own(mixed):
+def test_a_shared_index_build_leaves_out_tenants_with_an_index_of_their_own(mixed):
+    """Cross-tenant: rebuilding the shared index re-ingests only the tenants it serves, so an
+    isolated tenant's chunks never land in the shared file, before or after promote."""
+    from ragline.operations import index_versions
+
+    m = index_versions.build(mixed, "v001")
+    assert m["documents"] == 1 and m["index_of"] is None
+    versions = IndexVersions(mixed.settings.home)
+    assert rows_by_tenant(versions.path("v001")) == {"acme": 1}
+    index_versions.promote(mixed, "v001")
+    assert rows_by_tenant(versions.path("v001")) == {"acme": 1}
+    assert rows_by_tenant(mixed.settings.home / "tenants" / "bank" / "index.db") == {"bank": 1}
+    for t in ("bank", "acme"):  # each tenant still reads its own documents only
+        ans = mixed.ask(Principal(tenant=t, user="u"), "vault opening hours")
+        assert [c.source for c in ans.citations] == [f"tenants/{t}/a.txt"]
+
+
+def test_a_tenants_own_index_has_its_own_versions(mixed):
+    """--index-of: build, promote and roll back a version of one isolated tenant's index; the
+    shared index and its versions do not move, and the tenant's new document is served only after
+    promote. A shared tenant cannot be named, and the shared commands name no isolated tenant."""
     from ragline.errors import InvalidInput
     from ragline.operations import index_versions
 
-    with pytest.raises(InvalidInput, match="index of their own"):
-        index_versions.build(mixed, "v001")
-    assert rows_by_tenant(mixed.settings.home / "index.db") == {"acme": 1}
+    mixed.blobs.put("tenants/bank/b.txt", b"the vault audit happens every march")
+    mixed.pipeline.ingest(IngestItem(tenant="bank", key="tenants/bank/b.txt", data=b"the vault audit happens every march"))
+    own = tenant_home(mixed.settings.home, "bank")
+    m = index_versions.build(mixed, "b1", index_of="bank")
+    assert m["documents"] == 2 and m["index_of"] == "bank"
+    assert rows_by_tenant(IndexVersions(own).path("b1")) == {"bank": 2}
+    assert sorted(v["name"] for v in index_versions.describe(mixed, index_of="bank")) == ["b1", "default"]
+    assert [v["name"] for v in index_versions.describe(mixed)] == ["default"]  # the shared versions
+    index_versions.promote(mixed, "b1", index_of="bank")
+    assert mixed.index.for_tenant("bank").live_name == "b1"
+    assert mixed.index.count(TenantScope("bank")) == 2 and mixed.index.count(TenantScope("acme")) == 1
+    index_versions.rollback(mixed, index_of="bank")
+    assert mixed.index.for_tenant("bank").live_name == "default"
+    with pytest.raises(InvalidInput, match="served by the shared index"):
+        index_versions.build(mixed, "x", index_of="acme")
+
+
+def test_cli_index_commands_take_index_of(mixed, monkeypatch):
+    """The CLI passes --index-of through every version command, and a shared tenant named there
+    is a clear error (exit 1), not a traceback."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ragline import cli
+
+    monkeypatch.setattr(factory, "default", lambda: mixed)
+    run = CliRunner().invoke
+    out = run(cli.app, ["index", "build", "--name", "b1", "--index-of", "bank", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["index_of"] == "bank"
+    assert run(cli.app, ["index", "promote", "b1", "--index-of", "bank"]).exit_code == 0
+    listed = json.loads(run(cli.app, ["index", "versions", "--index-of", "bank", "--json"]).stdout)
+    assert [r["name"] for r in listed if r["live"]] == ["b1"]
+    shared = json.loads(run(cli.app, ["index", "versions", "--json"]).stdout)
+    assert [r["name"] for r in shared if r["live"]] == ["default"]
+    assert run(cli.app, ["index", "rollback", "--index-of", "bank"]).exit_code == 0
+    bad = run(cli.app, ["index", "build", "--index-of", "acme"])
+    assert bad.exit_code == 1 and "served by the shared index" in bad.output
+
+
+@pytest.mark.parametrize("op", ["build", "promote", "rollback", "describe"])
+def test_index_of_on_aws_is_a_clear_error(op):
+    """On AWS the version commands manage the shared alias only: --index-of is refused with a
+    message before anything is read or written."""
+    from types import SimpleNamespace
+
+    from ragline.errors import InvalidInput
+    from ragline.operations import index_versions
+
+    app = SimpleNamespace(settings=SimpleNamespace(backend="aws"))
+    args = {"build": (app, "v1"), "promote": (app, "v1"), "rollback": (app,), "describe": (app,)}[op]
+    with pytest.raises(InvalidInput, match="local backend"):
+        getattr(index_versions, op)(*args, index_of="bank")

@@ -47,11 +47,12 @@ def _print(data, as_json: bool) -> None:
 
 
 @index_app.command("versions")
-def versions(as_json: bool = typer.Option(False, "--json")) -> None:
+def versions(as_json: bool = typer.Option(False, "--json"),
+             index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
     """Index versions, which one is live and which is the rollback target."""
     from ..operations.index_versions import describe
 
-    rows = _run(lambda: describe(_app()))
+    rows = _run(lambda: describe(_app(), index_of=index_of))
     if as_json:
         print(json.dumps(rows))
         return
@@ -71,11 +72,13 @@ def versions(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @index_app.command("build")
 def build(name: str | None = typer.Option(None, "--name", help="Version name (default v001, v002, ...)"),
-          as_json: bool = typer.Option(False, "--json")) -> None:
-    """Re-embed every current document into a new version (the live one keeps serving)."""
+          as_json: bool = typer.Option(False, "--json"),
+          index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
+    """Re-embed every current document into a new version (the live one keeps serving). The
+    shared index holds every tenant without an index of its own; --index-of builds that tenant's."""
     from ..operations.index_versions import build as run
 
-    _print(_run(lambda: run(_app(), name)), as_json)
+    _print(_run(lambda: run(_app(), name, index_of=index_of)), as_json)
 
 
 @index_app.command("validate")
@@ -87,41 +90,45 @@ def validate(candidate: str = typer.Argument(..., help="The version to check"),
              qa: Path | None = typer.Option(None, "--qa", help="JSON lines of question + answers, asked as --tenant: "
                                             "support@1/3/5 and answer token F1 on both versions"),
              qa_limit: int | None = typer.Option(None, "--qa-limit", min=1, help="Deterministic subset of N questions"),
-             as_json: bool = typer.Option(False, "--json")) -> None:
+             as_json: bool = typer.Option(False, "--json"),
+             index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
     """Retrieval on both versions side by side (BEIR nDCG, or overlap on logged questions), and
     with --qa the QA evaluation of both and the deltas."""
     from ..operations.index_versions import validate as run
 
     _print(_run(lambda: run(_app(), candidate, baseline=baseline, data=data, tenant=tenant, queries=queries,
-                            qa=qa, qa_limit=qa_limit)), as_json)
+                            qa=qa, qa_limit=qa_limit, index_of=index_of)), as_json)
 
 
 @index_app.command("promote")
 def promote(name: str, force: bool = typer.Option(False, "--force", help="Promote even if documents changed since the build"),
-            as_json: bool = typer.Option(False, "--json")) -> None:
+            as_json: bool = typer.Option(False, "--json"),
+            index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
     """Switch the read alias to NAME (atomically)."""
     from ..operations.index_versions import promote as run
 
-    _print(_run(lambda: run(_app(), name, force=force)), as_json)
+    _print(_run(lambda: run(_app(), name, force=force, index_of=index_of)), as_json)
 
 
 @index_app.command("rollback")
-def rollback(as_json: bool = typer.Option(False, "--json")) -> None:
+def rollback(as_json: bool = typer.Option(False, "--json"),
+             index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
     """Switch the alias back to the previous version."""
     from ..operations.index_versions import rollback as run
 
-    _print(_run(lambda: run(_app())), as_json)
+    _print(_run(lambda: run(_app(), index_of=index_of)), as_json)
 
 
 @index_app.command("snapshot")
 def snapshot(name: str | None = typer.Argument(None, help="Version (default: the live one)"),
              to: Path | None = typer.Option(None, "--to", help="Snapshot file (local; default under RAGLINE_HOME/snapshots)"),
              repository: str | None = typer.Option(None, "--repository", help="OpenSearch snapshot repository (AWS; "
-                                                   "default RAGLINE_INDEX_SNAPSHOT_REPOSITORY)")) -> None:
+                                                   "default RAGLINE_INDEX_SNAPSHOT_REPOSITORY)"),
+             index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
     """A consistent copy of a version: SQLite online backup locally, an OpenSearch snapshot to S3 on AWS."""
     from ..operations.index_versions import snapshot as run
 
-    out = _run(lambda: run(_app(), name, to=to, repository=repository))
+    out = _run(lambda: run(_app(), name, to=to, repository=repository, index_of=index_of))
     print(json.dumps(out) if isinstance(out, dict) else out)
 
 
@@ -130,11 +137,12 @@ def restore(snapshot_ref: str = typer.Argument(..., metavar="SNAPSHOT",
                                                help="A snapshot file (local) or snapshot id (AWS)"),
             name: str | None = typer.Option(None, "--name", help="New version name"),
             repository: str | None = typer.Option(None, "--repository", help="OpenSearch snapshot repository (AWS)"),
-            source: str | None = typer.Option(None, "--source", help="The snapshotted version (AWS; default from the id)")) -> None:
+            source: str | None = typer.Option(None, "--source", help="The snapshotted version (AWS; default from the id)"),
+            index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
     """A new version from a snapshot (promote it to serve it)."""
     from ..operations.index_versions import restore as run
 
-    print(_run(lambda: run(_app(), snapshot_ref, name, repository=repository, source=source)))
+    print(_run(lambda: run(_app(), snapshot_ref, name, repository=repository, source=source, index_of=index_of)))
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:

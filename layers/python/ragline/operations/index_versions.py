@@ -35,18 +35,32 @@ from ..retrieval.service import Retriever
 from ..settings import ChunkerSettings
 
 
-def versions_of(app) -> tuple[IndexVersions, AliasedIndex]:
-    from ..adapters.local.tenant_index import TenantRoutedIndex
+def versions_of(app, index_of: str | None = None) -> tuple[IndexVersions, AliasedIndex, Callable[[str], bool]]:
+    """The versions, the aliased index and which tenants it serves: the shared index (every
+    tenant without an index of its own), or with ``index_of`` that tenant's own index."""
+    from ..adapters.local.tenant_index import OWN, TenantRoutedIndex
 
-    if isinstance(app.index, TenantRoutedIndex):
-        # a rebuild of the shared index re-ingests every tenant's documents, which would copy
-        # isolated tenants' chunks into the shared file: refused rather than done wrong
-        raise InvalidInput("index versions commands manage the shared index, and some tenants have an index of "
-                           "their own (RAGLINE_TENANT_ISOLATION / _OVERRIDES); their versions live under "
-                           "RAGLINE_HOME/tenants/<tenant>/indexes")
-    if not isinstance(app.index, AliasedIndex):
+    index = app.index
+    if isinstance(index, TenantRoutedIndex):
+        routed = index
+        if index_of is not None:
+            if routed.isolation(index_of) != OWN:
+                raise InvalidInput(f"tenant {index_of!r} is served by the shared index; manage it without --index-of")
+            own = routed.for_tenant(index_of)
+            if not isinstance(own, AliasedIndex):
+                raise InvalidInput("index versions need the local aliased index (RAGLINE_BACKEND=local)")
+            return own.versions, own, lambda t: t == index_of
+        shared = routed.shared
+        if not isinstance(shared, AliasedIndex):
+            raise InvalidInput("index versions need the local aliased index (RAGLINE_BACKEND=local)")
+        # tenants with an index of their own are never copied into the shared one
+        return shared.versions, shared, lambda t: routed.isolation(t) != OWN
+    if index_of is not None:
+        raise InvalidInput("--index-of is for tenants with an index of their own "
+                           "(RAGLINE_TENANT_ISOLATION / RAGLINE_TENANT_ISOLATION_OVERRIDES)")
+    if not isinstance(index, AliasedIndex):
         raise InvalidInput("index versions need the local aliased index (RAGLINE_BACKEND=local)")
-    return app.index.versions, app.index
+    return index.versions, index, lambda t: True
 
 
 def _aws(app) -> bool:
@@ -60,10 +74,13 @@ def tenants(app) -> list[str]:
     return fn()
 
 
-def registry_fingerprint(app) -> tuple[str, int]:
+def registry_fingerprint(app, serves: Callable[[str], bool] | None = None) -> tuple[str, int]:
+    """A hash of every indexed document version (of the tenants ``serves`` admits)."""
     h = hashlib.sha256()
     n = 0
     for t in tenants(app):
+        if serves is not None and not serves(t):
+            continue
         for r in app.registry.list(t):
             if r.status == DocStatus.INDEXED:
                 h.update(f"{t}\x00{r.doc_id}\x00{r.version}\x00{','.join(sorted(r.groups))}\n".encode())
@@ -72,15 +89,18 @@ def registry_fingerprint(app) -> tuple[str, int]:
 
 
 def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = None,
-          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+          progress: Callable[[int, int], None] | None = None, index_of: str | None = None) -> dict[str, Any]:
+    """A new version of the shared index (every tenant without an index of its own) or, with
+    ``index_of``, of that tenant's own index, re-ingested from the stored documents."""
     if _aws(app):
+        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import build as build_aws
 
         return build_aws(app, name, chunker=chunker, progress=progress)
-    versions, aliased = versions_of(app)
+    versions, aliased, serves = versions_of(app, index_of)
     name = versions.create(name)
     t0 = time.perf_counter()
-    fingerprint, _ = registry_fingerprint(app)
+    fingerprint, _ = registry_fingerprint(app, serves)
     index = LocalHybridIndex(versions.path(name), aliased.dim)
     scratch_path = versions.root / f".{name}.build-registry.db"
     scratch = SqliteRegistry(scratch_path)
@@ -91,7 +111,7 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
         # a rebuild's embeddings are charged to each tenant, under the purpose budgets leave out
         meter=base.meter.for_purpose(INDEX_BUILD_PURPOSE) if base.meter is not None else None,
     )
-    records = [r for t in tenants(app) for r in app.registry.list(t) if r.status == DocStatus.INDEXED]
+    records = [r for t in tenants(app) if serves(t) for r in app.registry.list(t) if r.status == DocStatus.INDEXED]
     changed: list[str] = []
     missing: list[str] = []
 
@@ -126,7 +146,8 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
             Path(f"{scratch_path}{suffix}").unlink(missing_ok=True)
     index.close()
     manifest = {
-        "name": name, "built_at": time.time(), "source": "build", "documents": len(records), "chunks": chunks,
+        "name": name, "built_at": time.time(), "source": "build", "index_of": index_of,
+        "documents": len(records), "chunks": chunks,
         "statuses": statuses, "embedding_model": base.embedder.model_id,
         "chunker": pipeline.chunker_settings.fingerprint(), "registry_fingerprint": fingerprint,
         "changed_since_indexed": changed, "missing_blobs": missing, "seconds": round(time.perf_counter() - t0, 2),
@@ -135,70 +156,83 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
     return manifest
 
 
-def promote(app, name: str, *, force: bool = False) -> dict[str, Any]:
+def _no_own_versions_on_aws(index_of: str | None) -> None:
+    if index_of is not None:
+        raise InvalidInput("--index-of works on the local backend; on AWS the version commands manage the "
+                           "shared alias (a tenant's own OpenSearch alias is rebuilt by re-ingesting its documents)")
+
+
+def promote(app, name: str, *, force: bool = False, index_of: str | None = None) -> dict[str, Any]:
     if _aws(app):
+        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import promote as promote_aws
 
         return promote_aws(app, name, force=force)
-    versions, _ = versions_of(app)
-    return promote_checked(app, versions, name, force=force, conflict=Conflict)
+    versions, _, serves = versions_of(app, index_of)
+    return promote_checked(app, versions, name, force=force, conflict=Conflict, serves=serves)
 
 
-def promote_checked(app, versions, name: str, *, force: bool, conflict: Callable[[str], Exception]) -> dict[str, Any]:
+def promote_checked(app, versions, name: str, *, force: bool, conflict: Callable[[str], Exception],
+                    serves: Callable[[str], bool] | None = None) -> dict[str, Any]:
     """Switch the read alias to ``name`` unless the documents changed since it was built (the
     registry fingerprint in its manifest), for the local and the AWS versions alike."""
     m = versions.manifest(name)
     if m and m.get("registry_fingerprint") and not force:
-        now, n = registry_fingerprint(app)
+        now, n = registry_fingerprint(app, serves)
         if now != m["registry_fingerprint"]:
             raise conflict(f"documents changed since version {name} was built ({n} indexed now, "
                            f"{m.get('documents')} at build time): build again, or promote with --force")
     return versions.switch(name)
 
 
-def rollback(app) -> dict[str, Any]:
+def rollback(app, *, index_of: str | None = None) -> dict[str, Any]:
     if _aws(app):
+        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import rollback as rollback_aws
 
         return rollback_aws(app)
-    versions, _ = versions_of(app)
-    return versions.rollback()
+    return versions_of(app, index_of)[0].rollback()
 
 
-def describe(app) -> list[dict[str, Any]]:
+def describe(app, *, index_of: str | None = None) -> list[dict[str, Any]]:
     if _aws(app):
+        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import AwsVersions
 
         return AwsVersions(app).describe()
-    return versions_of(app)[0].describe()
+    return versions_of(app, index_of)[0].describe()
 
 
-def snapshot(app, name: str | None = None, *, to: Path | None = None, repository: str | None = None) -> Any:
+def snapshot(app, name: str | None = None, *, to: Path | None = None, repository: str | None = None,
+             index_of: str | None = None) -> Any:
     """Locally a file copy (``to``, default under RAGLINE_HOME/snapshots); on AWS an OpenSearch
     snapshot into a registered S3 repository."""
     if _aws(app):
+        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import AwsVersions
 
         return AwsVersions(app).snapshot(name, repository)
-    v, _ = versions_of(app)
+    v = versions_of(app, index_of)[0]
     src = name or v.live()
     dest = to or v.home / "snapshots" / f"{src}-{time.strftime('%Y%m%dT%H%M%S')}.db"
     return v.snapshot(src, dest)
 
 
 def restore(app, snapshot_ref: str, name: str | None = None, *, repository: str | None = None,
-            source: str | None = None) -> str:
+            source: str | None = None, index_of: str | None = None) -> str:
     """A new, not live, version from a snapshot file (local) or an OpenSearch snapshot id (AWS)."""
     if _aws(app):
+        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import AwsVersions
 
         return AwsVersions(app).restore(snapshot_ref, repository, name, source)
-    return versions_of(app)[0].restore(Path(snapshot_ref), name)
+    return versions_of(app, index_of)[0].restore(Path(snapshot_ref), name)
 
 
-def _version_reader(app) -> tuple[str, Callable[[str], Any]]:
+def _version_reader(app, index_of: str | None = None) -> tuple[str, Callable[[str], Any]]:
     """The live version's name and a function opening any version for reads."""
     if _aws(app):
+        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import AwsVersions
 
         v = AwsVersions(app)
@@ -210,7 +244,7 @@ def _version_reader(app) -> tuple[str, Callable[[str], Any]]:
             return v.index.at_version(name)
 
         return v.live(), at
-    versions, aliased = versions_of(app)
+    versions, aliased, _ = versions_of(app, index_of)
     return versions.live(), aliased.at_version
 
 
@@ -248,26 +282,28 @@ def _retriever(app, index) -> Retriever:
 
 def validate(app, candidate: str, *, baseline: str | None = None, data: Path | None = None,
              split: str = "test", tenant: str = "eval", queries: int = 200, k: int = 5,
-             qa: Path | None = None, qa_limit: int | None = None) -> dict[str, Any]:
+             qa: Path | None = None, qa_limit: int | None = None, index_of: str | None = None) -> dict[str, Any]:
     """Compare two versions: with ``data`` (a BEIR folder whose corpus is ingested under
     ``tenant``), nDCG@10 and Recall@10 of each; otherwise the query log's recent questions,
     as overlap of the top-k documents, top-1 agreement and mean top-1 similarity. With ``qa``
     (JSON lines of question and answers, asked as ``tenant``), also support@1/3/5 and answer
     token F1 of each version and the deltas (candidate minus baseline), under ``qa``."""
-    live, at_version = _version_reader(app)
+    live, at_version = _version_reader(app, index_of)
     baseline = baseline or live
     if candidate == baseline:
         raise InvalidInput("validate compares two different versions")
     sides = {v: _retriever(app, at_version(v)) for v in (baseline, candidate)}
+    serves = versions_of(app, index_of)[2] if not _aws(app) else None
     out = _compare_retrieval(app, sides, baseline, candidate, data=data, split=split, tenant=tenant,
-                             queries=queries, k=k)
+                             queries=queries, k=k, serves=serves)
     if qa is not None:
         out["qa"] = _qa_compare(app, sides, qa, tenant, qa_limit, baseline, candidate)
     return out
 
 
 def _compare_retrieval(app, sides: dict[str, Retriever], baseline: str, candidate: str, *, data: Path | None,
-                       split: str, tenant: str, queries: int, k: int) -> dict[str, Any]:
+                       split: str, tenant: str, queries: int, k: int,
+                       serves: Callable[[str], bool] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"baseline": baseline, "candidate": candidate}
     if data is not None:
         from ..evaluation.beir import load_beir, ndcg_at, recall_at
@@ -290,6 +326,8 @@ def _compare_retrieval(app, sides: dict[str, Retriever], baseline: str, candidat
     asked = []
     for e in app.query_log.recent(None, queries * 5):
         key = (e.get("tenant"), e.get("question"))
+        if serves is not None and key[0] and not serves(key[0]):
+            continue  # a question of a tenant this index does not serve
         if all(key) and key not in seen:
             seen.add(key)
             asked.append(key)
