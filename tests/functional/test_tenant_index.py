@@ -186,15 +186,15 @@ def test_cli_index_commands_take_index_of(mixed, monkeypatch):
 
 
 @pytest.mark.parametrize("op", ["build", "promote", "rollback", "describe"])
-def test_index_of_on_aws_is_a_clear_error(op):
-    """On AWS the version commands manage the shared alias only: --index-of is refused with a
-    message before anything is read or written."""
+def test_index_of_without_isolated_tenants_is_a_clear_error_on_aws(op):
+    """On AWS with one shared index, --index-of names no index: refused with a message before
+    anything is read or written (the AWS per-tenant path is in test_aws_index_build.py)."""
     from types import SimpleNamespace
 
     from ragline.errors import InvalidInput
     from ragline.operations import index_versions
 
-    app = SimpleNamespace(settings=SimpleNamespace(backend="aws"))
+    app = SimpleNamespace(settings=SimpleNamespace(backend="aws"), index=object())
     args = {"build": (app, "v1"), "promote": (app, "v1"), "rollback": (app,), "describe": (app,)}[op]
-    with pytest.raises(InvalidInput, match="local backend"):
+    with pytest.raises(InvalidInput, match="index of their own"):
         getattr(index_versions, op)(*args, index_of="bank")

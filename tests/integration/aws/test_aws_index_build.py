@@ -649,3 +649,58 @@ def test_a_job_past_its_deadline_is_reported_with_its_arn(env):
             batch.embed([("r1", "some text")], "ragline test")
         stub.assert_no_pending_responses()
     assert player.now == 1500
+
+
+def test_an_isolated_tenants_own_alias_has_its_own_versions_on_aws(tmp_path, aws_region, bucket, s3_client,
+                                                                    dynamodb_client, registry_table, ledger_table,
+                                                                    query_log_table):
+    """Tenant isolation on AWS (moto S3 + DynamoDB, the in-memory MiniCluster for OpenSearch):
+    globex has an index of its own (alias ragline-chunks.t.globex, made here up front instead of
+    by ``ensure``). A shared build skips globex, so its chunks never enter a shared version; the
+    same commands with index_of="globex" build, promote and roll back globex's alias only, and
+    the shared alias never moves. A shared tenant named in index_of is refused."""
+    from ragline.adapters.local.tenant_index import OWN, TenantRoutedIndex
+
+    own_alias = f"{ALIAS}.t.globex"
+    cluster = MiniCluster()
+    for alias in (ALIAS, own_alias):
+        cluster.indices[f"{alias}-v1"] = {}
+        cluster.aliases[alias] = {f"{alias}-v1"}
+    settings = Settings(
+        backend="aws", region=aws_region, documents_bucket=bucket, registry_table=registry_table,
+        ledger_table=ledger_table, query_log_table=query_log_table, opensearch_endpoint="https://search.test",
+        home=tmp_path / "home", tenant_isolation_overrides={"globex": OWN},
+    )
+    shared = OpenSearchIndex(client=cluster.client(), settings=settings, dimensions=TitanLike.dimensions)
+    routed = TenantRoutedIndex(shared, shared.for_tenant, settings.isolation_for)
+    app = factory.build(
+        settings,
+        blobs=S3BlobStore(bucket, client=s3_client, settings=settings),
+        registry=DynamoRegistry(registry_table, client=dynamodb_client, settings=settings),
+        query_log=DynamoQueryLog(query_log_table, client=dynamodb_client, settings=settings),
+        ledger=DynamoLedgerStore(ledger_table, client=dynamodb_client, settings=settings),
+        index=routed, embedder=TitanLike(), chat=None, reranker=None, cache_store=None, pii=None,
+    )
+    for tenant, docs in DOCS.items():
+        for name, text in docs.items():
+            key = f"tenants/{tenant}/{name}"
+            blob = app.blobs.put(key, text.encode(), "text/plain")
+            assert app.pipeline.ingest(IngestItem(tenant=tenant, key=key, data=text.encode(),
+                                                  source_version_id=blob.version_id)).status == "indexed"
+    tenants_in = lambda index: {doc["tenant"] for _, doc in cluster.docs(index)}
+    assert tenants_in(f"{ALIAS}-v1") == {"acme"} and tenants_in(f"{own_alias}-v1") == {"globex"}
+    before = answers(app)
+
+    m = ops.build(app, "v002")
+    assert m["skipped_tenants"] == ["globex"] and tenants_in(f"{ALIAS}-v002") == {"acme"}
+    g = ops.build(app, "g2", index_of="globex")
+    assert g["index_of"] == "globex" and g["documents"] == len(DOCS["globex"])
+    assert tenants_in(f"{own_alias}-g2") == {"globex"}
+    assert [v["name"] for v in ops.describe(app, index_of="globex") if v["live"]] == ["v1"]
+    ops.promote(app, "g2", index_of="globex")
+    assert cluster.aliases[own_alias] == {f"{own_alias}-g2"} and cluster.aliases[ALIAS] == {f"{ALIAS}-v1"}
+    assert answers(app) == before  # the same documents re-embedded: the same results
+    ops.rollback(app, index_of="globex")
+    assert cluster.aliases[own_alias] == {f"{own_alias}-v1"} and cluster.aliases[ALIAS] == {f"{ALIAS}-v1"}
+    with pytest.raises(InvalidInput, match="served by the shared index"):
+        ops.build(app, "x", index_of="acme")

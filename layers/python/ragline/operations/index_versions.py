@@ -93,10 +93,9 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
     """A new version of the shared index (every tenant without an index of its own) or, with
     ``index_of``, of that tenant's own index, re-ingested from the stored documents."""
     if _aws(app):
-        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import build as build_aws
 
-        return build_aws(app, name, chunker=chunker, progress=progress)
+        return build_aws(app, name, chunker=chunker, progress=progress, index_of=index_of)
     versions, aliased, serves = versions_of(app, index_of)
     name = versions.create(name)
     t0 = time.perf_counter()
@@ -156,18 +155,11 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
     return manifest
 
 
-def _no_own_versions_on_aws(index_of: str | None) -> None:
-    if index_of is not None:
-        raise InvalidInput("--index-of works on the local backend; on AWS the version commands manage the "
-                           "shared alias (a tenant's own OpenSearch alias is rebuilt by re-ingesting its documents)")
-
-
 def promote(app, name: str, *, force: bool = False, index_of: str | None = None) -> dict[str, Any]:
     if _aws(app):
-        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import promote as promote_aws
 
-        return promote_aws(app, name, force=force)
+        return promote_aws(app, name, force=force, index_of=index_of)
     versions, _, serves = versions_of(app, index_of)
     return promote_checked(app, versions, name, force=force, conflict=Conflict, serves=serves)
 
@@ -187,19 +179,17 @@ def promote_checked(app, versions, name: str, *, force: bool, conflict: Callable
 
 def rollback(app, *, index_of: str | None = None) -> dict[str, Any]:
     if _aws(app):
-        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import rollback as rollback_aws
 
-        return rollback_aws(app)
+        return rollback_aws(app, index_of=index_of)
     return versions_of(app, index_of)[0].rollback()
 
 
 def describe(app, *, index_of: str | None = None) -> list[dict[str, Any]]:
     if _aws(app):
-        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import AwsVersions
 
-        return AwsVersions(app).describe()
+        return AwsVersions(app, index_of).describe()
     return versions_of(app, index_of)[0].describe()
 
 
@@ -208,10 +198,9 @@ def snapshot(app, name: str | None = None, *, to: Path | None = None, repository
     """Locally a file copy (``to``, default under RAGLINE_HOME/snapshots); on AWS an OpenSearch
     snapshot into a registered S3 repository."""
     if _aws(app):
-        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import AwsVersions
 
-        return AwsVersions(app).snapshot(name, repository)
+        return AwsVersions(app, index_of).snapshot(name, repository)
     v = versions_of(app, index_of)[0]
     src = name or v.live()
     dest = to or v.home / "snapshots" / f"{src}-{time.strftime('%Y%m%dT%H%M%S')}.db"
@@ -222,20 +211,18 @@ def restore(app, snapshot_ref: str, name: str | None = None, *, repository: str 
             source: str | None = None, index_of: str | None = None) -> str:
     """A new, not live, version from a snapshot file (local) or an OpenSearch snapshot id (AWS)."""
     if _aws(app):
-        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import AwsVersions
 
-        return AwsVersions(app).restore(snapshot_ref, repository, name, source)
+        return AwsVersions(app, index_of).restore(snapshot_ref, repository, name, source)
     return versions_of(app, index_of)[0].restore(Path(snapshot_ref), name)
 
 
 def _version_reader(app, index_of: str | None = None) -> tuple[str, Callable[[str], Any]]:
     """The live version's name and a function opening any version for reads."""
     if _aws(app):
-        _no_own_versions_on_aws(index_of)
         from .index_versions_aws import AwsVersions
 
-        v = AwsVersions(app)
+        v = AwsVersions(app, index_of)
         names = set(v.names())
 
         def at(name: str):
@@ -293,7 +280,12 @@ def validate(app, candidate: str, *, baseline: str | None = None, data: Path | N
     if candidate == baseline:
         raise InvalidInput("validate compares two different versions")
     sides = {v: _retriever(app, at_version(v)) for v in (baseline, candidate)}
-    serves = versions_of(app, index_of)[2] if not _aws(app) else None
+    if _aws(app):
+        from .index_versions_aws import shared_index
+
+        serves = shared_index(app, index_of)[1]
+    else:
+        serves = versions_of(app, index_of)[2]
     out = _compare_retrieval(app, sides, baseline, candidate, data=data, split=split, tenant=tenant,
                              queries=queries, k=k, serves=serves)
     if qa is not None:

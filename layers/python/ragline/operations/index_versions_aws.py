@@ -69,27 +69,36 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def shared_index(app) -> tuple[Any, Callable[[str], bool]]:
+def shared_index(app, index_of: str | None = None) -> tuple[Any, Callable[[str], bool]]:
     """The shared OpenSearch index and a predicate "this tenant is served by it". Tenants with
-    an index of their own (issue 6) are not in the shared alias, so a build of it skips them."""
+    an index of their own (issue 6) are not in the shared alias, so a build of it skips them.
+    With ``index_of``, that tenant's own alias instead, serving that tenant only."""
     from ..adapters.aws.opensearch import OpenSearchIndex
-    from ..adapters.local.tenant_index import TenantRoutedIndex
+    from ..adapters.local.tenant_index import OWN, TenantRoutedIndex
 
     index = app.index
     if isinstance(index, TenantRoutedIndex):
         routed = index
-        return routed.shared, lambda t: routed.isolation(t) == "shared-index"
+        if index_of is not None:
+            if routed.isolation(index_of) != OWN:
+                raise InvalidInput(f"tenant {index_of!r} is served by the shared index; manage it without --index-of")
+            return routed.for_tenant(index_of), lambda t: t == index_of
+        return routed.shared, lambda t: routed.isolation(t) != OWN
+    if index_of is not None:
+        raise InvalidInput("--index-of is for tenants with an index of their own "
+                           "(RAGLINE_TENANT_ISOLATION / RAGLINE_TENANT_ISOLATION_OVERRIDES)")
     if not isinstance(index, OpenSearchIndex):
         raise InvalidInput("AWS index versions need the OpenSearch index (RAGLINE_BACKEND=aws)")
     return index, lambda t: True
 
 
 class AwsVersions:
-    """Version indexes of the shared alias, their manifests and the alias history."""
+    """Version indexes of the shared alias (or of one isolated tenant's alias), their manifests
+    and the alias history."""
 
-    def __init__(self, app):
+    def __init__(self, app, index_of: str | None = None):
         self.app = app
-        self.index, self.serves = shared_index(app)
+        self.index, self.serves = shared_index(app, index_of)
         self.blobs = app.blobs
         self.root = f"{MANIFEST_PREFIX}{self.index.alias}/"
 
@@ -436,17 +445,18 @@ class _Build:
 
 
 def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = None,
-          progress: Callable[[int, int], None] | None = None, batch: Any | None = None) -> dict[str, Any]:
+          progress: Callable[[int, int], None] | None = None, batch: Any | None = None,
+          index_of: str | None = None) -> dict[str, Any]:
     """Build a new version beside the live one. ``batch`` (a BedrockBatchEmbedder) is built
     from settings when batch inference is configured; tests inject one."""
     from .index_versions import registry_fingerprint, tenants
 
-    versions = AwsVersions(app)
+    versions = AwsVersions(app, index_of)
     name = versions.check_name(name or versions.next_name())
     if name in versions.names():
         raise _conflict(f"index version {name} already exists")
     t0 = time.perf_counter()
-    fingerprint, _ = registry_fingerprint(app)
+    fingerprint, _ = registry_fingerprint(app, versions.serves)
     work: dict[str, list[DocumentRecord]] = {}
     skipped: list[str] = []
     for t in tenants(app):
@@ -488,6 +498,7 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
     costs = run.ledger(name)
     manifest = {
         "name": name, "index": versions.index.version_index(name), "built_at": time.time(), "source": "build",
+        "index_of": index_of,
         "documents": total, "chunks": run.chunks, "statuses": dict(run.statuses),
         "embedding_model": app.pipeline.embedder.model_id, "chunker": run.chunker.fingerprint(),
         "registry_fingerprint": fingerprint, "changed_since_indexed": run.changed, "missing_blobs": run.missing,
@@ -500,11 +511,12 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
     return manifest
 
 
-def promote(app, name: str, *, force: bool = False) -> dict[str, Any]:
+def promote(app, name: str, *, force: bool = False, index_of: str | None = None) -> dict[str, Any]:
     from .index_versions import promote_checked
 
-    return promote_checked(app, AwsVersions(app), name, force=force, conflict=_conflict)
+    versions = AwsVersions(app, index_of)
+    return promote_checked(app, versions, name, force=force, conflict=_conflict, serves=versions.serves)
 
 
-def rollback(app) -> dict[str, Any]:
-    return AwsVersions(app).rollback()
+def rollback(app, *, index_of: str | None = None) -> dict[str, Any]:
+    return AwsVersions(app, index_of).rollback()
