@@ -198,3 +198,34 @@ def test_index_of_without_isolated_tenants_is_a_clear_error_on_aws(op):
     args = {"build": (app, "v1"), "promote": (app, "v1"), "rollback": (app,), "describe": (app,)}[op]
     with pytest.raises(InvalidInput, match="index of their own"):
         getattr(index_versions, op)(*args, index_of="bank")
+
+
+def test_moving_a_tenant_to_an_index_of_its_own_with_the_version_commands(tmp_path):
+    """The migration when a tenant's isolation changes from shared to its own index: with the new
+    setting, build + promote the tenant's own index (re-ingested from the stored documents), then
+    build + promote the shared index (which now leaves the tenant out). Afterwards the tenant's
+    rows are only in its own live file, and both tenants still read their own documents."""
+    from ragline.operations import index_versions
+
+    home = tmp_path / "home"
+    before = factory.build(Settings(home=home, jwt_secret="x" * 32), embedder=HashEmbedder())
+    for tenant, data in (("bank", b"vault opening hours are nine to five"), ("acme", b"vault opening hours are ten to four")):
+        before.blobs.put(f"tenants/{tenant}/a.txt", data)
+        before.pipeline.ingest(IngestItem(tenant=tenant, key=f"tenants/{tenant}/a.txt", data=data))
+    assert rows_by_tenant(home / "index.db") == {"acme": 1, "bank": 1}
+    before.index.close()
+
+    app = factory.build(Settings(home=home, jwt_secret="x" * 32, tenant_isolation_overrides={"bank": "index-per-tenant"}),
+                        embedder=HashEmbedder())
+    index_versions.build(app, "own1", index_of="bank")
+    index_versions.promote(app, "own1", index_of="bank")
+    index_versions.build(app, "v001")
+    index_versions.promote(app, "v001")
+    shared = IndexVersions(home)
+    assert shared.live() == "v001" and rows_by_tenant(shared.path("v001")) == {"acme": 1}
+    own = IndexVersions(tenant_home(home, "bank"))
+    assert own.live() == "own1" and rows_by_tenant(own.path("own1")) == {"bank": 1}
+    for t in ("bank", "acme"):
+        ans = app.ask(Principal(tenant=t, user="u"), "vault opening hours")
+        assert [c.source for c in ans.citations] == [f"tenants/{t}/a.txt"]
+    app.index.close()
