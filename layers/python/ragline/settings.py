@@ -175,7 +175,11 @@ class IndexBuildSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RAGLINE_INDEX_", extra="ignore")
 
-    batch_min_chunks: int = Field(default=10000, ge=1)  # Bedrock wants at least 100 records a job
+    batch_min_chunks: int = Field(default=10000, ge=1)
+    # Bedrock refuses a batch job with fewer records than its quota "Minimum number of records
+    # per batch inference job" (100 unless raised or lowered for the account); a build with
+    # fewer distinct texts stays on demand
+    batch_min_records: int = Field(default=100, ge=1)
     batch_role_arn: str | None = None  # the service role Bedrock assumes to read/write the prefix
     batch_s3_uri: str | None = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
     batch_deadline_s: float = Field(default=24 * 3600.0, gt=0)  # give up waiting (the job keeps its ARN)

@@ -214,7 +214,7 @@ def env(tmp_path, aws_region, bucket, s3_client, dynamodb_client, registry_table
     settings = Settings(
         backend="aws", region=aws_region, documents_bucket=bucket, registry_table=registry_table,
         ledger_table=ledger_table, query_log_table=query_log_table, opensearch_endpoint="https://search.test",
-        home=tmp_path / "home", index_build=IndexBuildSettings(batch_min_chunks=1),
+        home=tmp_path / "home", index_build=IndexBuildSettings(batch_min_chunks=1, batch_min_records=1),
     )
     embedder = TitanLike()
     app = factory.build(
@@ -704,3 +704,17 @@ def test_an_isolated_tenants_own_alias_has_its_own_versions_on_aws(tmp_path, aws
     assert cluster.aliases[own_alias] == {f"{own_alias}-v1"} and cluster.aliases[ALIAS] == {f"{ALIAS}-v1"}
     with pytest.raises(InvalidInput, match="served by the shared index"):
         ops.build(app, "x", index_of="acme")
+
+
+def test_a_build_under_bedrocks_minimum_records_stays_on_demand(env):
+    """Bedrock refuses a batch job under its minimum number of records (a quota, 100 by default):
+    a build above batch_min_chunks but with fewer distinct texts than batch_min_records embeds on
+    demand, and the manifest says why. Stubber with nothing queued: any Bedrock call would fail."""
+    app, _, s3, _ = env
+    app.settings.index_build.batch_min_records = 100
+    player = PlayBedrock(s3, app.blobs.bucket, app.pipeline.embedder)
+    client = bedrock_client()
+    with Stubber(client):
+        m = build_aws(app, "v002", batch=make_batch(app, s3, client, player))
+    assert m["embedding"]["mode"] == "on_demand" and m["statuses"] == {"indexed": 4}
+    assert "fewer than Bedrock's minimum of 100 records" in m["embedding"]["batch"]["skipped"]

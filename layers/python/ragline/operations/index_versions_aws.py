@@ -485,7 +485,11 @@ def build(app, name: str | None = None, *, chunker: ChunkerSettings | None = Non
                 if batch is not None:
                     texts = run.plan(work)
                     planned = sum(len(v) for v in texts.values())
-                    if planned > settings.batch_min_chunks:
+                    distinct = len({(t, text_key(x)) for (t, _), xs in texts.items() for x in xs})
+                    if planned > settings.batch_min_chunks and distinct < settings.batch_min_records:
+                        batch_summary = {"skipped": f"{distinct} distinct texts, fewer than Bedrock's minimum of "
+                                                    f"{settings.batch_min_records} records a job (batch_min_records)"}
+                    elif planned > settings.batch_min_chunks:
                         mode = "batch"
                         job = f"ragline-{versions.index.alias}-{name}-{int(time.time())}"
                         vectors, batch_summary = run.run_batch(job, texts)
