@@ -229,3 +229,34 @@ def test_moving_a_tenant_to_an_index_of_its_own_with_the_version_commands(tmp_pa
         ans = app.ask(Principal(tenant=t, user="u"), "vault opening hours")
         assert [c.source for c in ans.citations] == [f"tenants/{t}/a.txt"]
     app.index.close()
+
+
+def test_old_versions_can_be_deleted_but_never_the_live_the_previous_or_default(mixed, monkeypatch):
+    """`ragline index delete` (local, on a tenant's own index through the CLI): an old version's
+    file and manifest go; the live version, the rollback target and the first `default` file
+    are refused with a clear message, an unknown name is not found."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ragline import cli
+    from ragline.adapters.local.versions import Conflict
+    from ragline.errors import NotFound
+    from ragline.operations import index_versions
+
+    for name in ("b1", "b2", "b3"):
+        index_versions.build(mixed, name, index_of="bank")
+        index_versions.promote(mixed, name, index_of="bank")
+    own = IndexVersions(tenant_home(mixed.settings.home, "bank"))
+    monkeypatch.setattr(factory, "default", lambda: mixed)
+    out = CliRunner().invoke(cli.app, ["index", "delete", "b1", "--index-of", "bank", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout) == {"deleted": "b1", "index_of": "bank"}
+    assert not own.path("b1").exists() and own.manifest("b1") is None
+    for name in ("b3", "b2", "default"):  # live, rollback target, the first file
+        with pytest.raises(Conflict):
+            index_versions.delete(mixed, name, index_of="bank")
+    with pytest.raises(NotFound):
+        index_versions.delete(mixed, "nope", index_of="bank")
+    bad = CliRunner().invoke(cli.app, ["index", "delete", "b3", "--index-of", "bank"])
+    assert bad.exit_code == 1 and "live or the rollback target" in bad.output

@@ -704,6 +704,16 @@ def test_an_isolated_tenants_own_alias_has_its_own_versions_on_aws(tmp_path, aws
     assert cluster.aliases[own_alias] == {f"{own_alias}-v1"} and cluster.aliases[ALIAS] == {f"{ALIAS}-v1"}
     with pytest.raises(InvalidInput, match="served by the shared index"):
         ops.build(app, "x", index_of="acme")
+    # delete: an old version of the tenant's alias goes (index and manifest); live and rollback
+    # target stay, and the shared alias's versions are untouched
+    ops.build(app, "g3", index_of="globex")
+    ops.promote(app, "g3", index_of="globex")  # live g3, rollback target v1
+    assert ops.delete(app, "g2", index_of="globex") == {"deleted": "g2", "index_of": "globex"}
+    assert f"{own_alias}-g2" not in cluster.indices and f"{ALIAS}-v002" in cluster.indices
+    assert [v["name"] for v in ops.describe(app, index_of="globex")] == ["g3", "v1"]
+    for name in ("g3", "v1"):
+        with pytest.raises(Conflict, match="live or the rollback target"):
+            ops.delete(app, name, index_of="globex")
 
 
 def test_a_build_under_bedrocks_minimum_records_stays_on_demand(env):

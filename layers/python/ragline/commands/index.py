@@ -1,5 +1,5 @@
 """``ragline index``: blue-green index versions (versions, build, validate, promote, rollback,
-snapshot, restore) on the configured backend: index files behind an alias file locally,
+delete, snapshot, restore) on the configured backend: index files behind an alias file locally,
 OpenSearch version indexes behind the read alias on AWS (RAGLINE_BACKEND=aws)."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _print(data, as_json: bool) -> None:
 
 @index_app.command("versions")
 def versions(as_json: bool = typer.Option(False, "--json"),
-             index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
+             index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions")) -> None:
     """Index versions, which one is live and which is the rollback target."""
     from ..operations.index_versions import describe
 
@@ -73,7 +73,7 @@ def versions(as_json: bool = typer.Option(False, "--json"),
 @index_app.command("build")
 def build(name: str | None = typer.Option(None, "--name", help="Version name (default v001, v002, ...)"),
           as_json: bool = typer.Option(False, "--json"),
-          index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
+          index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions")) -> None:
     """Re-embed every current document into a new version (the live one keeps serving). The
     shared index holds every tenant without an index of its own; --index-of builds that tenant's."""
     from ..operations.index_versions import build as run
@@ -91,7 +91,7 @@ def validate(candidate: str = typer.Argument(..., help="The version to check"),
                                             "support@1/3/5 and answer token F1 on both versions"),
              qa_limit: int | None = typer.Option(None, "--qa-limit", min=1, help="Deterministic subset of N questions"),
              as_json: bool = typer.Option(False, "--json"),
-             index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
+             index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions")) -> None:
     """Retrieval on both versions side by side (BEIR nDCG, or overlap on logged questions), and
     with --qa the QA evaluation of both and the deltas."""
     from ..operations.index_versions import validate as run
@@ -103,7 +103,7 @@ def validate(candidate: str = typer.Argument(..., help="The version to check"),
 @index_app.command("promote")
 def promote(name: str, force: bool = typer.Option(False, "--force", help="Promote even if documents changed since the build"),
             as_json: bool = typer.Option(False, "--json"),
-            index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
+            index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions")) -> None:
     """Switch the read alias to NAME (atomically)."""
     from ..operations.index_versions import promote as run
 
@@ -112,11 +112,21 @@ def promote(name: str, force: bool = typer.Option(False, "--force", help="Promot
 
 @index_app.command("rollback")
 def rollback(as_json: bool = typer.Option(False, "--json"),
-             index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
+             index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions")) -> None:
     """Switch the alias back to the previous version."""
     from ..operations.index_versions import rollback as run
 
     _print(_run(lambda: run(_app(), index_of=index_of)), as_json)
+
+
+@index_app.command("delete")
+def delete(name: str = typer.Argument(..., help="A version that is neither live nor the rollback target"),
+           as_json: bool = typer.Option(False, "--json"),
+           index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions")) -> None:
+    """Delete an old version (its index and manifest)."""
+    from ..operations.index_versions import delete as run
+
+    _print(_run(lambda: run(_app(), name, index_of=index_of)), as_json)
 
 
 @index_app.command("snapshot")
@@ -124,7 +134,7 @@ def snapshot(name: str | None = typer.Argument(None, help="Version (default: the
              to: Path | None = typer.Option(None, "--to", help="Snapshot file (local; default under RAGLINE_HOME/snapshots)"),
              repository: str | None = typer.Option(None, "--repository", help="OpenSearch snapshot repository (AWS; "
                                                    "default RAGLINE_INDEX_SNAPSHOT_REPOSITORY)"),
-             index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
+             index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions")) -> None:
     """A consistent copy of a version: SQLite online backup locally, an OpenSearch snapshot to S3 on AWS."""
     from ..operations.index_versions import snapshot as run
 
@@ -138,7 +148,7 @@ def restore(snapshot_ref: str = typer.Argument(..., metavar="SNAPSHOT",
             name: str | None = typer.Option(None, "--name", help="New version name"),
             repository: str | None = typer.Option(None, "--repository", help="OpenSearch snapshot repository (AWS)"),
             source: str | None = typer.Option(None, "--source", help="The snapshotted version (AWS; default from the id)"),
-            index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions (local backend)")) -> None:
+            index_of: str | None = typer.Option(None, "--index-of", metavar="TENANT", help="A tenant with an index of its own: its versions")) -> None:
     """A new version from a snapshot (promote it to serve it)."""
     from ..operations.index_versions import restore as run
 

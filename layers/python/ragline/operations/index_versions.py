@@ -185,6 +185,22 @@ def rollback(app, *, index_of: str | None = None) -> dict[str, Any]:
     return versions_of(app, index_of)[0].rollback()
 
 
+def delete(app, name: str, *, index_of: str | None = None) -> dict[str, Any]:
+    """Delete a version that is neither live nor the rollback target (locally also never the
+    first ``default`` file): what is left of an index after a rebuild, or of a tenant that moved
+    to an index of its own."""
+    if _aws(app):
+        from .index_versions_aws import AwsVersions
+
+        AwsVersions(app, index_of).delete(name)
+    else:
+        versions = versions_of(app, index_of)[0]
+        if not versions.exists(name):
+            raise NotFound(f"no index version {name}")
+        versions.delete(name)
+    return {"deleted": name, "index_of": index_of}
+
+
 def describe(app, *, index_of: str | None = None) -> list[dict[str, Any]]:
     if _aws(app):
         from .index_versions_aws import AwsVersions

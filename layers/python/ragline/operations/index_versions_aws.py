@@ -179,6 +179,16 @@ class AwsVersions:
         self._write(f"{self.root}alias.json", new)
         return new
 
+    def delete(self, name: str) -> None:
+        """Drop a version index and its manifest; never the live version or the rollback target."""
+        self.check_name(name)
+        if name not in self.names():
+            raise NotFound(f"no index version {name} ({self.index.version_index(name)})")
+        if name in (self.live(), self.alias_state().get("previous")):
+            raise _conflict(f"index version {name} is live or the rollback target; not deleted")
+        self.index.delete_version(name)
+        self.blobs.delete(f"{self.root}{name}.json")
+
     def rollback(self) -> dict[str, Any]:
         previous = self.alias_state().get("previous")
         if not previous:
