@@ -206,6 +206,26 @@ class TitanLike(HashEmbedder):
         return out
 
 
+def _aws_app(settings, index, embedder, s3_client, dynamodb_client):
+    """A Ragline on moto's S3 and DynamoDB and the given index, with DOCS ingested."""
+    app = factory.build(
+        settings,
+        blobs=S3BlobStore(settings.documents_bucket, client=s3_client, settings=settings),
+        registry=DynamoRegistry(settings.registry_table, client=dynamodb_client, settings=settings),
+        query_log=DynamoQueryLog(settings.query_log_table, client=dynamodb_client, settings=settings),
+        ledger=DynamoLedgerStore(settings.ledger_table, client=dynamodb_client, settings=settings),
+        index=index, embedder=embedder, chat=None, reranker=None, cache_store=None, pii=None,
+    )
+    for tenant, docs in DOCS.items():
+        for name, text in docs.items():
+            key = f"tenants/{tenant}/{name}"
+            blob = app.blobs.put(key, text.encode(), "text/plain")
+            out = app.pipeline.ingest(IngestItem(tenant=tenant, key=key, data=text.encode(),
+                                                 source_version_id=blob.version_id))
+            assert out.status == "indexed"
+    return app
+
+
 @pytest.fixture()
 def env(tmp_path, aws_region, bucket, s3_client, dynamodb_client, registry_table, ledger_table, query_log_table):
     cluster = MiniCluster()
@@ -217,22 +237,8 @@ def env(tmp_path, aws_region, bucket, s3_client, dynamodb_client, registry_table
         home=tmp_path / "home", index_build=IndexBuildSettings(batch_min_chunks=1, batch_min_records=1),
     )
     embedder = TitanLike()
-    app = factory.build(
-        settings,
-        blobs=S3BlobStore(bucket, client=s3_client, settings=settings),
-        registry=DynamoRegistry(registry_table, client=dynamodb_client, settings=settings),
-        query_log=DynamoQueryLog(query_log_table, client=dynamodb_client, settings=settings),
-        ledger=DynamoLedgerStore(ledger_table, client=dynamodb_client, settings=settings),
-        index=OpenSearchIndex(client=cluster.client(), settings=settings, dimensions=TitanLike.dimensions),
-        embedder=embedder, chat=None, reranker=None, cache_store=None, pii=None,
-    )
-    for tenant, docs in DOCS.items():
-        for name, text in docs.items():
-            key = f"tenants/{tenant}/{name}"
-            blob = app.blobs.put(key, text.encode(), "text/plain")
-            out = app.pipeline.ingest(IngestItem(tenant=tenant, key=key, data=text.encode(),
-                                                 source_version_id=blob.version_id))
-            assert out.status == "indexed"
+    app = _aws_app(settings, OpenSearchIndex(client=cluster.client(), settings=settings, dimensions=TitanLike.dimensions),
+                   embedder, s3_client, dynamodb_client)
     cluster.log.clear()
     embedder.texts.clear()
     return app, cluster, s3_client, dynamodb_client
@@ -673,20 +679,7 @@ def test_an_isolated_tenants_own_alias_has_its_own_versions_on_aws(tmp_path, aws
     )
     shared = OpenSearchIndex(client=cluster.client(), settings=settings, dimensions=TitanLike.dimensions)
     routed = TenantRoutedIndex(shared, shared.for_tenant, settings.isolation_for)
-    app = factory.build(
-        settings,
-        blobs=S3BlobStore(bucket, client=s3_client, settings=settings),
-        registry=DynamoRegistry(registry_table, client=dynamodb_client, settings=settings),
-        query_log=DynamoQueryLog(query_log_table, client=dynamodb_client, settings=settings),
-        ledger=DynamoLedgerStore(ledger_table, client=dynamodb_client, settings=settings),
-        index=routed, embedder=TitanLike(), chat=None, reranker=None, cache_store=None, pii=None,
-    )
-    for tenant, docs in DOCS.items():
-        for name, text in docs.items():
-            key = f"tenants/{tenant}/{name}"
-            blob = app.blobs.put(key, text.encode(), "text/plain")
-            assert app.pipeline.ingest(IngestItem(tenant=tenant, key=key, data=text.encode(),
-                                                  source_version_id=blob.version_id)).status == "indexed"
+    app = _aws_app(settings, routed, TitanLike(), s3_client, dynamodb_client)
     tenants_in = lambda index: {doc["tenant"] for _, doc in cluster.docs(index)}
     assert tenants_in(f"{ALIAS}-v1") == {"acme"} and tenants_in(f"{own_alias}-v1") == {"globex"}
     before = answers(app)

@@ -35,9 +35,10 @@ from ..retrieval.service import Retriever
 from ..settings import ChunkerSettings
 
 
-def versions_of(app, index_of: str | None = None) -> tuple[IndexVersions, AliasedIndex, Callable[[str], bool]]:
-    """The versions, the aliased index and which tenants it serves: the shared index (every
-    tenant without an index of its own), or with ``index_of`` that tenant's own index."""
+def served_index(app, index_of: str | None = None) -> tuple[Any, Callable[[str], bool]]:
+    """The index a version command works on and which tenants it serves, for both backends: the
+    shared index (every tenant without an index of its own, which are never copied into it), or
+    with ``index_of`` that tenant's own index, serving that tenant only."""
     from ..adapters.local.tenant_index import OWN, TenantRoutedIndex
 
     index = app.index
@@ -46,21 +47,20 @@ def versions_of(app, index_of: str | None = None) -> tuple[IndexVersions, Aliase
         if index_of is not None:
             if routed.isolation(index_of) != OWN:
                 raise InvalidInput(f"tenant {index_of!r} is served by the shared index; manage it without --index-of")
-            own = routed.for_tenant(index_of)
-            if not isinstance(own, AliasedIndex):
-                raise InvalidInput("index versions need the local aliased index (RAGLINE_BACKEND=local)")
-            return own.versions, own, lambda t: t == index_of
-        shared = routed.shared
-        if not isinstance(shared, AliasedIndex):
-            raise InvalidInput("index versions need the local aliased index (RAGLINE_BACKEND=local)")
-        # tenants with an index of their own are never copied into the shared one
-        return shared.versions, shared, lambda t: routed.isolation(t) != OWN
+            return routed.for_tenant(index_of), lambda t: t == index_of
+        return routed.shared, lambda t: routed.isolation(t) != OWN
     if index_of is not None:
         raise InvalidInput("--index-of is for tenants with an index of their own "
                            "(RAGLINE_TENANT_ISOLATION / RAGLINE_TENANT_ISOLATION_OVERRIDES)")
+    return index, lambda t: True
+
+
+def versions_of(app, index_of: str | None = None) -> tuple[IndexVersions, AliasedIndex, Callable[[str], bool]]:
+    """The versions, the aliased index and which tenants it serves (see :func:`served_index`)."""
+    index, serves = served_index(app, index_of)
     if not isinstance(index, AliasedIndex):
         raise InvalidInput("index versions need the local aliased index (RAGLINE_BACKEND=local)")
-    return index.versions, index, lambda t: True
+    return index.versions, index, serves
 
 
 def _aws(app) -> bool:
@@ -296,12 +296,7 @@ def validate(app, candidate: str, *, baseline: str | None = None, data: Path | N
     if candidate == baseline:
         raise InvalidInput("validate compares two different versions")
     sides = {v: _retriever(app, at_version(v)) for v in (baseline, candidate)}
-    if _aws(app):
-        from .index_versions_aws import shared_index
-
-        serves = shared_index(app, index_of)[1]
-    else:
-        serves = versions_of(app, index_of)[2]
+    serves = served_index(app, index_of)[1]
     out = _compare_retrieval(app, sides, baseline, candidate, data=data, split=split, tenant=tenant,
                              queries=queries, k=k, serves=serves)
     if qa is not None:

@@ -70,26 +70,16 @@ def text_key(text: str) -> str:
 
 
 def shared_index(app, index_of: str | None = None) -> tuple[Any, Callable[[str], bool]]:
-    """The shared OpenSearch index and a predicate "this tenant is served by it". Tenants with
-    an index of their own (issue 6) are not in the shared alias, so a build of it skips them.
-    With ``index_of``, that tenant's own alias instead, serving that tenant only."""
+    """The OpenSearch index a version command works on and a predicate "this tenant is served
+    by it" (:func:`ragline.operations.index_versions.served_index`): the shared alias, which
+    skips tenants with an index of their own (issue 6), or with ``index_of`` that tenant's alias."""
     from ..adapters.aws.opensearch import OpenSearchIndex
-    from ..adapters.local.tenant_index import OWN, TenantRoutedIndex
+    from .index_versions import served_index
 
-    index = app.index
-    if isinstance(index, TenantRoutedIndex):
-        routed = index
-        if index_of is not None:
-            if routed.isolation(index_of) != OWN:
-                raise InvalidInput(f"tenant {index_of!r} is served by the shared index; manage it without --index-of")
-            return routed.for_tenant(index_of), lambda t: t == index_of
-        return routed.shared, lambda t: routed.isolation(t) != OWN
-    if index_of is not None:
-        raise InvalidInput("--index-of is for tenants with an index of their own "
-                           "(RAGLINE_TENANT_ISOLATION / RAGLINE_TENANT_ISOLATION_OVERRIDES)")
+    index, serves = served_index(app, index_of)
     if not isinstance(index, OpenSearchIndex):
         raise InvalidInput("AWS index versions need the OpenSearch index (RAGLINE_BACKEND=aws)")
-    return index, lambda t: True
+    return index, serves
 
 
 class AwsVersions:
