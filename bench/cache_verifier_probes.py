@@ -142,8 +142,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ragline-probes-") as tmp:
         app = factory.build(Settings(home=Path(tmp)))
-        for _ in app.pipeline.ingest_many(iter(list(_corpus_items(COVID_CORPUS, TENANT)))):
-            pass
+        ingested = sum(1 for _ in app.pipeline.ingest_many(iter(list(_corpus_items(COVID_CORPUS, TENANT)))))
         scope = TenantScope(TENANT)
         embedder = MiniLMEmbedder()
         model = embedder._numpy()
@@ -225,6 +224,7 @@ def main() -> None:
                                                  for k, v in agree.items()},
         "worst_alignment_heavy_paraphrases": sorted(round(r["worst"], 2) for r in sets["covid"]
                                                      if r.get("style") == "heavy" and r["cos"] >= 0.8),
+        "corpus_documents": ingested,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
