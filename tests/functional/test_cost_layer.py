@@ -204,8 +204,13 @@ def test_usage_cli(priced, tmp_path, monkeypatch):
     try:
         out = CliRunner().invoke(cli, ["usage", "--tenant", "acme", "--days", "2", "--json"])
         bad = CliRunner().invoke(cli, ["usage", "--tenant", "acme", "--days", "0"])
+        monkeypatch.setenv("COLUMNS", "80")
+        table = CliRunner().invoke(cli, ["usage", "--tenant", "acme", "--days", "2"])
     finally:
         factory.use(None)
+    # on an 80-column terminal every model id and purpose is shown whole (wrapped, never cut)
+    assert table.exit_code == 0 and "\u2026" not in table.output, table.output
+    assert "ingest_embe" in table.output and "total:" in table.output
     assert out.exit_code == 0, out.output
     body = json.loads(out.stdout)
     ingest = [r for r in body["rows"] if r["purpose"] == "ingest_embedding"]

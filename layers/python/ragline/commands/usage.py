@@ -31,8 +31,12 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             print(json.dumps(out))
             return
         table = Table(title=f"usage of {tenant}, last {days} day(s)")
-        for col in ("day", "model", "purpose", "calls", "input tokens", "output tokens", "cost (USD)"):
-            table.add_column(col, justify="right" if col not in ("day", "model", "purpose") else "left")
+        # a finance reader needs every id whole: long ones wrap instead of being cut to "…"
+        table.add_column("day", no_wrap=True, min_width=10)
+        for col in ("model", "purpose"):
+            table.add_column(col, overflow="fold", min_width=8, ratio=1)
+        for col in ("calls", "in tok", "out tok", "USD"):
+            table.add_column(col, justify="right", no_wrap=True)
         for r in out["rows"]:
             table.add_row(r["day"], r["model_id"], r["purpose"], str(r["calls"]), str(r["input_tokens"]),
                           str(r["output_tokens"]), f"{r['cost_usd']:.6f}")
