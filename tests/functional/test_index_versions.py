@@ -168,6 +168,9 @@ def test_cli_index_commands(vapp, monkeypatch):
     assert run(cli.app, ["index", "promote", "v001"]).exit_code == 0
     listed = json.loads(run(cli.app, ["index", "versions", "--json"]).stdout)
     assert [r["name"] for r in listed if r["live"]] == ["v001"]
+    monkeypatch.setenv("COLUMNS", "80")
+    table = run(cli.app, ["index", "versions"])
+    assert table.exit_code == 0 and "\u2026" not in table.output, table.output  # ids wrap, never cut
     assert run(cli.app, ["index", "rollback"]).exit_code == 0
     bad = run(cli.app, ["index", "promote", "nope"])
     assert bad.exit_code == 1 and "no index version nope" in bad.output

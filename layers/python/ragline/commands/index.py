@@ -60,11 +60,17 @@ def versions(as_json: bool = typer.Option(False, "--json"),
     from rich.table import Table
 
     t = Table(title="index versions")
-    for col in ("name", "alias", "chunks", "documents", "built", "embedding_model", "chunker", "bytes"):
-        t.add_column(col)
+    for col in ("name", "alias"):
+        t.add_column(col, no_wrap=True)
+    for col in ("chunks", "docs"):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_column("built", no_wrap=True)
+    for col in ("model", "chunker"):  # long ids wrap instead of being cut to an ellipsis
+        t.add_column(col, overflow="fold", min_width=8, ratio=1)
+    t.add_column("bytes", justify="right", no_wrap=True)
     for r in rows:
         alias = "live" if r["live"] else "previous" if r["previous"] else ""
-        built = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["built_at"])) if r["built_at"] else ""
+        built = time.strftime("%m-%d %H:%M", time.localtime(r["built_at"])) if r["built_at"] else ""
         t.add_row(r["name"], alias, str(r["chunks"] or ""), str(r["documents"] or ""), built,
                   r["embedding_model"] or "", r["chunker"] or "", "" if r["bytes"] is None else str(r["bytes"]))
     Console().print(t)
