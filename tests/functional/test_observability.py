@@ -130,6 +130,14 @@ def test_stats_reports_the_figures_from_the_local_store(app, monkeypatch):
     assert day["cost_usd"] == 0.003 and day["queries"] == 3 and day["cost_per_query_usd"] == pytest.approx(0.001)
     text = CliRunner().invoke(cli.app, ["stats"])
     assert text.exit_code == 0 and "tokens and cost per tenant and day" in text.output
+    # on an 80-column terminal nothing is cut to an ellipsis, and doc ids stay whole (they are
+    # what `docs show` and `docs delete` take)
+    monkeypatch.setenv("COLUMNS", "80")
+    narrow = CliRunner().invoke(cli.app, ["stats"])
+    listed = CliRunner().invoke(cli.app, ["docs", "list", "--tenant", "acme"])
+    assert narrow.exit_code == 0 and "\u2026" not in narrow.output, narrow.output
+    assert listed.exit_code == 0 and "\u2026" not in listed.output, listed.output
+    assert all(r.doc_id in listed.output for r in app.registry.list("acme"))
 
 
 def test_evaluate_function_scores_the_sample_and_publishes_the_scores(make_app, tmp_path, emf, capsys):

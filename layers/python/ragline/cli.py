@@ -187,8 +187,11 @@ def docs_list(tenant: str = typer.Option(..., "--tenant", "-t"), groups: str | N
     from rich.table import Table
 
     t = Table(title=f"{len(recs)} document(s) in {tenant}")
-    for col in ("doc_id", "status", "source", "chunks", "reason"):
-        t.add_column(col)
+    t.add_column("doc_id", no_wrap=True, min_width=28)  # whole: it is what `docs show/delete` take
+    t.add_column("status", no_wrap=True)
+    t.add_column("source", overflow="fold", ratio=1, min_width=10)
+    t.add_column("chunks", justify="right", no_wrap=True)
+    t.add_column("reason", overflow="fold", ratio=1, min_width=8)
     for r in recs:
         t.add_row(r.doc_id, r.status.value, r.source_key, str(len(r.chunk_ids)), r.reason or "")
     _console().print(t)

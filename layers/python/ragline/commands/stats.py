@@ -40,8 +40,10 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             t.add_row(ten, "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "-")
         con.print(t)
         c = Table(title="tokens and cost per tenant and day")
-        for col in ("tenant", "day", "queries", "input tokens", "output tokens", "cost USD", "per query"):
-            c.add_column(col)
+        c.add_column("tenant", overflow="fold", min_width=6)
+        c.add_column("day", no_wrap=True, min_width=10)
+        for col in ("queries", "in tok", "out tok", "USD", "USD/query"):  # numbers are never cut
+            c.add_column(col, justify="right", no_wrap=True)
         for r in res["cost"]:
             c.add_row(r["tenant"], r["day"], str(r["queries"]), str(r["input_tokens"]), str(r["output_tokens"]),
                       f"{r['cost_usd']:.6f}", "" if r["cost_per_query_usd"] is None else f"{r['cost_per_query_usd']:.8f}")
