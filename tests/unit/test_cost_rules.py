@@ -106,6 +106,11 @@ def test_router_agrees_with_the_hand_labels():
     ("Give me an overview of how ingestion handles failed documents.", "open-ended request"),
     ("Walk me through setting up a new tenant.", "open-ended request"),
     ("How could we reduce the false-positive rate of the fraud alerts?", "open-ended request"),
+    ("Give a summary of the findings on masks in community settings.", "open-ended request"),
+    ("Create a checklist for onboarding a new engineer.", "open-ended request"),
+    ("Considering the survey results, what should the team prioritise next quarter?", "open-ended request"),
+    ("How can baculovirus vectors be improved?", "open-ended request"),
+    ("How do the contract terms for freelancers and agencies differ in liability and payment?", "comparative"),
 ])
 def test_router_knows_choices_advice_and_open_ended_requests(question, reason):
     r = route(question)
@@ -117,6 +122,7 @@ def test_router_knows_choices_advice_and_open_ended_requests(question, reason):
     "Is the deadline enforced or not?",
     "What is the incubation period of MERS?",
     "Who approves purchase orders above 10,000 euros?",
+    "Which release improved the search latency?",  # a past fact, not a request to improve something
 ])
 def test_router_keeps_simple_lookups_small(question):
     assert route(question).tier == "small", route(question)

@@ -26,7 +26,7 @@ SMALL = "small"
 LARGE = "large"
 
 _COMPARATIVE = re.compile(
-    r"\b(compare[sd]?|comparing|comparison|contrast|difference(?:s)? between|differ(?:s|ent)? (?:from|between)|"
+    r"\b(compare[sd]?|comparing|comparison|contrast|difference(?:s)? between|differ(?:s|ent)? (?:from|between|in)|"
     r"versus|vs\.?|better than|worse than|more (?:\w+ )?than|less (?:\w+ )?than|similarit(?:y|ies) between|"
     r"relative to|trade-?offs?)\b",
     re.IGNORECASE,
@@ -44,7 +44,9 @@ _LIST = re.compile(r"\b(list (?:all|every)|all the (?:ways|reasons|factors)|each
 _OPEN = re.compile(
     r"\b(overview|tell me about|walk (?:me|us) through|describe|discuss|outline|draft|write|propose|suggest|"
     r"design|plan (?:for|to)|a plan|strategy|strengths and weaknesses|benefits and (?:risks|drawbacks)|"
-    r"(?:how|what) (?:can|could|should|would|might) (?:we|i|you|one|they)\b|improve[sd]?\b|mitigate)",
+    r"(?:how|what) (?:can|could|should|would|might) (?:we|i|you|one|they)\b|what should\b|improve\b|be improved\b|mitigate|"
+    r"(?:a|the) summary of|summar(?:y|ies) of|create an? |make an? (?:plan|list|checklist)|checklist|lessons?\b|"
+    r"prioriti[sz]e|considering\b|taking into account)",
     re.IGNORECASE,
 )
 # a choice between alternatives ("Which is larger, A or B?", "Was it A or B?", "Should X do A or B?"),
