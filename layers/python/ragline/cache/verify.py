@@ -209,7 +209,8 @@ _KIND_NOUNS = {
                  "period", "figure", "estimate", "value", "speed", "population", "salary", "income", "revenue",
                  "budget", "fee", "pay", "score", "temperature", "capacity", "limit", "quantity", "dimension",
                  "depth", "width", "area", "mass", "probability", "chance", "likelihood", "odds", "risk", "efficacy",
-                 "effectiveness", "accuracy", "safety", "severity", "intensity", "popularity", "strength"},
+                 "effectiveness", "accuracy", "safety", "severity", "intensity", "popularity", "strength",
+                 "headcount", "yield", "dosage", "throughput", "latency"},
     "time": {"time", "date", "year", "period", "day", "month", "onset", "timing", "age", "stage", "phase",
              "moment", "season", "timeline", "duration", "deadline", "hour", "schedule", "era", "century"},
     "place": {"location", "place", "site", "region", "country", "city", "origin", "source", "area", "setting",
@@ -227,7 +228,11 @@ _KIND_NOUNS = {
                "association", "link", "connection", "difference", "similarity", "interaction", "dynamics",
                "principle", "working", "operation", "tip", "advice", "guide", "instruction", "recommendation",
                "plan", "practice", "trick", "requirement", "condition", "treatment", "therapy", "cure", "remedy",
-               "definition", "meaning", "progress", "status", "state", "feeling", "experience"},
+               "definition", "meaning", "progress", "status", "state", "feeling", "experience", "diagnosis",
+               "detection", "test", "testing", "prevention", "management", "care", "control", "production",
+               "preparation", "installation", "configuration", "setup", "usage", "measurement", "calculation",
+               "computation", "formula", "transmission", "spread", "protocol", "recipe", "regimen",
+               "administration", "delivery", "workflow", "architecture", "organization", "organisation"},
 }
 # attribute words that can stand for any kind of answer ("What is the name of the person who ...")
 _NEUTRAL_ATTRIBUTES = frozenset({"name", "answer", "detail", "information", "fact", "thing", "story", "situation"})
