@@ -271,7 +271,9 @@ def test_compaction_runs_in_the_background_and_changes_no_result(tmp_path):
             live.wait_for_compaction(timeout=30)
     live.wait_for_compaction(timeout=30)
     assert background_loads, "compaction never ran on the background thread"
-    assert most_segments < 2 * live.refresh_max_segments  # never fell back to an in-line load
+    # bounded whatever the compaction thread's timing: past twice the limit a query loads in line
+    # (a busy machine can delay the thread that long, so the bound, not its absence, is asserted)
+    assert most_segments <= 2 * live.refresh_max_segments
     serial = 40
     while not live._compacting:  # publish until a query schedules a compaction, then let it land
         _publish_random(live, rng, "a", serial, vocab)
