@@ -118,10 +118,19 @@ class Features:
     leads: str | None = None
 
 
+def _asked(text: str) -> str:
+    """The question without a polite request prefix ("Can you explain what X is" -> "what X is")."""
+    return _REQUEST.sub("", text.strip(), count=1)
+
+
 def question_kind(text: str) -> str | None:
-    text = _REQUEST.sub("", text.strip(), count=1)
+    """The kind of answer asked for anywhere in the question (see _WH)."""
+    return _kind(_asked(text))
+
+
+def _kind(asked: str) -> str | None:
     for kind, pattern in _WH:
-        if pattern.search(text):
+        if pattern.search(asked):
             return kind
     return None
 
@@ -146,17 +155,18 @@ def features(text: str) -> Features:
         elif low not in STOP and (t.isupper() and len(t) >= 2 or (t[0].isupper() and i > 0 and not _sentence_start(toks, i))):
             entities.add(low)
     content = frozenset(_stem(t) for t in toks if t.lower() not in STOP and t.lower() not in NEGATIONS and len(t) > 1)
-    attribute, attribute_of, defines = _question_focus(_REQUEST.sub("", text.strip(), count=1))
-    return Features(lowered, frozenset(numbers), negations, frozenset(entities), content, question_kind(text),
-                    tuple(t.lower() for t in toks), attribute, attribute_of, defines, leading_kind(text))
+    asked = _asked(text)
+    attribute, attribute_of, defines = _question_focus(asked)
+    return Features(lowered, frozenset(numbers), negations, frozenset(entities), content, _kind(asked),
+                    tuple(t.lower() for t in toks), attribute, attribute_of, defines, _leading_kind(asked))
 
 
-def leading_kind(text: str) -> str | None:
-    text = _REQUEST.sub("", text.strip(), count=1)
+def _leading_kind(asked: str) -> str | None:
+    """The kind asked by the question's first words (``asked``: without a request prefix)."""
     for kind, pattern in _WH:
         if kind == "yesno":
             continue
-        m = pattern.search(text)
+        m = pattern.search(asked)
         if m and m.start() == 0:
             return kind
     return None

@@ -89,9 +89,9 @@ class OpenSearchIndex:
         self.bulk_max_docs = bulk_max_docs
         self.bulk_max_bytes = bulk_max_bytes
         self.timeout_s = timeout_s
-        depth = settings_.opensearch_hybrid_depth
-        # None: the request's candidate depth on a domain; Serverless support is unverified
-        self.hybrid_depth: int | None = (None if settings_.opensearch_service == "aoss" else -1) if depth is None else depth
+        # unset: the request's candidate depth on a domain, off on Serverless (support unverified)
+        self.hybrid_depth = settings_.opensearch_hybrid_depth
+        self.hybrid_depth_auto = self.hybrid_depth is None and settings_.opensearch_service == "es"
         self._client = LazyClient(client, self._client_factory(settings_, timeout_s))
 
     @staticmethod
@@ -202,7 +202,7 @@ class OpenSearchIndex:
     def search_body(self, scope: TenantScope, request: SearchRequest) -> dict[str, Any]:
         visible = {"bool": {"filter": self.visibility_filter(scope)}}
         hybrid: dict[str, Any] = {}
-        depth = request.candidates if self.hybrid_depth == -1 else self.hybrid_depth
+        depth = request.candidates if self.hybrid_depth_auto else self.hybrid_depth
         if depth and depth > request.top_k:
             hybrid["pagination_depth"] = depth
         return {
