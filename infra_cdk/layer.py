@@ -5,11 +5,19 @@ that asks pip for Linux aarch64 CPython wheels (``--platform``/``--only-binary``
 layer matches the ARM_64 functions no matter which machine synthesizes. Installing needs
 PyPI; with the context flag ``ragline:skipLayerBundling=true`` (unit tests) the layer is a
 tiny placeholder directory instead and nothing is downloaded.
+
+Bytecode: Lambda mounts a layer read-only, so Python cannot cache what it compiles there, and a
+layer without ``.pyc`` files compiles every module it imports on every cold start. When a Python
+of the runtime's version is on this machine (``python3.14``, or the one ``RAGLINE_LAYER_PYTHON``
+names), the bundler compiles the whole layer with it, as unchecked-hash ``.pyc`` files (PEP 552:
+valid whatever the file times in the zip, since the sources never change under a layer). Without
+one it says so and ships sources only; bytecode from another version would be ignored.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -79,7 +87,47 @@ class PipLayerBundler:
             )
         prune(target)
         shutil.copytree(self._package_dir, target / "ragline", ignore=_PACKAGE_IGNORE, dirs_exist_ok=True)
+        compile_bytecode(target)
         return True
+
+
+def runtime_interpreter(python_version: str = cfg.PYTHON_VERSION) -> str | None:
+    """A Python of the Lambda runtime's version on this machine (``RAGLINE_LAYER_PYTHON``, else
+    ``python<version>`` on PATH), or None. Only that version's bytecode is of use to the runtime."""
+    candidate = os.environ.get("RAGLINE_LAYER_PYTHON") or shutil.which(f"python{python_version}")
+    if not candidate:
+        return None
+    try:
+        found = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    version = (found.stdout or "").strip()
+    if found.returncode != 0 or version != python_version:
+        print(f"[ragline layer] {candidate} is Python {version or '?'}, not {python_version}: not used for bytecode",
+              file=sys.stderr)
+        return None
+    return candidate
+
+
+def compile_bytecode(target: Path, python_version: str = cfg.PYTHON_VERSION) -> bool:
+    """Compile every module under ``target`` to unchecked-hash ``.pyc`` with the runtime's
+    interpreter. False (and a notice) when this machine has none: the layer then works, but each
+    cold start compiles what it imports."""
+    interpreter = runtime_interpreter(python_version)
+    if interpreter is None:
+        print(f"[ragline layer] no Python {python_version} on this machine (set RAGLINE_LAYER_PYTHON to one): "
+              "the layer ships without bytecode, and every cold start compiles the modules it imports",
+              file=sys.stderr)
+        return False
+    command = [interpreter, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", str(target)]
+    result = subprocess.run(command, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        # a file that does not compile (a template, a vendored Python 2 script) is never
+        # imported either; the rest of the layer is compiled
+        print(f"[ragline layer] compileall reported files it could not compile:\n{result.stdout[-2000:]}",
+              file=sys.stderr)
+    return True
 
 
 def prune(target: Path) -> None:
@@ -100,6 +148,7 @@ def layer_asset_hash() -> str:
         cfg.PYTHON_VERSION.encode(),
         ",".join(cfg.LAYER_PIP_PLATFORMS).encode(),
         Path(__file__).read_bytes(),  # the bundling recipe itself
+        b"bytecode" if runtime_interpreter() else b"sources only",
         FileSystem.fingerprint(str(cfg.RAGLINE_PACKAGE_DIR), exclude=["**/__pycache__", "*.pyc"]).encode(),
     ):
         digest.update(hashlib.sha256(part).digest())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,7 @@ def test_bundler_installs_prunes_and_copies_the_package(tmp_path, monkeypatch):
         return subprocess.CompletedProcess(command, 0, stdout="ok")
 
     monkeypatch.setattr(layer.subprocess, "run", fake_pip)
+    monkeypatch.setattr(layer, "runtime_interpreter", lambda *a, **k: None)  # no Python 3.14 here
     out = tmp_path / "out"
     assert layer.PipLayerBundler(package).try_bundle(str(out), None) is True
     assert len(calls) == 1
@@ -76,6 +78,44 @@ def test_bundler_installs_prunes_and_copies_the_package(tmp_path, monkeypatch):
     assert not (root / "bin").exists()
     assert (root / "ragline" / "sub" / "mod.py").is_file()
     assert not list(root.rglob("__pycache__"))
+
+
+def _this_python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def test_layer_bytecode_is_compiled_by_the_runtime_version_and_never_rechecked(tmp_path, monkeypatch):
+    # Stands in for the runtime: this interpreter, named through RAGLINE_LAYER_PYTHON, with its
+    # own version as the runtime's. A real compileall runs.
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "mod.py").write_text("X = 1\n")
+    monkeypatch.setenv("RAGLINE_LAYER_PYTHON", sys.executable)
+    assert layer.compile_bytecode(tmp_path, _this_python()) is True
+    tag = sys.implementation.cache_tag
+    pyc = tmp_path / "pkg" / "__pycache__" / f"mod.{tag}.pyc"
+    assert pyc.is_file()
+    # PEP 552 flags: bit 0 hash-based, bit 1 check_source -> 0b01 is unchecked-hash
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01
+    # Lambda's zip carries other file times than the build machine's: an unchecked pyc is still
+    # the one imported. A changed source (new size, new time) proves the source is not consulted.
+    (tmp_path / "pkg" / "mod.py").write_text("X = 22222\n")
+    out = subprocess.run([sys.executable, "-B", "-c", "import pkg.mod; print(pkg.mod.X)"], cwd=tmp_path,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+
+
+def test_layer_ships_sources_only_without_a_runtime_python(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mod.py").write_text("X = 1\n")
+    monkeypatch.setenv("RAGLINE_LAYER_PYTHON", sys.executable)  # the wrong version for "3.99"
+    assert layer.runtime_interpreter("3.99") is None
+    assert layer.compile_bytecode(tmp_path, "3.99") is False
+    assert not list(tmp_path.rglob("*.pyc"))
+    err = capsys.readouterr().err
+    assert "not 3.99" in err and "ships without bytecode" in err
+    monkeypatch.delenv("RAGLINE_LAYER_PYTHON")
+    monkeypatch.setattr(layer.shutil, "which", lambda name: None)
+    assert layer.runtime_interpreter("3.99") is None
 
 
 def test_bundler_failure_says_how_to_synth_offline(tmp_path, monkeypatch):
