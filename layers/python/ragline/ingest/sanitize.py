@@ -36,65 +36,75 @@ _INVISIBLE = re.compile(
 _TAG_CHARS = re.compile("[\U000e0020-\U000e007e]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
+# The patterns below compile on first use (``_patterns()``), not at import: only ingestion uses
+# them, and compiling them costs ~35 ms of every Lambda cold start that imports this module
+# (the query function does, through the service, and never calls them).
 _AI = r"(?:ai|a\.i\.|assistant|chatbot|chat\s*bot|llm|language model|model|bot|gpt|claude|copilot)"
-_INJECTION = [
-    re.compile(p, re.IGNORECASE | re.MULTILINE)
-    for p in (
-        # instruction overrides
-        r"\b(ignore|disregard|forget|override|bypass|skip)\b[^.\n]{0,40}\b(previous|prior|above|earlier|preceding|all|any|system|your)\b[^.\n]{0,20}\b(instructions?|prompts?|rules|directions|context|guidelines|guardrails|directives|constraints)\b",
-        r"\b(ignore|disregard|forget)\s+(?:all\s+|everything\s+)?(?:of\s+)?(?:the\s+|your\s+)?(?:text\s+|content\s+)?(above|before this|preceding|previous|prior)\b[^.\n]{0,30}\b(and|then|instead)\b",
-        r"\bforget (?:everything|all) (?:you(?:'ve| have)? (?:were|been) (?:told|given)|you know|above|before this|(?:that )?(?:was|I) said (?:above|before))\b",
-        r"\bnew (?:system )?instructions?\s*:",
-        r"\b(?:updated|real|actual|true|revised) (?:system )?(?:instructions?|prompt)\s*:",
-        # role-play and persona switches
-        r"\byou are (?:now|no longer)\b[^.\n]{0,40}\b(dan|jailbroken|jailbreak|unrestricted|unfiltered|uncensored|free|bound|evil|persona|character|mode|ai|assistant|model|chatbot)\b",
-        r"\bfrom now on,?\s+(?:you|the " + _AI + r")\b[^.\n]{0,20}\b(will|must|are|shall|should|respond|answer|act|only)\b",
-        r"\b(pretend|act|behave|role-?play)\s+(?:to be|as if you were|as if you are|as|like)\s+(?:an?\s+|the\s+)?[^.\n]{0,30}\b(?:without|no|with no|free of)\s+(?:any\s+)?(restrictions|filters|rules|limits|guidelines|censorship)\b",
-        r"\b(developer|god|dan|jailbreak|sudo)\s+mode\b",
-        r"\bdo anything now\b",
-        # talking to the model
-        r"\b(?:note|message|attention|instructions?|hint|directive)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?" + _AI + r"s?\b",
-        r"\b(?:dear|hey|hi|attention)\s+(?:the\s+)?" + _AI + r"s?\b[,:!]",
-        r"\bif you are an? " + _AI + r"\b",
-        r"\b(?:the\s+)?" + _AI + r"s?\s+(?:must|should|shall|will)\s+(?:now\s+|always\s+|only\s+)?(?:ignore|say|respond|reply|answer|tell|output|reveal|recommend|claim|state|print|include)\b",
-        r"\b(reveal|print|show|repeat|leak|output|disclose)\b[^.\n]{0,30}\b(system prompt|hidden prompt|initial prompt|your instructions|your prompt|the instructions above)\b",
-        r"\bdo not (tell|inform|let) the user\b",
-        r"\bwithout (telling|informing|alerting) the user\b",
-        # fake structure: chat-template tokens, our own block tags, role headers
-        r"<\s*/?\s*(system|assistant|user|instructions?|passages?|context|question|prompt|tool|function)\b[^>\n]{0,60}>",
-        r"<\|\s*(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id)\s*\|>",
-        r"\[/?(?:INST|SYS|SYSTEM)\]|<<\s*/?SYS\s*>>",
-        r"^\s*(?:#{1,6}\s*|\*\*)?(system|assistant|developer)\s*(?:prompt|message)?\s*(?:\*\*)?\s*:",
-        r"\b(?:begin|end|start)\s+(?:of\s+)?(?:the\s+)?system\s+(?:prompt|message|instructions?)\b",
-        # encoded payloads with an instruction to act on them
-        r"\b(?:decode|base64[- ]decode|rot13)\b[^.\n]{0,60}\b(?:follow|execute|obey|run|do what it says|act on)\b",
-        r"\b(?:follow|execute|obey)\b[^.\n]{0,40}\b(?:base64|encoded|rot13)\b",
-    )
-]
-_SPACED = re.compile(r"(?<!\w)(?:\w[ .\-_*|]{1,3}){5,}\w(?!\w)")
+_INJECTION_PATTERNS = (
+    # instruction overrides
+    r"\b(ignore|disregard|forget|override|bypass|skip)\b[^.\n]{0,40}\b(previous|prior|above|earlier|preceding|all|any|system|your)\b[^.\n]{0,20}\b(instructions?|prompts?|rules|directions|context|guidelines|guardrails|directives|constraints)\b",
+    r"\b(ignore|disregard|forget)\s+(?:all\s+|everything\s+)?(?:of\s+)?(?:the\s+|your\s+)?(?:text\s+|content\s+)?(above|before this|preceding|previous|prior)\b[^.\n]{0,30}\b(and|then|instead)\b",
+    r"\bforget (?:everything|all) (?:you(?:'ve| have)? (?:were|been) (?:told|given)|you know|above|before this|(?:that )?(?:was|I) said (?:above|before))\b",
+    r"\bnew (?:system )?instructions?\s*:",
+    r"\b(?:updated|real|actual|true|revised) (?:system )?(?:instructions?|prompt)\s*:",
+    # role-play and persona switches
+    r"\byou are (?:now|no longer)\b[^.\n]{0,40}\b(dan|jailbroken|jailbreak|unrestricted|unfiltered|uncensored|free|bound|evil|persona|character|mode|ai|assistant|model|chatbot)\b",
+    r"\bfrom now on,?\s+(?:you|the " + _AI + r")\b[^.\n]{0,20}\b(will|must|are|shall|should|respond|answer|act|only)\b",
+    r"\b(pretend|act|behave|role-?play)\s+(?:to be|as if you were|as if you are|as|like)\s+(?:an?\s+|the\s+)?[^.\n]{0,30}\b(?:without|no|with no|free of)\s+(?:any\s+)?(restrictions|filters|rules|limits|guidelines|censorship)\b",
+    r"\b(developer|god|dan|jailbreak|sudo)\s+mode\b",
+    r"\bdo anything now\b",
+    # talking to the model
+    r"\b(?:note|message|attention|instructions?|hint|directive)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?" + _AI + r"s?\b",
+    r"\b(?:dear|hey|hi|attention)\s+(?:the\s+)?" + _AI + r"s?\b[,:!]",
+    r"\bif you are an? " + _AI + r"\b",
+    r"\b(?:the\s+)?" + _AI + r"s?\s+(?:must|should|shall|will)\s+(?:now\s+|always\s+|only\s+)?(?:ignore|say|respond|reply|answer|tell|output|reveal|recommend|claim|state|print|include)\b",
+    r"\b(reveal|print|show|repeat|leak|output|disclose)\b[^.\n]{0,30}\b(system prompt|hidden prompt|initial prompt|your instructions|your prompt|the instructions above)\b",
+    r"\bdo not (tell|inform|let) the user\b",
+    r"\bwithout (telling|informing|alerting) the user\b",
+    # fake structure: chat-template tokens, our own block tags, role headers
+    r"<\s*/?\s*(system|assistant|user|instructions?|passages?|context|question|prompt|tool|function)\b[^>\n]{0,60}>",
+    r"<\|\s*(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id)\s*\|>",
+    r"\[/?(?:INST|SYS|SYSTEM)\]|<<\s*/?SYS\s*>>",
+    r"^\s*(?:#{1,6}\s*|\*\*)?(system|assistant|developer)\s*(?:prompt|message)?\s*(?:\*\*)?\s*:",
+    r"\b(?:begin|end|start)\s+(?:of\s+)?(?:the\s+)?system\s+(?:prompt|message|instructions?)\b",
+    # encoded payloads with an instruction to act on them
+    r"\b(?:decode|base64[- ]decode|rot13)\b[^.\n]{0,60}\b(?:follow|execute|obey|run|do what it says|act on)\b",
+    r"\b(?:follow|execute|obey)\b[^.\n]{0,40}\b(?:base64|encoded|rot13)\b",
+)
+_SPACED_PATTERN = r"(?<!\w)(?:\w[ .\-_*|]{1,3}){5,}\w(?!\w)"
 _SPACED_WORDS = ("ignoreprevious", "ignoreall", "ignoreyour", "ignoretheabove", "disregard", "systemprompt",
                  "newinstructions", "youarenow", "jailbreak", "developermode")
-_B64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{20,}={0,2}(?![A-Za-z0-9+/=])")
-_HIDDEN_STYLE = [
-    re.compile(p)
-    for p in (
-        r"display:none",
-        r"visibility:(?:hidden|collapse)",
-        r"font-size:0*(?:\.0+)?(?:px|pt|em|rem|%|vw|vh)?(?:;|!|$)",
-        r"opacity:0*(?:\.0+)?(?:;|!|$)",
-        r"(?:^|;)(?:max-)?(?:height|width):0+(?:px)?;.*overflow:hidden|overflow:hidden;.*(?:^|;)(?:max-)?(?:height|width):0+(?:px)?(?:;|$)",
-        r"(?:left|top|text-indent):-\d{3,}",
-        r"clip:rect\(0(?:px)?,?0(?:px)?,?0(?:px)?,?0(?:px)?\)",
-        r"transform:scale\(0\)",
-    )
-]
+_B64_PATTERN = r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{20,}={0,2}(?![A-Za-z0-9+/=])"
+_HIDDEN_STYLE_PATTERNS = (
+    r"display:none",
+    r"visibility:(?:hidden|collapse)",
+    r"font-size:0*(?:\.0+)?(?:px|pt|em|rem|%|vw|vh)?(?:;|!|$)",
+    r"opacity:0*(?:\.0+)?(?:;|!|$)",
+    r"(?:^|;)(?:max-)?(?:height|width):0+(?:px)?;.*overflow:hidden|overflow:hidden;.*(?:^|;)(?:max-)?(?:height|width):0+(?:px)?(?:;|$)",
+    r"(?:left|top|text-indent):-\d{3,}",
+    r"clip:rect\(0(?:px)?,?0(?:px)?,?0(?:px)?,?0(?:px)?\)",
+    r"transform:scale\(0\)",
+)
+
+
+class _Compiled:
+    def __init__(self) -> None:
+        self.injection = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in _INJECTION_PATTERNS]
+        self.spaced = re.compile(_SPACED_PATTERN)
+        self.b64 = re.compile(_B64_PATTERN)
+        self.hidden_style = [re.compile(p) for p in _HIDDEN_STYLE_PATTERNS]
+
+
+@lru_cache(maxsize=1)
+def _patterns() -> _Compiled:
+    return _Compiled()
 
 
 def is_hidden_style(style: str) -> bool:
     """True when an inline CSS style hides its element from a reader: display none,
     invisible, zero font size or opacity, collapsed with overflow hidden, pushed off-screen."""
     s = re.sub(r"\s+", "", style or "").lower()
-    return bool(s) and any(rx.search(s) for rx in _HIDDEN_STYLE)
+    return bool(s) and any(rx.search(s) for rx in _patterns().hidden_style)
 
 
 # a right-to-left override (U+202E) up to its pop (U+202C) or the end of the line
@@ -135,7 +145,7 @@ def smuggled_text(text: str) -> str:
 
 
 def _raw_hits(text: str) -> list[str]:
-    return [m.group(0) for rx in _INJECTION for m in rx.finditer(text)]
+    return [m.group(0) for rx in _patterns().injection for m in rx.finditer(text)]
 
 
 @lru_cache(maxsize=4096)
@@ -167,11 +177,11 @@ def _disguised(text: str) -> list[str]:
     folded = fold_lookalikes(text)
     if folded != text:
         hits.extend(_raw_hits(folded))
-    for m in _SPACED.finditer(text):
+    for m in _patterns().spaced.finditer(text):
         joined = re.sub(r"[ .\-_*|]", "", m.group(0)).lower()
         if any(w in joined for w in _SPACED_WORDS):
             hits.append(m.group(0))
-    for m in _B64.finditer(text):
+    for m in _patterns().b64.finditer(text):
         blob = m.group(0)
         try:
             decoded = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True).decode("utf-8")
@@ -195,8 +205,9 @@ def neutralise(text: str) -> str:
         folded = fold_lookalikes(text)
         if folded != text and _raw_hits(folded):
             text = folded
-    for rx in _INJECTION:
+    compiled = _patterns()
+    for rx in compiled.injection:
         text = rx.sub(lambda m: f"[quoted text: {m.group(0).strip('<>/ ')}]", text)
-    for rx in (_SPACED, _B64):
+    for rx in (compiled.spaced, compiled.b64):
         text = rx.sub(lambda m: f"[quoted text: {m.group(0)}]" if _disguised(m.group(0)) else m.group(0), text)
     return text
