@@ -37,8 +37,9 @@ _TAG_CHARS = re.compile("[\U000e0020-\U000e007e]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 # The patterns below compile on first use (``_patterns()``), not at import: only ingestion uses
-# them, and compiling them costs ~35 ms of every Lambda cold start that imports this module
-# (the query function does, through the service, and never calls them).
+# them, and compiling them costs ~5 ms of every Lambda cold start that imports this module
+# (`python -X importtime`: 6.2 ms -> 1.0 ms; the query function imports it through the service
+# and never calls them).
 _AI = r"(?:ai|a\.i\.|assistant|chatbot|chat\s*bot|llm|language model|model|bot|gpt|claude|copilot)"
 _INJECTION_PATTERNS = (
     # instruction overrides
