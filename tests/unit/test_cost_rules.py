@@ -37,6 +37,23 @@ def conflict(a: str, b: str) -> str | None:
     ("Trade between Austria and Germany?", "Trade between Australia and Germany?", "named entities"),
     ("What is the MERS case count?", "What is the SARS case count?", "named entities"),
     ("Can you explain the role of IFITM5?", "Can you explain the role of IFITM3?", "named entities"),
+    # opposite words: a word may have several opposites ("lower": upper and higher), inflected
+    # forms count, and so do swapped prefixes
+    ("What was the odds ratio for lower respiratory tract infections?",
+     "What was the odds ratio for upper respiratory tract infections?", "opposite words"),
+    ("Was the rate lower in 2010?", "Was the rate higher in 2010?", "opposite words"),
+    ("Which viruses showed increasing incidence with age?", "Which viruses showed decreasing incidence with age?",
+     "opposite words"),
+    ("How often does glucose rise at night?", "How often does glucose fall at night?", "opposite words"),
+    ("What is the preoperative risk of stroke?", "What is the postoperative risk of stroke?", "opposite words"),
+    ("Which genes are upregulated in the liver?", "Which genes are downregulated in the liver?", "opposite words"),
+    ("Which activities did women report more often than men?", "Which activities did men report more often than women?",
+     "words swapped"),
+    ("Did the drug enhance T cell function?", "Did the drug impair T cell function?", "opposite words"),
+    # "which X" selects a thing, not a count or a time
+    ("How many studies were included in the smoking review?", "Which databases were searched in the smoking review?",
+     "asks for a different kind of answer (quantity vs which databases)"),
+    ("When was the vaccine trial stopped?", "Which vaccine trial was stopped?", "asks for a different kind of answer"),
     # question structure: the attribute asked about, a definition vs an attribute, a wh-word vs
     # an attribute of another kind
     ("What is the genus of the SARS coronavirus?", "What is the family of the SARS coronavirus?", "asks about a different attribute"),
@@ -76,6 +93,13 @@ def test_conflicts_catch_what_cosine_misses(a, b, why):
     ("How is urbanization related to the risk of flu-like disease?", "What is the relationship between urbanization and the risk of flu-like disease?"),
     ("What do antibodies do when someone is infected?", "What is the role of antibodies during infection?"),
     ("What is PHEIC?", "How is PHEIC defined?"),
+    # inflections and shared words are not opposites
+    ("Why did the lower court rule against it?", "Why did the lower court decide against it?"),
+    ("How fast do cases increase?", "How quickly are cases increasing?"),
+    ("In which year was hydroxychloroquine first synthesized?", "When was hydroxychloroquine first synthesized?"),
+    ("What number of patients were enrolled?", "How many patients were enrolled?"),
+    ("In 2010 how many cases were reported?", "How many cases were reported in 2010?"),  # a moved phrase
+    ("Which country reported the first case?", "Where was the first case reported?"),
 ])
 def test_paraphrases_do_not_conflict(a, b):
     assert conflict(a, b) is None

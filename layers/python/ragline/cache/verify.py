@@ -29,7 +29,7 @@ _RANGE = re.compile(r"^\d+(?:[.,]\d+)*(?:[-\u2013/]\d+(?:[.,]\d+)*)+$")
 _WH = [
     ("quantity", re.compile(r"\bhow (?:many|much|big|large|long|old|far|often|high|small|frequent|tall|deep|wide|"
                             r"heavy|expensive|cheap|fast|soon|early|late|common|rare|likely|risky|dangerous|"
-                            r"severe|effective|accurate|safe|strong|hot|cold|low|short)\b|"
+                            r"severe|effective|accurate|safe|strong|hot|cold|low|short|quickly|slowly|rapidly|frequently)\b|"
                             r"\b(?:number|percentage|percent|proportion|amount|rate) of\b", re.IGNORECASE)),
     ("time", re.compile(r"\b(?:when|what (?:year|date|time|day|month))\b", re.IGNORECASE)),
     ("place", re.compile(r"\b(?:where|what (?:country|city|place|region))\b", re.IGNORECASE)),
@@ -44,19 +44,35 @@ _REQUEST = re.compile(r"^\s*(?:please\s+)?(?:(?:can|could|would|will)\s+you\s+(?
                       r"(?=(?:explain|describe|tell|define|list|give|summari[sz]e|outline|clarify|show|say)\b)",
                       re.IGNORECASE)
 _PREFIXES = ("dis", "un", "non", "in", "im", "ir", "il", "anti", "de")
-# words that turn a question into its opposite when swapped for each other (both directions)
+# words that turn a question into its opposite when swapped for each other (both directions;
+# matched on their stems, so "increasing" / "decreased" count too)
 _CONTRASTS = [
     ("upper", "lower"), ("children", "adults"), ("child", "adult"), ("male", "female"), ("men", "women"),
-    ("before", "after"), ("increase", "decrease"), ("increased", "decreased"), ("high", "low"),
+    ("before", "after"), ("increase", "decrease"), ("high", "low"),
     ("higher", "lower"), ("highest", "lowest"), ("positive", "negative"), ("maximum", "minimum"),
-    ("most", "least"), ("more", "less"), ("acute", "chronic"), ("inhibit", "promote"), ("inhibits", "promotes"),
-    ("advantage", "drawback"), ("benefit", "risk"), ("benefits", "risks"), ("cause", "prevent"),
-    ("causes", "prevents"), ("early", "late"), ("earliest", "latest"), ("first", "last"), ("input", "output"),
+    ("most", "least"), ("more", "less"), ("acute", "chronic"), ("inhibit", "promote"),
+    ("advantage", "drawback"), ("benefit", "risk"), ("cause", "prevent"),
+    ("early", "late"), ("earliest", "latest"), ("first", "last"), ("input", "output"),
     ("internal", "external"), ("import", "export"), ("minor", "major"), ("old", "new"), ("older", "younger"),
     ("pros", "cons"), ("start", "end"), ("success", "failure"), ("strength", "weakness"), ("strengths", "weaknesses"),
     ("with", "without"), ("inside", "outside"), ("human", "animal"), ("humans", "animals"),
+    ("rise", "fall"), ("gain", "loss"), ("large", "small"), ("larger", "smaller"), ("largest", "smallest"),
+    ("bigger", "smaller"), ("biggest", "smallest"), ("long", "short"), ("longer", "shorter"),
+    ("longest", "shortest"), ("strong", "weak"), ("stronger", "weaker"), ("include", "exclude"),
+    ("inclusion", "exclusion"), ("primary", "secondary"), ("mild", "severe"), ("best", "worst"),
+    ("better", "worse"), ("good", "bad"), ("win", "lose"), ("buy", "sell"), ("past", "future"),
+    ("north", "south"), ("east", "west"), ("public", "private"), ("domestic", "foreign"), ("urban", "rural"),
+    ("symptomatic", "asymptomatic"), ("suspected", "confirmed"), ("agonist", "antagonist"),
+    ("sensitivity", "specificity"), ("minimum", "average"), ("maximum", "average"), ("upstream", "downstream"),
+    ("day", "night"), ("daily", "weekly"), ("weekly", "monthly"), ("monthly", "annual"),
+    ("increase", "reduce"), ("enhance", "impair"), ("enhance", "reduce"), ("activate", "inhibit"),
+    ("induce", "suppress"), ("promote", "suppress"), ("initial", "final"),
 ]
-_CONTRAST = {a: b for a, b in _CONTRASTS} | {b: a for a, b in _CONTRASTS}
+# prefixes that turn a word into its opposite when swapped (preoperative / postoperative,
+# hyperglycemia / hypoglycemia, upregulated / downregulated, inpatient / outpatient)
+_PREFIX_CONTRASTS = [("pre", "post"), ("hyper", "hypo"), ("over", "under"), ("intra", "extra"), ("inter", "intra"),
+                     ("in", "out"), ("up", "down"), ("pro", "anti"), ("micro", "macro"), ("endo", "exo"),
+                     ("sub", "super"), ("mono", "poly"), ("uni", "multi"), ("min", "max")]
 NEGATIONS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "cannot", "without",
                        "nowhere", "n't"})
 NUMBER_WORDS = {
@@ -98,6 +114,18 @@ def _stem(word: str) -> str:
     return w[:-1] if len(w) > 4 and w.endswith("e") else w
 
 
+def _opposites(pairs: list[tuple[str, str]]) -> dict[str, frozenset[str]]:
+    """Stem -> the stems of its opposites: a word may have several ("lower": "upper", "higher")."""
+    out: dict[str, set[str]] = {}
+    for a, b in pairs:
+        out.setdefault(_stem(a), set()).add(_stem(b))
+        out.setdefault(_stem(b), set()).add(_stem(a))
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+_CONTRAST = _opposites(_CONTRASTS)
+
+
 @dataclass(frozen=True, slots=True)
 class Features:
     lowered: frozenset[str]
@@ -116,6 +144,9 @@ class Features:
     # the kind asked by the question's first words ("How is X spread?": manner), not by a
     # later clause ("What do antibodies do when ...")
     leads: str | None = None
+    stems: frozenset[str] = frozenset()  # the stems of all words, stop words included (for _CONTRAST)
+    # "Which databases were searched?": the noun a leading which/what selects ("databases")
+    selects: str | None = None
 
 
 def _asked(text: str) -> str:
@@ -158,7 +189,18 @@ def features(text: str) -> Features:
     asked = _asked(text)
     attribute, attribute_of, defines = _question_focus(asked)
     return Features(lowered, frozenset(numbers), negations, frozenset(entities), content, _kind(asked),
-                    tuple(t.lower() for t in toks), attribute, attribute_of, defines, _leading_kind(asked))
+                    tuple(t.lower() for t in toks), attribute, attribute_of, defines, _leading_kind(asked),
+                    frozenset(_stem(w) for w in lowered), _selected_noun(asked))
+
+
+_SELECTS = re.compile(r"^\s*(?:which|what)\s+([a-z][\w-]*)", re.IGNORECASE)
+
+
+def _selected_noun(asked: str) -> str | None:
+    """The word a leading "which"/"what" selects ("Which virus ...": virus), if it is not a
+    function word ("What is ...", "Which of ...")."""
+    m = _SELECTS.match(asked)
+    return m.group(1).lower() if m and m.group(1).lower() not in STOP else None
 
 
 def _leading_kind(asked: str) -> str | None:
@@ -322,10 +364,14 @@ def conflicts(a: Features, b: Features) -> str | None:
       may still match;
     * negation: an odd number of negations on one side only;
     * negated words: "advantage" vs "disadvantage", "likely" vs "unlikely";
-    * opposite words swapped (upper / lower, children / adults: a short curated list);
+    * opposite words swapped (upper / lower, children / adults: a short curated list, matched
+      on stems so "increasing" / "decreased" count; and swapped prefixes: pre- / post-,
+      hyper- / hypo-, up- / down-);
+    * two content words that trade places ("women more than men" / "men more than women");
     * the kind of answer asked for, when both questions say it: when / where / who / why /
       how many / how ("what" and "which" match any of these), and a yes-no question never
-      matches a wh-question;
+      matches a wh-question; a leading "which X" / "what X" asks for an X, so it matches "how
+      many" or "when" only when X is of that kind ("what number", "which year");
     * the attribute asked about, when both questions have the form "What is the ATTRIBUTE of X?"
       ("genus" vs "family"; a short list of synonyms such as aim / objective counts as one);
     * a definition against an attribute of the same thing ("What is X?" vs "What are the
@@ -345,9 +391,12 @@ def conflicts(a: Features, b: Features) -> str | None:
     antonym = _prefixed_antonym(a.lowered, b.lowered) or _prefixed_antonym(b.lowered, a.lowered)
     if antonym:
         return f"negated word ({antonym})"
-    swapped = _contrast(a.lowered, b.lowered)
+    swapped = _contrast(a, b)
     if swapped:
         return f"opposite words ({swapped})"
+    roles = _swapped_roles(a.sequence, b.sequence)
+    if roles:
+        return f"words swapped ({roles})"
     if (a.asks == "yesno") != (b.asks == "yesno") or (a.asks and b.asks and a.asks != b.asks):
         return f"asks for a different kind of answer ({a.asks} vs {b.asks})"
     if a.attribute and b.attribute and not _same_attribute(a.attribute, b.attribute):
@@ -357,6 +406,8 @@ def conflicts(a: Features, b: Features) -> str | None:
             return f"asks what something is vs its {y.attribute}"
         if x.leads in _KIND_NOUN and y.asks is None and y.attribute and not _attribute_of_kind(y.attribute, x.leads):
             return f"asks for a different kind of answer ({x.leads} vs the {y.attribute})"
+        if x.asks in _KIND_NOUN and y.asks is None and y.selects and not _attribute_of_kind(y.selects, x.asks):
+            return f"asks for a different kind of answer ({x.asks} vs which {y.selects})"
     # matched case-insensitively against all the other side's words, so a sentence-initial
     # mention still counts
     ent_a = {e for e in a.entities if not _mentioned(e, b)}
@@ -412,13 +463,33 @@ def _prefixed_antonym(a: frozenset[str], b: frozenset[str]) -> str | None:
     return None
 
 
-def _contrast(a: frozenset[str], b: frozenset[str]) -> str | None:
-    """A word of one side whose opposite (upper / lower, children / adults) is on the other
-    side only."""
-    for word in a - b:
-        other = _CONTRAST.get(word)
-        if other and other in b and other not in a:
-            return f"{word} / {other}"
+def _contrast(a: Features, b: Features) -> str | None:
+    """A word of one side whose opposite (upper / lower, children / adults, preoperative /
+    postoperative) is on the other side only."""
+    for stem in a.stems - b.stems:
+        for other in _CONTRAST.get(stem, ()):
+            if other in b.stems and other not in a.stems:
+                return f"{stem} / {other}"
+    for word in a.lowered - b.lowered:
+        for x, y in _PREFIX_CONTRASTS:
+            for p, q in ((x, y), (y, x)):
+                if word.startswith(p) and len(word) - len(p) >= 4:
+                    swapped = q + word[len(p):]
+                    if swapped in b.lowered and swapped not in a.lowered:
+                        return f"{word} / {swapped}"
+    return None
+
+
+def _swapped_roles(a: tuple[str, ...], b: tuple[str, ...]) -> str | None:
+    """Two content words that trade places and nothing else changes ("women more than men" /
+    "men more than women"): the same words, the opposite question."""
+    if len(a) != len(b):
+        return None
+    diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    if len(diff) == 2:
+        i, j = diff
+        if a[i] == b[j] and a[j] == b[i] and a[i] not in STOP and a[j] not in STOP:
+            return f"{a[i]} / {a[j]}"
     return None
 
 
