@@ -50,6 +50,11 @@ def conflict(a: str, b: str) -> str | None:
     ("Which activities did women report more often than men?", "Which activities did men report more often than women?",
      "words swapped"),
     ("Did the drug enhance T cell function?", "Did the drug impair T cell function?", "opposite words"),
+    # WordNet 3.0's antonyms (ragline/data/antonyms): comparatives, directions, ends of a course
+    ("Which item has more units in stock?", "Which item has fewer units in stock?", "opposite words"),
+    ("Which table has horizontal spans?", "Which table has vertical spans?", "opposite words"),
+    ("Where does the bob-run start?", "Where does the bob-run finish?", "opposite words"),
+    ("Is the hall too noisy?", "Is the hall too quiet?", "opposite words"),
     # "which X" selects a thing, not a count or a time
     ("How many studies were included in the smoking review?", "Which databases were searched in the smoking review?",
      "asks for a different kind of answer (quantity vs which databases)"),
@@ -100,9 +105,21 @@ def test_conflicts_catch_what_cosine_misses(a, b, why):
     ("What number of patients were enrolled?", "How many patients were enrolled?"),
     ("In 2010 how many cases were reported?", "How many cases were reported in 2010?"),  # a moved phrase
     ("Which country reported the first case?", "Where was the first case reported?"),
+    # WordNet pairs that hold in one sense only are left out of the antonym table
+    ("How long does shipping take?", "How long is shipping, can you give an estimate?"),
+    ("Which stops does the bus miss?", "Which stops does the bus skip, and which does it have?"),
 ])
 def test_paraphrases_do_not_conflict(a, b):
     assert conflict(a, b) is None
+
+
+def test_antonym_table_ships_with_its_licence_and_adds_to_the_curated_contrasts():
+    table = REPO / "layers" / "python" / "ragline" / "data" / "antonyms"
+    assert "Princeton University" in (table / "LICENSE").read_text()
+    opposites = V._contrast_map()
+    assert len(opposites) > 4000  # ~3,200 WordNet pairs plus the curated ones, both directions
+    assert V._stem("fewer") in opposites[V._stem("more")] and V._stem("higher") in opposites[V._stem("lower")]
+    assert V._stem("take") not in opposites.get(V._stem("give"), ())  # an excluded sense-specific pair
 
 
 def test_content_and_passage_overlap():

@@ -17,9 +17,11 @@ thresholds are measured on STS-B train and checked on held-out sets (bench/cache
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-\.]*[A-Za-z0-9]|[A-Za-z0-9]")
 _NUMBER = re.compile(r"^\d+(?:[.,]\d+)*$")
@@ -123,7 +125,20 @@ def _opposites(pairs: list[tuple[str, str]]) -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
-_CONTRAST = _opposites(_CONTRASTS)
+_ANTONYMS = Path(__file__).resolve().parents[1] / "data" / "antonyms" / "wordnet-3.0.tsv"
+
+
+@functools.cache
+def _contrast_map() -> dict[str, frozenset[str]]:
+    """The curated contrasts above plus WordNet 3.0's direct antonyms (more / fewer, start /
+    finish, horizontal / vertical; ~3,200 pairs from tools/build_antonyms.py), read on first use
+    (~15 ms, once per process) so a cold start does not pay for them."""
+    pairs = list(_CONTRASTS)
+    for line in _ANTONYMS.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            a, b = line.split("\t")
+            pairs.append((a, b))
+    return _opposites(pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +159,7 @@ class Features:
     # the kind asked by the question's first words ("How is X spread?": manner), not by a
     # later clause ("What do antibodies do when ...")
     leads: str | None = None
-    stems: frozenset[str] = frozenset()  # the stems of all words, stop words included (for _CONTRAST)
+    stems: frozenset[str] = frozenset()  # the stems of all words, stop words included (for _contrast_map)
     # "Which databases were searched?": the noun a leading which/what selects ("databases")
     selects: str | None = None
 
@@ -466,8 +481,9 @@ def _prefixed_antonym(a: frozenset[str], b: frozenset[str]) -> str | None:
 def _contrast(a: Features, b: Features) -> str | None:
     """A word of one side whose opposite (upper / lower, children / adults, preoperative /
     postoperative) is on the other side only."""
+    contrast = _contrast_map()
     for stem in a.stems - b.stems:
-        for other in _CONTRAST.get(stem, ()):
+        for other in contrast.get(stem, ()):
             if other in b.stems and other not in a.stems:
                 return f"{stem} / {other}"
     for word in a.lowered - b.lowered:
