@@ -105,6 +105,11 @@ def test_conflicts_catch_what_cosine_misses(a, b, why):
     ("What number of patients were enrolled?", "How many patients were enrolled?"),
     ("In 2010 how many cases were reported?", "How many cases were reported in 2010?"),  # a moved phrase
     ("Which country reported the first case?", "Where was the first case reported?"),
+    # "which X" against the kind a question opens with, not a "how" inside a later clause; and
+    # "What makes / diminishes X?" asks why in other words
+    ("What laboratory test can be used to monitor protein expression?",
+     "Which lab assay lets you monitor how a protein is expressed?"),
+    ("Why are cotton rats considered a strong animal model?", "What makes cotton rats such a good animal model?"),
     # WordNet pairs that hold in one sense only are left out of the antonym table
     ("How long does shipping take?", "How long is shipping, can you give an estimate?"),
     ("Which stops does the bus miss?", "Which stops does the bus skip, and which does it have?"),

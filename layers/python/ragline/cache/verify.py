@@ -421,8 +421,12 @@ def conflicts(a: Features, b: Features) -> str | None:
             return f"asks what something is vs its {y.attribute}"
         if x.leads in _KIND_NOUN and y.asks is None and y.attribute and not _attribute_of_kind(y.attribute, x.leads):
             return f"asks for a different kind of answer ({x.leads} vs the {y.attribute})"
-        if x.asks in _KIND_NOUN and y.asks is None and y.selects and not _attribute_of_kind(y.selects, x.asks):
-            return f"asks for a different kind of answer ({x.asks} vs which {y.selects})"
+        # the kind a question opens with ("How many studies ...?"), not a "how" in a later
+        # clause ("Which assay lets you monitor how ..."); "why" is left out: "What makes X
+        # ...?" and "What diminishes X?" ask why in other words
+        if (x.leads in _KIND_NOUN and x.leads != "reason" and y.asks is None and y.selects
+                and not _attribute_of_kind(y.selects, x.leads)):
+            return f"asks for a different kind of answer ({x.leads} vs which {y.selects})"
     # matched case-insensitively against all the other side's words, so a sentence-initial
     # mention still counts
     ent_a = {e for e in a.entities if not _mentioned(e, b)}
