@@ -16,7 +16,7 @@ from ragline import factory
 from ragline.errors import RaglineError
 from ragline.models import TenantScope
 from ragline.observability import logger, metrics, tracer
-from ragline.runtime import set_deadline_from
+from ragline.runtime import invocation_deadline
 
 _NAME = r"^[A-Za-z0-9][\w.@:+-]{0,127}$"
 
@@ -40,8 +40,8 @@ CacheRequest = TypeAdapter(Annotated[Lookup | Invalidate, Field(discriminator="a
 @logger().inject_lambda_context(clear_state=True)
 @tracer().capture_lambda_handler(capture_response=False)
 @metrics().log_metrics
+@invocation_deadline
 def lambda_handler(event: dict, context) -> dict:
-    set_deadline_from(context)
     try:
         req = CacheRequest.validate_python(event)
     except ValidationError as exc:

@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from ragline import factory
 from ragline.ingest.events import handle_s3_message
 from ragline.observability import logger, metrics, tracer
-from ragline.runtime import set_deadline_from
+from ragline.runtime import invocation_deadline
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
@@ -83,8 +83,8 @@ def record_handler(record: SQSRecord) -> list[dict]:
 @logger().inject_lambda_context(clear_state=True)
 @tracer().capture_lambda_handler(capture_response=False)
 @metrics().log_metrics
+@invocation_deadline
 def lambda_handler(event: dict, context) -> dict:
-    set_deadline_from(context)
     _handler()
     if _config is not None:
         # an in-progress idempotency record expires with this invocation: if the Lambda times
