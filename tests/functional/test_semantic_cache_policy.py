@@ -183,3 +183,51 @@ def test_eval_cache_command_with_the_real_model(tmp_path, monkeypatch):
     assert res_plain["false_hit_rate"] > 0  # plain cosine serves "where" for "when"
     bad = CliRunner().invoke(cli, ["eval", "cache", "--pairs", str(tmp_path / "missing.jsonl")])
     assert bad.exit_code == 2
+
+
+HBV = (b"# Hepadnavirus receptors\n\nCarboxypeptidase D was proposed as the high-affinity receptor for duck "
+       b"hepatitis B virus. Human hepatitis B virus enters liver cells through the NTCP receptor.\n")
+DUCK_ONLY = b"# Hepadnavirus receptors\n\nCarboxypeptidase D was proposed as the high-affinity receptor for duck hepatitis B virus.\n"
+Q_DUCK = "What was proposed as the high-affinity receptor for duck hepatitis B virus?"
+Q_HUMAN = "What was proposed as the high-affinity receptor for human hepatitis B virus?"
+
+
+def test_a_one_word_substitution_both_cited_passages_mention_is_refused(app):
+    # acme's passages name both hosts; beta's name only the duck one. Each entry keeps the words
+    # of its own tenant's passages, so the check cannot read across tenants.
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/hbv.md", data=HBV))
+    app.pipeline.ingest(IngestItem(tenant="beta", key="tenants/beta/hbv.md", data=DUCK_ONLY))
+    for tenant in ("acme", "beta"):
+        assert not app.ask(who(tenant), Q_DUCK).cached
+    vec = app.retriever.embed(Q_HUMAN)
+    d = app.cache.decide(who("acme").scope(), vec, Q_HUMAN)
+    assert d.similarity >= app.cache.settings.threshold and not d.hit
+    assert d.reason == "substituted words both in the cited passages (duck / human)"
+    assert not app.ask(who("acme"), Q_HUMAN).cached
+    # beta's passages never mention a human virus: the same pair is not refused on this ground
+    d = app.cache.decide(who("beta").scope(), vec, Q_HUMAN)
+    assert d.hit and "verified" in d.reason
+    # a swap for a word the passages do not use is a rewording and still served
+    reworded = "What was proposed as the high-affinity receptor for duck hepatitis B pathogen?"
+    d = app.cache.decide(who("acme").scope(), app.retriever.embed(reworded), reworded)
+    assert d.hit, d.reason
+
+
+def test_substitution_spans_and_the_vocabulary_check():
+    from ragline.cache import verify as V
+
+    sub = V.substitution(V.features(Q_DUCK), V.features(Q_HUMAN))
+    assert sub == (("duck",), ("human",))
+    vocab = V.vocabulary([HBV.decode()])
+    assert V.substituted_in_passages(sub, vocab) and not V.substituted_in_passages(sub, V.vocabulary([DUCK_ONLY.decode()]))
+    assert V.substituted_in_passages(sub, None) is None  # entries stored before the check
+    f = lambda a, b: V.substitution(V.features(a), V.features(b))
+    assert f("How long is the white-headed duck?", "how long is the white headed duck") is None  # one word, spelt twice
+    assert f("Who sent the email?", "Who sent the email yesterday?") is None  # an insertion, not a swap
+    assert f("Which virus was most common among community members in the Ilorin study?",
+             "Which virus was most common among clinic patients in the Ilorin study?") == (("community", "member"), ("clinic", "patient"))
+    # a span of up to five words on either side counts; longer ones are a rewording's business
+    assert f("How many patients with positive urine samples died in the Guangzhou study?",
+             "How many nurses died in the Guangzhou study?") == (("patient", "positiv", "urin", "sampl"), ("nurs",))
+    assert f("How many patients with detectable virus in stored urine samples died in the Guangzhou study?",
+             "How many nurses died in the Guangzhou study?") is None

@@ -141,7 +141,7 @@ class Ragline:
         if self.cache is not None and context and gen.model_id != UNAVAILABLE_MODEL and not exp.variants:
             self.cache.store_answer(
                 scope, question, vector, ans.model_dump(mode="json", exclude={"query_id", "latency_ms", "usage", "cost_usd"}),
-                {h.doc_id: h.version for h in context}, [h.chunk_id for h in hits],
+                {h.doc_id: h.version for h in context}, [h.chunk_id for h in hits], [h.text for h in hits],
             )
         metric("QueryLatencyMs", ans.latency_ms, "Milliseconds")
         self._log_query(principal, query_id, question, ans, context, timings, vector=vector, hits=hits,

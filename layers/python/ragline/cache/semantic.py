@@ -95,7 +95,8 @@ class SemanticCache:
                     return self._hit(entry, sim, f"cosine {sim:.3f} >= {accept_at:.2f}", fresh, t0)
                 continue
             old = verify.features(entry.get("question", ""))
-            conflict = verify.conflicts(old, new_features)
+            conflict = verify.conflicts(old, new_features) or verify.substituted_in_passages(
+                verify.substitution(old, new_features), entry.get("vocabulary"))
             if conflict:
                 reason = conflict
                 continue
@@ -146,11 +147,16 @@ class SemanticCache:
         return ttl
 
     def store_answer(self, scope: TenantScope, question: str, vector: Any, answer: dict[str, Any],
-                     doc_versions: dict[str, str], passages: list[str] | None = None) -> None:
+                     doc_versions: dict[str, str], passages: list[str] | None = None,
+                     passage_texts: list[str] | None = None) -> None:
+        """Store an answer; ``passages`` are the retrieved chunk ids (for the passage-overlap
+        check) and ``passage_texts`` their texts, of which the first five are kept as a word list
+        for the substitution check (3-5 KB; bounded so a large ``top_k`` does not grow entries)."""
         self.store.put(
             {
                 "tenant": scope.tenant, "acl_key": acl_key(scope), "question": question, "answer": answer,
                 "doc_versions": doc_versions, "passages": list(passages or []),
+                "vocabulary": verify.vocabulary((passage_texts or [])[:5]),
                 "ttl_s": self.ttl_for(scope.tenant, list(doc_versions)),
             },
             vector,

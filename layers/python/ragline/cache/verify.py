@@ -3,12 +3,15 @@
 Cosine similarity of sentence embeddings is blind to exactly the details that make two
 questions different while their words overlap: a number ("in 2008" vs "in 2009"), a negation
 ("does X affect Y" vs "does X not affect Y"), a named entity ("IFITM5" vs "IFITM3"). Those are
-cheap to compare on the surface, so the cache decides in two stages:
+cheap to compare on the surface, so the cache decides in stages:
 
 1. a candidate threshold below the accept threshold picks the nearest cached question;
 2. the pair is verified: numbers, negations and named entities must agree, and, in the band
    between the candidate and the accept threshold, the two questions must share enough content
-   words and (when retrieval ran) retrieve the same passages.
+   words and (when retrieval ran) retrieve the same passages;
+3. a minimal edit, two questions identical but for one short span ("duck" / "human hepatitis B
+   virus"), is refused when the cached answer's passages mention both sides: the documents then
+   talk about both things, so the swap names another one, not a synonym (``substitution``).
 
 Written by hand because it is a few set comparisons over regex tokens; a library (spaCy NER)
 would add a model load to every query for little gain on short questions. The rules and their
@@ -17,8 +20,10 @@ thresholds are measured on STS-B train and checked on held-out sets (bench/cache
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -526,3 +531,50 @@ def passage_overlap(cached: list[str] | None, fresh: list[str] | None) -> float 
     if not cached or fresh is None:
         return None
     return len(set(cached) & set(fresh)) / len(set(cached))
+
+
+# ---------------------------------------------------------------- one-span substitutions
+# A minimal edit ("... receptor for duck hepatitis B virus?" / "... for human hepatitis B
+# virus?") keeps every word but one span, so cosine stays at 0.9+ while the answer changes.
+# A rewording swaps a word for one the documents do not use ("final" / "last", "TB" /
+# "tuberculosis"); a different question swaps it for another thing the documents talk about.
+# So when the two questions differ in exactly one short span, and the passages the cached
+# answer drew on mention what each side names, the pair is refused. Measured on the blind
+# question-pair sets in bench/README.md; without passages (no corpus) nothing changes.
+_MAX_SPAN = 5
+
+
+def vocabulary(texts: Iterable[str]) -> str:
+    """The content stems of the passages a cached answer drew on, space-separated (stored with
+    the cache entry, ~3-5 KB for five 512-token passages)."""
+    return " ".join(sorted({_stem(t) for text in texts for t in tokens(text) if t.lower() not in STOP}))
+
+
+def substitution(a: Features, b: Features) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The content stems of the one span in which the two questions differ, when they are
+    otherwise word for word the same (after stemming) and the span is short on both sides;
+    None for anything else, and for spellings of one word ("white-headed" / "white headed")."""
+    sa, sb = tuple(_stem(t) for t in a.sequence), tuple(_stem(t) for t in b.sequence)
+    ops = [op for op in difflib.SequenceMatcher(None, sa, sb, autojunk=False).get_opcodes() if op[0] != "equal"]
+    if len(ops) != 1 or ops[0][0] != "replace":
+        return None
+    _, i1, i2, j1, j2 = ops[0]
+    if max(i2 - i1, j2 - j1) > _MAX_SPAN:
+        return None
+    if "".join(a.sequence[i1:i2]).replace("-", "") == "".join(b.sequence[j1:j2]).replace("-", ""):
+        return None
+    left = tuple(w for w, t in zip(sa[i1:i2], a.sequence[i1:i2]) if t not in STOP)
+    right = tuple(w for w, t in zip(sb[j1:j2], b.sequence[j1:j2]) if t not in STOP)
+    return (left, right) if left and right else None
+
+
+def substituted_in_passages(sub: tuple[tuple[str, ...], tuple[str, ...]] | None, vocab: str | None) -> str | None:
+    """A reason to refuse when both sides of a one-span substitution occur in the cached
+    answer's passages (``vocab`` from :func:`vocabulary`)."""
+    if not sub or not vocab:
+        return None
+    words = set(vocab.split())
+    left, right = sub
+    if any(w in words for w in left) and any(w in words for w in right):
+        return f"substituted words both in the cited passages ({' '.join(left)} / {' '.join(right)})"
+    return None
