@@ -1,7 +1,8 @@
 """The semantic-cache store on DynamoDB (technique: moto's server on 127.0.0.1 with a real
 boto3 client; the same SemanticCache decision code as the local backend on top). Proves: nearest
 is scoped to tenant and ACL key and ranked by cosine; expired entries are never returned;
-invalidating a document removes exactly the entries that cite it; clear empties one tenant."""
+invalidating a document removes exactly the entries that cite it; clear empties one tenant; the
+substitution check reads the passage words stored with each entry, per tenant."""
 
 from __future__ import annotations
 
@@ -67,3 +68,30 @@ def test_invalidate_document_and_clear(store):
     assert store.clear("acme") == 1
     assert store.nearest("acme", "k1", unit(0, 0, 1, 0), k=5) == []
     assert store.invalidate_document("acme", "d3") == 0  # clear removed the document refs too
+
+
+def test_the_substitution_check_reads_the_passage_words_stored_in_dynamodb(store):
+    # SemanticCache (the shared decision code) on the DynamoDB store: the passage words travel
+    # with the entry through moto's DynamoDB, for this tenant only
+    from types import SimpleNamespace
+
+    from ragline.cache.semantic import SemanticCache
+    from ragline.models import Principal
+
+    class Registry:
+        def get(self, tenant, doc_id):
+            return SimpleNamespace(version="v1", status=SimpleNamespace(value="indexed"))
+
+    cache = SemanticCache(store, Registry(), settings=Settings().cache)
+    passage = "Carboxypeptidase D is the receptor for duck hepatitis B virus; human hepatitis B virus uses NTCP."
+    duck = "What is the receptor for duck hepatitis B virus?"
+    human = "What is the receptor for human hepatitis B virus?"
+    acme, globex = Principal(tenant="acme", user="u").scope(), Principal(tenant="globex", user="u").scope()
+    cache.store_answer(acme, duck, unit(1, 0, 0, 0), {"answer": "CPD"}, {"d1": "v1"}, ["c1"], [passage])
+    cache.store_answer(globex, duck, unit(1, 0, 0, 0), {"answer": "CPD"}, {"d1": "v1"}, ["c1"],
+                       ["Carboxypeptidase D is the receptor for duck hepatitis B virus."])
+    near = unit(1, 0.05, 0, 0)  # cosine 0.999: only the words can tell the questions apart
+    d = cache.decide(acme, near, human)
+    assert not d.hit and d.reason.startswith("substituted words both in the cited passages (duck / human)")
+    assert cache.decide(acme, near, duck).hit
+    assert cache.decide(globex, near, human).hit  # globex's passages never name a human virus
