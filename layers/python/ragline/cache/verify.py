@@ -167,6 +167,7 @@ class Features:
     stems: frozenset[str] = frozenset()  # the stems of all words, stop words included (for _contrast_map)
     # "Which databases were searched?": the noun a leading which/what selects ("databases")
     selects: str | None = None
+    stemmed: tuple[str, ...] = ()  # the stems of ``sequence``, in order (for ``substitution``)
 
 
 def _asked(text: str) -> str:
@@ -208,9 +209,11 @@ def features(text: str) -> Features:
     content = frozenset(_stem(t) for t in toks if t.lower() not in STOP and t.lower() not in NEGATIONS and len(t) > 1)
     asked = _asked(text)
     attribute, attribute_of, defines = _question_focus(asked)
+    sequence = tuple(t.lower() for t in toks)
+    stemmed = tuple(_stem(t) for t in sequence)
     return Features(lowered, frozenset(numbers), negations, frozenset(entities), content, _kind(asked),
-                    tuple(t.lower() for t in toks), attribute, attribute_of, defines, _leading_kind(asked),
-                    frozenset(_stem(w) for w in lowered), _selected_noun(asked))
+                    sequence, attribute, attribute_of, defines, _leading_kind(asked),
+                    frozenset(stemmed), _selected_noun(asked), stemmed)
 
 
 _SELECTS = re.compile(r"^\s*(?:which|what)\s+([a-z][\w-]*)", re.IGNORECASE)
@@ -554,7 +557,7 @@ def substitution(a: Features, b: Features) -> tuple[tuple[str, ...], tuple[str, 
     """The content stems of the one span in which the two questions differ, when they are
     otherwise word for word the same (after stemming) and the span is short on both sides;
     None for anything else, and for spellings of one word ("white-headed" / "white headed")."""
-    sa, sb = tuple(_stem(t) for t in a.sequence), tuple(_stem(t) for t in b.sequence)
+    sa, sb = a.stemmed, b.stemmed
     ops = [op for op in difflib.SequenceMatcher(None, sa, sb, autojunk=False).get_opcodes() if op[0] != "equal"]
     if len(ops) != 1 or ops[0][0] != "replace":
         return None
