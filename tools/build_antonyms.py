@@ -2,7 +2,7 @@
 semantic cache's contrast check ("Which item has more units?" / "... fewer units?").
 
 WordNet's data files are not on PyPI in a small form, but Debian ships them (``wordnet-base``);
-the cache needs only the ~3,000 single-word antonym pairs (~40 KB), so they are extracted once
+the cache needs only the ~3,200 single-word antonym pairs (65 KB), so they are extracted once
 and the table is committed with WordNet's licence beside it. Re-run after changing the
 exclusions::
 
@@ -21,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "layers" / "python"))
+from ragline.cache.verify import _stem  # the check compares these stems
+
 OUT = ROOT / "layers" / "python" / "ragline" / "data" / "antonyms" / "wordnet-3.0.tsv"
 POS = {"n": "noun", "v": "verb", "a": "adj", "s": "adj", "r": "adv"}
 EXCLUDE = {
@@ -42,12 +44,6 @@ EXCLUDE = {
 }
 
 
-def _stem(word: str) -> str:
-    from ragline.cache.verify import _stem as stem
-
-    return stem(word)
-
-
 def pairs(dict_dir: Path) -> set[tuple[str, str]]:
     synsets: dict[tuple[str, str], tuple[list[str], list[tuple[str, str, str, str]]]] = {}
     for pos in ("noun", "verb", "adj", "adv"):
@@ -65,8 +61,10 @@ def pairs(dict_dir: Path) -> set[tuple[str, str]]:
         for sym, offset, pos, st in ptrs:
             if sym != "!":  # "!" is WordNet's antonym pointer, word to word
                 continue
-            target = synsets[(POS[pos], offset)][0][int(st[2:], 16) - 1]
-            a, b = (re.sub(r"\(.*\)$", "", w).lower() for w in (words[int(st[:2], 16) - 1], target))
+            # source/target: two 2-digit hex word numbers ("0102": word 1 to word 2), not a prefix
+            source, target = int(st[:2], 16), int(st[2:], 16)  # noqa: FURB166
+            a, b = (re.sub(r"\(.*\)$", "", w).lower()
+                    for w in (words[source - 1], synsets[(POS[pos], offset)][0][target - 1]))
             # pairs whose stems coincide would never fire (the check compares stems)
             if a.isalpha() and b.isalpha() and min(len(a), len(b)) >= 3 and _stem(a) != _stem(b):
                 pair = tuple(sorted((a, b)))

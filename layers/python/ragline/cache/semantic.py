@@ -95,8 +95,9 @@ class SemanticCache:
                     return self._hit(entry, sim, f"cosine {sim:.3f} >= {accept_at:.2f}", fresh, t0)
                 continue
             old = verify.features(entry.get("question", ""))
-            conflict = verify.conflicts(old, new_features) or verify.substituted_in_passages(
-                verify.substitution(old, new_features), entry.get("vocabulary"))
+            vocab = entry.get("vocabulary")  # absent on entries stored before the check
+            conflict = verify.conflicts(old, new_features) or (
+                vocab and verify.substituted_in_passages(verify.substitution(old, new_features), vocab))
             if conflict:
                 reason = conflict
                 continue

@@ -21,11 +21,10 @@ thresholds are measured on STS-B train and checked on held-out sets (bench/cache
 from __future__ import annotations
 
 import difflib
-import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-\.]*[A-Za-z0-9]|[A-Za-z0-9]")
@@ -133,17 +132,13 @@ def _opposites(pairs: list[tuple[str, str]]) -> dict[str, frozenset[str]]:
 _ANTONYMS = Path(__file__).resolve().parents[1] / "data" / "antonyms" / "wordnet-3.0.tsv"
 
 
-@functools.cache
+@cache
 def _contrast_map() -> dict[str, frozenset[str]]:
     """The curated contrasts above plus WordNet 3.0's direct antonyms (more / fewer, start /
     finish, horizontal / vertical; ~3,200 pairs from tools/build_antonyms.py), read on first use
     (~15 ms, once per process) so a cold start does not pay for them."""
-    pairs = list(_CONTRASTS)
-    for line in _ANTONYMS.read_text(encoding="utf-8").splitlines():
-        if line and not line.startswith("#"):
-            a, b = line.split("\t")
-            pairs.append((a, b))
-    return _opposites(pairs)
+    lines = _ANTONYMS.read_text(encoding="utf-8").splitlines()
+    return _opposites(_CONTRASTS + [tuple(line.split("\t")) for line in lines if line and not line.startswith("#")])
 
 
 @dataclass(frozen=True, slots=True)
