@@ -1,10 +1,12 @@
 """Semantic cache maintenance: the cache function.
 
-The cache itself is an OpenSearch k-NN index of earlier queries (per tenant); the query
-function looks entries up and stores them. This function serves lookups and invalidations
-to trusted internal callers that invoke it directly (lambda:InvokeFunction, IAM-protected,
-no trigger here): it needs the search index, the embedding model and a registry read (a
-cached answer stands only while the documents it cites are current).
+The cache itself lives in the cache DynamoDB table (earlier queries' vectors and answers per
+tenant and ACL group set, ranked in memory by each warm container; see
+``ragline.adapters.aws.dynamodb_cache``); the query function looks entries up and stores them.
+This function serves lookups and invalidations to trusted internal callers that invoke it
+directly (lambda:InvokeFunction, IAM-protected, no trigger here): it needs the cache table, the
+embedding model and a registry read (a cached answer stands only while the documents it cites
+are current).
 """
 
 from __future__ import annotations

@@ -2,13 +2,18 @@
 boto3 client; the same SemanticCache decision code as the local backend on top). Proves: nearest
 is scoped to tenant and ACL key and ranked by cosine; expired entries are never returned;
 invalidating a document removes exactly the entries that cite it; clear empties one tenant; the
-substitution check reads the passage words stored with each entry, per tenant."""
+substitution check reads the passage words stored with each entry, per tenant; each container's
+in-memory copy of a scope is refreshed from the change counters (no Query when nothing changed,
+an incremental Query after a put, a full reload after a removal) and sees other containers'
+writes and invalidations at its next lookup (two store instances on one table stand in for two
+Lambda containers; Query calls are counted with botocore's provide-client-params event)."""
 
 from __future__ import annotations
 
 import time
 import uuid
 
+import boto3
 import numpy as np
 import pytest
 
@@ -17,14 +22,36 @@ from ragline.settings import Settings
 
 
 @pytest.fixture()
-def store(dynamodb_client, aws_region):
-    table = f"cache-{uuid.uuid4().hex[:8]}"
+def table(dynamodb_client):
+    name = f"cache-{uuid.uuid4().hex[:8]}"
     dynamodb_client.create_table(
-        TableName=table, BillingMode="PAY_PER_REQUEST",
+        TableName=name, BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
     )
+    return name
+
+
+@pytest.fixture()
+def store(table, dynamodb_client, aws_region):
     return DynamoCacheStore(table, dimensions=4, client=dynamodb_client, settings=Settings(region=aws_region))
+
+
+@pytest.fixture()
+def container(table, dynamodb_client, aws_region):
+    """A store with its own client (another Lambda container) on the same table; returns the
+    store and the list of Query requests its client sent."""
+    creds = dynamodb_client._request_signer._credentials
+
+    def make(**kw):
+        client = boto3.session.Session().client(
+            "dynamodb", region_name=aws_region, endpoint_url=dynamodb_client.meta.endpoint_url,
+            aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key)
+        queries: list[dict] = []
+        client.meta.events.register("provide-client-params.dynamodb.Query",
+                                    lambda params, **_: queries.append(dict(params)) and None)
+        return DynamoCacheStore(table, dimensions=4, client=client, settings=Settings(region=aws_region), **kw), queries
+    return make
 
 
 def unit(*v):
@@ -95,3 +122,74 @@ def test_the_substitution_check_reads_the_passage_words_stored_in_dynamodb(store
     assert not d.hit and d.reason.startswith("substituted words both in the cited passages (duck / human)")
     assert cache.decide(acme, near, duck).hit
     assert cache.decide(globex, near, human).hit  # globex's passages never name a human virus
+
+
+def test_a_warm_copy_reads_only_the_counters_until_something_changes(container):
+    a, queries = container()
+    a.put(entry("first"), unit(1, 0, 0, 0))
+    assert [e["question"] for e, _ in a.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)] == ["first"]
+    assert a.last_read == "full" and len(queries) == 1
+    for _ in range(3):
+        assert [e["question"] for e, _ in a.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)] == ["first"]
+    assert a.last_read == "counters" and len(queries) == 1  # no Query while nothing changed
+    a.put(entry("second"), unit(0, 1, 0, 0))
+    got = a.nearest("acme", "k1", unit(0, 1, 0, 0), k=3)
+    assert [e["question"] for e, _ in got] == ["second", "first"]
+    assert a.last_read == "incremental" and len(queries) == 2
+    assert "BETWEEN" in queries[-1]["KeyConditionExpression"]
+
+
+def test_other_containers_writes_and_invalidations_are_seen_at_the_next_lookup(container):
+    a, _ = container()
+    b, _ = container()
+    assert b.nearest("acme", "k1", unit(1, 0, 0, 0), k=3) == []  # b's copy exists, empty
+    a.put(entry("from a", docs=("d1",)), unit(1, 0, 0, 0))
+    assert [e["question"] for e, _ in b.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)] == ["from a"]
+    assert b.last_read == "incremental"
+    a.put(entry("also a", docs=("d2",)), unit(0, 1, 0, 0))
+    assert len(b.nearest("acme", "k1", unit(1, 1, 0, 0), k=3)) == 2
+    # a invalidates d1: b's copy still holds the entry, and must drop it at its next lookup
+    assert a.invalidate_document("acme", "d1") == 1
+    assert [e["question"] for e, _ in b.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)] == ["also a"]
+    assert b.last_read == "full"
+    a.clear("acme")
+    assert b.nearest("acme", "k1", unit(1, 0, 0, 0), k=3) == [] and b.last_read == "full"
+
+
+def test_another_tenants_changes_do_not_touch_a_tenants_copy(container):
+    a, a_queries = container()
+    def acme_reads():
+        return [q for q in a_queries if q["ExpressionAttributeValues"][":pk"]["S"] == "cache#acme"]
+
+    a.put(entry("acme q"), unit(1, 0, 0, 0))
+    a.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)
+    n = len(acme_reads())
+    a.put(entry("globex q", tenant="globex"), unit(1, 0, 0, 0))
+    assert a.invalidate_document("globex", "d1") == 1
+    got = a.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)
+    assert [e["question"] for e, _ in got] == ["acme q"]
+    assert a.last_read == "counters" and len(acme_reads()) == n  # per-tenant counters
+    assert a.nearest("globex", "k1", unit(1, 0, 0, 0), k=3) == []
+
+
+def test_a_copy_older_than_max_age_is_reloaded_in_full(container, monkeypatch):
+    a, _ = container(max_age_s=60)
+    a.put(entry("q"), unit(1, 0, 0, 0))
+    a.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)
+    a.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)
+    assert a.last_read == "counters"
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 61)
+    assert len(a.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)) == 1
+    assert a.last_read == "full"
+
+
+def test_an_entry_expiring_while_in_a_warm_copy_is_not_returned(container, monkeypatch):
+    a, _ = container()
+    a.put(entry("short", ttl=2), unit(1, 0, 0, 0))
+    a.put(entry("long"), unit(0.9, 0.1, 0, 0))
+    assert len(a.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)) == 2
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 5)
+    got = a.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)
+    assert [e["question"] for e, _ in got] == ["long"] and a.last_read == "counters"

@@ -4,21 +4,40 @@ Table shape (string ``pk``/``sk``, TTL attribute ``expires_at``):
 
 * entry: ``pk`` = ``cache#<tenant>``, ``sk`` = ``acl#<acl_key>#<entry_id>``; the query vector as
   float32 bytes, the entry as JSON, ``expires`` (epoch seconds, checked on read; DynamoDB's TTL
-  deletes within ~48 h, so expiry is never left to it alone);
+  deletes within ~48 h, so expiry is never left to it alone); the entry id starts with the
+  write time in milliseconds, so entries sort by time within a scope;
 * cited document: ``pk`` = ``cachedoc#<tenant>#<doc_id>``, ``sk`` = ``<acl_key>#<entry_id>``,
-  one per document an entry cites, so invalidating a document is one Query plus batch deletes.
+  one per document an entry cites, so invalidating a document is one Query plus batch deletes;
+* change counters: ``pk`` = ``cachegen#<tenant>``, ``sk`` = ``counters``, with ``puts`` (ADDed
+  after every stored entry) and ``removals`` (ADDed after every invalidation or clear).
 
-``nearest`` reads one tenant + ACL scope with a Query and ranks in numpy: a tenant's cache is
-small (bounded by TTL), and an exact scan over a few thousand 1024-d vectors is a few ms. A
-tenant with a much larger cache would move to an OpenSearch k-NN index behind the same port.
+``nearest`` ranks in numpy over an in-memory copy of one tenant + ACL scope, kept per warm
+Lambda container the way the SQLite store keeps its matrix: each lookup reads the tenant's
+counter item (one strongly consistent GetItem, 1 read unit) and then
+
+* nothing more when neither counter moved (the common case: a hit or a miss costs one small
+  read instead of a Query over every cached entry of the tenant);
+* when ``puts`` moved, a Query for the entries written since the last refresh (minus
+  ``overlap_s``, for writes in flight and clock skew between containers);
+* when ``removals`` moved, or the copy is older than ``max_age_s``, or there is none, the full
+  Query of the scope, as before.
+
+A removal always reloads, so an invalidated entry leaves every container's copy at its next
+lookup (and the cache checks each candidate's cited versions in the registry anyway). A put
+that the incremental read misses (in flight longer than ``overlap_s``) only costs hits until the
+next full reload. An exact scan over a few thousand 1024-d vectors is a few ms; a tenant with a
+much larger cache would move to an OpenSearch k-NN index behind the same port.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,14 +47,65 @@ from ...settings import Settings
 from .dynamodb import _s, _Table
 
 
+@dataclass
+class _Scope:
+    """One tenant + ACL key's cached entries as read from the table."""
+
+    puts: int
+    removals: int
+    loaded_at: float
+    high_ms: int = 0  # the newest entry's write time seen (ms)
+    sks: list[str] = field(default_factory=list)
+    raw: list[str] = field(default_factory=list)  # entry JSON, parsed only when returned
+    expires: list[int] = field(default_factory=list)
+    vectors: list[bytes] = field(default_factory=list)
+    _mat: np.ndarray | None = None
+
+    def add(self, items: Iterable[dict[str, Any]], dim: int) -> None:
+        known = set(self.sks)
+        for item in items:
+            sk = item["sk"]["S"]
+            if sk in known:
+                continue
+            known.add(sk)
+            self.sks.append(sk)
+            self.raw.append(item["entry"]["S"])
+            self.expires.append(int(item["expires"]["N"]))
+            self.vectors.append(bytes(item["vector"]["B"]))
+            self.high_ms = max(self.high_ms, _written_ms(sk))
+            self._mat = None
+
+    def matrix(self, dim: int) -> np.ndarray:
+        if self._mat is None:
+            self._mat = (np.frombuffer(b"".join(self.vectors), dtype=np.float32).reshape(len(self.vectors), dim)
+                         if self.vectors else np.zeros((0, dim), dtype=np.float32))
+        return self._mat
+
+
+def _written_ms(sk: str) -> int:
+    try:
+        return int(sk.rsplit("#", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return 0
+
+
 class DynamoCacheStore(_Table):
     setting_name = "cache_table"
 
     def __init__(self, table: str | None = None, *, dimensions: int, client: Any | None = None,
-                 settings: Settings | None = None):
+                 settings: Settings | None = None, overlap_s: float = 30.0, max_age_s: float = 300.0,
+                 max_scopes: int = 64):
         super().__init__(table, client, settings)
         self.dim = dimensions
+        self.overlap_s = overlap_s
+        self.max_age_s = max_age_s
+        self.max_scopes = max_scopes
+        self._scopes: OrderedDict[tuple[str, str], _Scope] = OrderedDict()
+        self._lock = threading.Lock()
+        # how the last nearest() read the table: "counters", "incremental" or "full" (tests, logs)
+        self.last_read = ""
 
+    # ------------------------------------------------------------------ writes
     def put(self, entry: dict[str, Any], vector: Any) -> None:
         vec = np.asarray(vector, dtype=np.float32)
         if vec.shape != (self.dim,):
@@ -52,22 +122,7 @@ class DynamoCacheStore(_Table):
             items.append({"pk": _s(f"cachedoc#{tenant}#{doc_id}"), "sk": _s(f"{acl}#{eid}"),
                           "expires_at": {"N": str(expires)}})
         self._write(items, [])
-
-    def nearest(self, tenant: str, acl_key: str, vector: Any, k: int) -> list[tuple[dict[str, Any], float]]:
-        now = int(time.time())
-        rows = [
-            item for item in self._query_all(
-                KeyConditionExpression="pk = :pk AND begins_with(sk, :acl)",
-                ExpressionAttributeValues={":pk": _s(f"cache#{tenant}"), ":acl": _s(f"acl#{acl_key}#")},
-            )
-            if int(item["expires"]["N"]) > now
-        ]
-        if not rows:
-            return []
-        mat = np.frombuffer(b"".join(bytes(r["vector"]["B"]) for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
-        sims = mat @ np.asarray(vector, dtype=np.float32)
-        order = np.argsort(-sims)[:k]
-        return [(json.loads(rows[i]["entry"]["S"]) | {"entry_id": rows[i]["sk"]["S"]}, float(sims[i])) for i in order]
+        self._bump(tenant, "puts")  # after the write: a reader that sees the count finds the entry
 
     def invalidate_document(self, tenant: str, doc_id: str) -> int:
         refs = list(self._query_all(KeyConditionExpression="pk = :pk",
@@ -78,6 +133,8 @@ class DynamoCacheStore(_Table):
             keys.append({"pk": _s(f"cache#{tenant}"), "sk": _s(f"acl#{acl}#{eid}")})
             keys.append({"pk": ref["pk"], "sk": ref["sk"]})
         self._write([], keys)
+        if refs:
+            self._bump(tenant, "removals")
         return len(refs)
 
     def clear(self, tenant: str) -> int:
@@ -91,7 +148,79 @@ class DynamoCacheStore(_Table):
             for doc_id in json.loads(e["entry"]["S"]).get("doc_versions", {}):
                 keys.append({"pk": _s(f"cachedoc#{tenant}#{doc_id}"), "sk": _s(f"{acl}#{eid}")})
         self._write([], keys)
+        self._bump(tenant, "removals")
         return len(entries)
+
+    # ------------------------------------------------------------------ reads
+    def nearest(self, tenant: str, acl_key: str, vector: Any, k: int) -> list[tuple[dict[str, Any], float]]:
+        scope = self._refresh(tenant, acl_key)
+        with self._lock:  # a consistent snapshot, should another thread be adding to the scope
+            mat, expires = scope.matrix(self.dim), np.asarray(scope.expires)
+            sks, raw = scope.sks[: len(expires)], scope.raw[: len(expires)]
+        if not sks:
+            return []
+        sims = mat @ np.asarray(vector, dtype=np.float32)
+        live = expires > int(time.time())
+        sims = np.where(live, sims, -np.inf)
+        order = [int(i) for i in np.argsort(-sims)[:k] if live[i]]
+        return [(json.loads(raw[i]) | {"entry_id": sks[i]}, float(sims[i])) for i in order]
+
+    def _refresh(self, tenant: str, acl_key: str) -> _Scope:
+        puts, removals = self._counters(tenant)
+        key = (tenant, acl_key)
+        with self._lock:
+            scope = self._scopes.get(key)
+            if scope is not None:
+                self._scopes.move_to_end(key)
+        now = time.time()
+        if (scope is not None and scope.removals == removals and now - scope.loaded_at < self.max_age_s):
+            if scope.puts == puts:
+                self.last_read = "counters"
+                return scope
+            # entries written since the last refresh, minus the overlap for writes in flight
+            since = max(0, int(scope.high_ms - self.overlap_s * 1000))
+            items = self._query_all(
+                KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+                ExpressionAttributeValues={":pk": _s(f"cache#{tenant}"), ":lo": _s(f"acl#{acl_key}#{since:013d}"),
+                                           ":hi": _s(f"acl#{acl_key}#~")},
+            )
+            with self._lock:
+                scope.add(items, self.dim)
+                scope.puts = puts
+            self.last_read = "incremental"
+            return scope
+        fresh = _Scope(puts=puts, removals=removals, loaded_at=now)
+        fresh.add(self._query_all(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :acl)",
+            ExpressionAttributeValues={":pk": _s(f"cache#{tenant}"), ":acl": _s(f"acl#{acl_key}#")},
+        ), self.dim)
+        with self._lock:
+            self._scopes[key] = fresh
+            self._scopes.move_to_end(key)
+            while len(self._scopes) > self.max_scopes:
+                self._scopes.popitem(last=False)
+        self.last_read = "full"
+        return fresh
+
+    def _counters(self, tenant: str) -> tuple[int, int]:
+        try:
+            item = self.client.get_item(TableName=self.table, Key=self._counter_key(tenant), ConsistentRead=True,
+                                        ProjectionExpression="puts, removals").get("Item") or {}
+        except (ClientError, BotoCoreError) as exc:
+            self._fail(exc)
+        return int(item.get("puts", {}).get("N", 0)), int(item.get("removals", {}).get("N", 0))
+
+    def _bump(self, tenant: str, counter: str) -> None:
+        try:
+            self.client.update_item(TableName=self.table, Key=self._counter_key(tenant),
+                                    UpdateExpression="ADD #c :one", ExpressionAttributeNames={"#c": counter},
+                                    ExpressionAttributeValues={":one": {"N": "1"}})
+        except (ClientError, BotoCoreError) as exc:
+            self._fail(exc)
+
+    @staticmethod
+    def _counter_key(tenant: str) -> dict[str, Any]:
+        return {"pk": _s(f"cachegen#{tenant}"), "sk": _s("counters")}
 
     def _write(self, puts: Sequence[dict[str, Any]], deletes: Sequence[dict[str, Any]]) -> None:
         requests = [{"PutRequest": {"Item": i}} for i in puts] + [{"DeleteRequest": {"Key": k}} for k in deletes]
