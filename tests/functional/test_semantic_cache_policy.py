@@ -3,7 +3,9 @@ registry and index, the deterministic hashing embedder; one slow test drives
 ``ragline eval cache`` with the real MiniLM model). Proves: a re-uploaded or deleted document
 never yields its old cached answer; scope per tenant and ACL group set; verification rejects a
 near-identical question with another number or entity; the per-tenant threshold; TTL per tenant
-and per document type; the passage check in the verified band; and the eval command's figures."""
+and per document type; the passage check in the verified band; the exact-repeat path (served
+before embedding, scoped, version- and expiry-checked, switchable); and the eval command's
+figures."""
 
 from __future__ import annotations
 
@@ -231,3 +233,67 @@ def test_substitution_spans_and_the_vocabulary_check():
              "How many nurses died in the Guangzhou study?") == (("patient", "positiv", "urin", "sampl"), ("nurs",))
     assert f("How many patients with detectable virus in stored urine samples died in the Guangzhou study?",
              "How many nurses died in the Guangzhou study?") is None
+
+
+# --- the exact-repeat path: the same question again is answered before it is embedded -------
+
+
+def _count_embeds(app, monkeypatch):
+    calls = []
+    real = app.retriever.embed
+    monkeypatch.setattr(app.retriever, "embed", lambda q: calls.append(q) or real(q))
+    return calls
+
+
+def test_the_same_question_again_is_served_without_embedding_it(app, monkeypatch):
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/retention.md", data=V1))
+    embeds = _count_embeds(app, monkeypatch)
+    first = app.ask(who(), Q)
+    assert not first.cached and embeds == [Q]
+    for again in (Q, "  how long are INVOICES kept in the archive ", Q.rstrip("?") + "?!"):
+        ans = app.ask(who(), again)
+        assert ans.cached and ans.answer == first.answer
+        assert "exact match" in ans.notes[-1]
+    assert embeds == [Q]  # none of the repeats was embedded
+    # a different question still goes through the embedding and the verified decision
+    app.ask(who(), "How long are receipts kept in the archive?")
+    assert embeds[-1] == "How long are receipts kept in the archive?"
+
+
+def test_the_exact_path_is_scoped_to_tenant_and_acl_group_set(app, monkeypatch):
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/hr.md", data=V1, groups=("hr",)))
+    app.pipeline.ingest(IngestItem(tenant="globex", key="tenants/globex/hr.md", data=V2))
+    assert not app.ask(who(groups=["hr"]), Q).cached
+    embeds = _count_embeds(app, monkeypatch)
+    sales = app.ask(who(groups=["sales"]), Q)  # cannot see the document: never its answer
+    assert not sales.cached and sales.citations == [] and embeds == [Q]
+    globex = app.ask(who("globex"), Q)  # same words, other tenant: its own answer
+    assert not globex.cached and "seven years" in globex.answer and "ten years" not in globex.answer
+    assert app.ask(who(groups=["hr"]), Q).cached and len(embeds) == 2
+
+
+def test_the_exact_path_refuses_changed_documents_and_expired_entries(app):
+    item = lambda data: IngestItem(tenant="acme", key="tenants/acme/retention.md", data=data)
+    app.pipeline.ingest(item(V1))
+    first = app.ask(who(), Q)
+    # an entry under the question's key whose cited version is no longer current (as if
+    # ingestion's invalidation had been missed) is not served by the exact path either
+    app.pipeline.ingest(item(V2))
+    stale = first.model_dump(mode="json")
+    app.cache.store_answer(who().scope(), Q, app.retriever.embed(Q), stale,
+                           {c.doc_id: c.version for c in first.citations})
+    after = app.ask(who(), Q)
+    assert not after.cached and "seven years" in after.answer
+    assert app.ask(who(), Q).cached  # the new answer is cached under the same key
+    with app.cache.store.tx() as c:
+        c.execute("UPDATE cache_entries SET expires = ?", (time.time() - 1,))
+    assert not app.ask(who(), Q).cached
+
+
+def test_exact_match_can_be_turned_off(make_app, monkeypatch, tmp_path):
+    app = make_app(settings=_settings(tmp_path, exact_match=False))
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/retention.md", data=V1))
+    embeds = _count_embeds(app, monkeypatch)
+    app.ask(who(), Q)
+    ans = app.ask(who(), Q)
+    assert ans.cached and "exact match" not in ans.notes[-1] and embeds == [Q, Q]

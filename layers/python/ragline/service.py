@@ -89,23 +89,33 @@ class Ragline:
             return retriever.search(scope, question, top_k=top_k, vector=vector, dense_weight=ov.get("dense_weight"))
 
         with meter.collecting() as model_calls:
+            vector = None
+
+            def served(decision) -> Answer:
+                ans = Answer.model_validate(decision.entry["answer"] | {
+                    "query_id": query_id, "cached": True, "latency_ms": (time.perf_counter() - t0) * 1000,
+                    "usage": [], "cost_usd": 0.0,
+                })
+                ans.notes.append(f"served from the semantic cache (similarity {decision.similarity:.3f}; {decision.reason})")
+                ans.usage = self.generation.settle(principal.tenant, query_id, question, model_calls, [])
+                ans.cost_usd = sum(u.cost_usd for u in ans.usage)
+                metric("CacheHitRate", 1)
+                self._log_query(principal, query_id, question, ans, [], vector=vector)
+                return ans
+
+            if use_cache and self.cache is not None:
+                # the same question again: answered before the query is embedded
+                with segment("cache"):
+                    decision = self.cache.exact(scope, question)
+                if decision is not None:
+                    return served(decision)
             vector = self.retriever.embed(question)
             hits = timings = None
             if use_cache and self.cache is not None:
                 with segment("cache"):
                     decision = self.cache.decide(scope, vector, question, search)
                 if decision.hit:
-                    hit = decision.entry
-                    ans = Answer.model_validate(hit["answer"] | {
-                        "query_id": query_id, "cached": True, "latency_ms": (time.perf_counter() - t0) * 1000,
-                        "usage": [], "cost_usd": 0.0,
-                    })
-                    ans.notes.append(f"served from the semantic cache (similarity {decision.similarity:.3f}; {decision.reason})")
-                    ans.usage = self.generation.settle(principal.tenant, query_id, question, model_calls, [])
-                    ans.cost_usd = sum(u.cost_usd for u in ans.usage)
-                    metric("CacheHitRate", 1)
-                    self._log_query(principal, query_id, question, ans, [], vector=vector)
-                    return ans
+                    return served(decision)
                 metric("CacheHitRate", 0)
                 hits, timings = decision.hits, decision.timings
             if hits is None:
@@ -176,8 +186,10 @@ class Ragline:
         if self.cache is None:
             return {"hit": False, "similarity": 0.0, "answer": None, "reason": "cache disabled"}
         t0 = time.perf_counter()
-        vector = self.retriever.embed(question)
-        d = self.cache.decide(scope, vector, question, lambda: self.retriever.search(scope, question, vector=vector))
+        d = self.cache.exact(scope, question)
+        if d is None:
+            vector = self.retriever.embed(question)
+            d = self.cache.decide(scope, vector, question, lambda: self.retriever.search(scope, question, vector=vector))
         ms = (time.perf_counter() - t0) * 1000
         metric("CacheLookupMs", ms, "Milliseconds")
         metric("CacheHitRate", 1 if d.hit else 0)

@@ -193,3 +193,32 @@ def test_an_entry_expiring_while_in_a_warm_copy_is_not_returned(container, monke
     monkeypatch.setattr(time, "time", lambda: real() + 5)
     got = a.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)
     assert [e["question"] for e, _ in got] == ["long"] and a.last_read == "counters"
+
+
+def test_exact_key_lookup_is_scoped_and_follows_other_containers_changes(container, monkeypatch):
+    from ragline.cache.semantic import question_key
+
+    a, _ = container()
+    b, b_queries = container()
+    key = question_key("Who approves expenses?")
+    assert key == question_key("  who approves EXPENSES ") and key != question_key("Who approves invoices?")
+    assert b.exact("acme", "k1", key) is None
+    a.put(entry("Who approves expenses?", docs=("d1",)) | {"question_key": key}, unit(1, 0, 0, 0))
+    a.put(entry("Who approves expenses?", tenant="globex", docs=("d1",)) | {"question_key": key}, unit(1, 0, 0, 0))
+    got = b.exact("acme", "k1", key)
+    assert got["question"] == "Who approves expenses?" and got["tenant"] == "acme"
+    assert b.exact("acme", "k2", key) is None  # another ACL group set
+    assert b.exact("acme", "k1", question_key("Who approves invoices?")) is None
+    n = len(b_queries)
+    assert b.exact("acme", "k1", key) is not None and len(b_queries) == n  # served from the warm copy
+    # a newer answer under the same key wins; an invalidation elsewhere removes it here too
+    a.put(entry("Who approves expenses? (newer)", docs=("d2",)) | {"question_key": key}, unit(1, 0, 0, 0))
+    assert b.exact("acme", "k1", key)["question"].endswith("(newer)")
+    assert a.invalidate_document("acme", "d2") == 1
+    assert b.exact("acme", "k1", key)["question"] == "Who approves expenses?"
+    assert a.invalidate_document("acme", "d1") == 1
+    assert b.exact("acme", "k1", key) is None
+    assert b.exact("globex", "k1", key)["tenant"] == "globex"
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 7200)  # past the entries' TTL
+    assert b.exact("globex", "k1", key) is None

@@ -29,6 +29,13 @@ def acl_key(scope: TenantScope) -> str:
     return hashlib.sha256("|".join(sorted(scope.groups)).encode()).hexdigest()[:16]
 
 
+def question_key(question: str) -> str:
+    """The key of a question asked again: the same words up to case, spacing and final
+    punctuation ("How many bananas are in stock?" / "how many  bananas are in stock")."""
+    normal = " ".join(question.casefold().split()).rstrip(" ?!.")
+    return hashlib.sha256(normal.encode()).hexdigest()[:32]
+
+
 @dataclass(slots=True)
 class CacheDecision:
     entry: dict[str, Any] | None
@@ -62,6 +69,19 @@ class SemanticCache:
         return self.settings.threshold
 
     # ------------------------------------------------------------------ lookup
+    def exact(self, scope: TenantScope, question: str) -> CacheDecision | None:
+        """The cached answer to this very question (see :func:`question_key`) in this tenant
+        and ACL scope, while every document it cites is current; None otherwise, and the
+        caller goes on to embed the question and :meth:`decide`. Needs no query vector."""
+        find = getattr(self.store, "exact", None)
+        if not self.settings.exact_match or find is None or not question:
+            return None
+        t0 = time.perf_counter()
+        entry = find(scope.tenant, acl_key(scope), question_key(question))
+        if entry is None or not self._still_current(scope.tenant, entry):
+            return None
+        return self._hit(entry, 1.0, "the same question asked before (exact match, not embedded)", None, t0)
+
     def lookup(self, scope: TenantScope, vector: Any, question: str | None = None,
                retrieve: Callable[[], tuple[list[SearchHit], dict[str, float]]] | None = None
                ) -> tuple[dict[str, Any] | None, float]:
@@ -155,7 +175,8 @@ class SemanticCache:
         for the substitution check (3-5 KB; bounded so a large ``top_k`` does not grow entries)."""
         self.store.put(
             {
-                "tenant": scope.tenant, "acl_key": acl_key(scope), "question": question, "answer": answer,
+                "tenant": scope.tenant, "acl_key": acl_key(scope), "question": question,
+                "question_key": question_key(question), "answer": answer,
                 "doc_versions": doc_versions, "passages": list(passages or []),
                 "vocabulary": verify.vocabulary((passage_texts or [])[:5]),
                 "ttl_s": self.ttl_for(scope.tenant, list(doc_versions)),

@@ -3,7 +3,7 @@
 Table shape (string ``pk``/``sk``, TTL attribute ``expires_at``):
 
 * entry: ``pk`` = ``cache#<tenant>``, ``sk`` = ``acl#<acl_key>#<entry_id>``; the query vector as
-  float32 bytes, the entry as JSON, ``expires`` (epoch seconds, checked on read; DynamoDB's TTL
+  float32 bytes, the entry as JSON, ``qkey`` (the question's exact-repeat key), ``expires`` (epoch seconds, checked on read; DynamoDB's TTL
   deletes within ~48 h, so expiry is never left to it alone); the entry id starts with the
   write time in milliseconds, so entries sort by time within a scope;
 * cited document: ``pk`` = ``cachedoc#<tenant>#<doc_id>``, ``sk`` = ``<acl_key>#<entry_id>``,
@@ -56,6 +56,7 @@ class _Scope:
     loaded_at: float
     high_ms: int = 0  # the newest entry's write time seen (ms)
     sks: list[str] = field(default_factory=list)
+    by_key: dict[str, int] = field(default_factory=dict)  # question key -> newest entry's position
     raw: list[str] = field(default_factory=list)  # entry JSON, parsed only when returned
     expires: list[int] = field(default_factory=list)
     vectors: list[bytes] = field(default_factory=list)
@@ -72,6 +73,10 @@ class _Scope:
             self.raw.append(item["entry"]["S"])
             self.expires.append(int(item["expires"]["N"]))
             self.vectors.append(bytes(item["vector"]["B"]))
+            if "qkey" in item:
+                prev = self.by_key.get(item["qkey"]["S"])
+                if prev is None or self.sks[prev] < sk:
+                    self.by_key[item["qkey"]["S"]] = len(self.sks) - 1
             self.high_ms = max(self.high_ms, _written_ms(sk))
             self._mat = None
 
@@ -118,6 +123,8 @@ class DynamoCacheStore(_Table):
             "pk": _s(f"cache#{tenant}"), "sk": _s(f"acl#{acl}#{eid}"), "entry": _s(json.dumps(entry, default=str)),
             "vector": {"B": vec.tobytes()}, "expires": {"N": str(expires)}, "expires_at": {"N": str(expires)},
         }]
+        if entry.get("question_key"):
+            items[0]["qkey"] = _s(entry["question_key"])
         for doc_id in entry.get("doc_versions", {}):
             items.append({"pk": _s(f"cachedoc#{tenant}#{doc_id}"), "sk": _s(f"{acl}#{eid}"),
                           "expires_at": {"N": str(expires)}})
@@ -164,6 +171,16 @@ class DynamoCacheStore(_Table):
         sims = np.where(live, sims, -np.inf)
         order = [int(i) for i in np.argsort(-sims)[:k] if live[i]]
         return [(json.loads(raw[i]) | {"entry_id": sks[i]}, float(sims[i])) for i in order]
+
+    def exact(self, tenant: str, acl_key: str, key: str) -> dict[str, Any] | None:
+        """The newest live entry of this scope stored under this question key (from the same
+        in-memory copy ``nearest`` uses, so it costs the counter read alone)."""
+        scope = self._refresh(tenant, acl_key)
+        with self._lock:
+            i = scope.by_key.get(key)
+            if i is None or scope.expires[i] <= int(time.time()):
+                return None
+            return json.loads(scope.raw[i]) | {"entry_id": scope.sks[i]}
 
     def _refresh(self, tenant: str, acl_key: str) -> _Scope:
         puts, removals = self._counters(tenant)

@@ -57,6 +57,11 @@ class SqliteCacheStore(SqliteStore):
     def __init__(self, path, dimensions: int):
         super().__init__(path)
         self.dim = dimensions
+        # the exact-repeat key (added after the first release: older homes get the column here)
+        with self.tx() as c:
+            if "qkey" not in {r[1] for r in c.execute("PRAGMA table_info(cache_entries)")}:
+                c.execute("ALTER TABLE cache_entries ADD COLUMN qkey TEXT")
+            c.execute("CREATE INDEX IF NOT EXISTS cache_qkey ON cache_entries(tenant, acl_key, qkey)")
         self._scopes: dict[tuple[str, str], _Scope] = {}
         self._scopes_lock = threading.Lock()
 
@@ -65,9 +70,10 @@ class SqliteCacheStore(SqliteStore):
         now = time.time()
         with self.tx() as c:
             cur = c.execute(
-                "INSERT INTO cache_entries (tenant, acl_key, created, expires, entry, vector) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO cache_entries (tenant, acl_key, created, expires, entry, vector, qkey) "
+                "VALUES (?,?,?,?,?,?,?)",
                 (entry["tenant"], entry["acl_key"], now, now + float(entry.get("ttl_s", 86400)),
-                 json.dumps(entry, default=str), vec.tobytes()),
+                 json.dumps(entry, default=str), vec.tobytes(), entry.get("question_key")),
             )
             eid = cur.lastrowid
             c.executemany(
@@ -98,6 +104,13 @@ class SqliteCacheStore(SqliteStore):
             if body is not None:  # removed since the scan: skip it
                 out.append((json.loads(body) | {"entry_id": eid}, float(sims[i])))
         return out
+
+    def exact(self, tenant: str, acl_key: str, key: str) -> dict[str, Any] | None:
+        """The newest live entry of this scope stored under this question key (one indexed read)."""
+        row = self.conn().execute(
+            "SELECT id, entry FROM cache_entries WHERE tenant=? AND acl_key=? AND qkey=? AND expires>? "
+            "ORDER BY id DESC LIMIT 1", (tenant, acl_key, key, time.time())).fetchone()
+        return json.loads(row[1]) | {"entry_id": row[0]} if row else None
 
     def _scope(self, c, tenant: str, acl_key: str) -> _Scope:
         """The scope's vectors, current as of this call (see the module docstring)."""
