@@ -3,9 +3,10 @@
 Table shape (string ``pk``/``sk``, TTL attribute ``expires_at``):
 
 * entry: ``pk`` = ``cache#<tenant>``, ``sk`` = ``acl#<acl_key>#<entry_id>``; the query vector as
-  float32 bytes, the entry as JSON, ``qkey`` (the question's exact-repeat key), ``expires`` (epoch seconds, checked on read; DynamoDB's TTL
-  deletes within ~48 h, so expiry is never left to it alone); the entry id starts with the
-  write time in milliseconds, so entries sort by time within a scope;
+  float32 bytes, the entry as JSON, ``qkey`` (the question's exact-repeat key), ``expires``
+  (epoch seconds, checked on read; DynamoDB's TTL deletes within ~48 h, so expiry is never left
+  to it alone); the entry id starts with the write time in milliseconds, so entries sort by
+  time within a scope;
 * cited document: ``pk`` = ``cachedoc#<tenant>#<doc_id>``, ``sk`` = ``<acl_key>#<entry_id>``,
   one per document an entry cites, so invalidating a document is one Query plus batch deletes;
 * change counters: ``pk`` = ``cachegen#<tenant>``, ``sk`` = ``counters``, with ``puts`` (ADDed
@@ -62,7 +63,7 @@ class _Scope:
     vectors: list[bytes] = field(default_factory=list)
     _mat: np.ndarray | None = None
 
-    def add(self, items: Iterable[dict[str, Any]], dim: int) -> None:
+    def add(self, items: Iterable[dict[str, Any]]) -> None:
         known = set(self.sks)
         for item in items:
             sk = item["sk"]["S"]
@@ -107,7 +108,7 @@ class DynamoCacheStore(_Table):
         self.max_scopes = max_scopes
         self._scopes: OrderedDict[tuple[str, str], _Scope] = OrderedDict()
         self._lock = threading.Lock()
-        # how the last nearest() read the table: "counters", "incremental" or "full" (tests, logs)
+        # how the last lookup (nearest or exact) read the table: "counters", "incremental" or "full"
         self.last_read = ""
 
     # ------------------------------------------------------------------ writes
@@ -202,7 +203,7 @@ class DynamoCacheStore(_Table):
                                            ":hi": _s(f"acl#{acl_key}#~")},
             )
             with self._lock:
-                scope.add(items, self.dim)
+                scope.add(items)
                 scope.puts = puts
             self.last_read = "incremental"
             return scope
@@ -210,7 +211,7 @@ class DynamoCacheStore(_Table):
         fresh.add(self._query_all(
             KeyConditionExpression="pk = :pk AND begins_with(sk, :acl)",
             ExpressionAttributeValues={":pk": _s(f"cache#{tenant}"), ":acl": _s(f"acl#{acl_key}#")},
-        ), self.dim)
+        ))
         with self._lock:
             self._scopes[key] = fresh
             self._scopes.move_to_end(key)
