@@ -260,6 +260,19 @@ def test_the_same_question_again_is_served_without_embedding_it(app, monkeypatch
     assert embeds[-1] == "How long are receipts kept in the archive?"
 
 
+def test_an_exact_repeat_keeps_the_drift_signal_of_its_cached_twin(app, monkeypatch):
+    # the repeat is not embedded, so its query-log entry takes the cached question's stored
+    # vector: the query-to-centroid distance (the drift signal) is the first ask's, not missing
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/retention.md", data=V1))
+    first = app.ask(who(), Q)
+    embeds = _count_embeds(app, monkeypatch)
+    again = app.ask(who(), Q.upper())
+    assert again.cached and "exact match" in again.notes[-1] and embeds == []
+    log = {e["query_id"]: e for e in app.query_log.recent("acme", 10)}
+    d0, d1 = log[first.query_id]["centroid_distance"], log[again.query_id]["centroid_distance"]
+    assert d0 > 0 and abs(d1 - d0) < 1e-5
+
+
 def test_the_exact_path_is_scoped_to_tenant_and_acl_group_set(app, monkeypatch):
     app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/hr.md", data=V1, groups=("hr",)))
     app.pipeline.ingest(IngestItem(tenant="globex", key="tenants/globex/hr.md", data=V2))

@@ -100,7 +100,9 @@ class Ragline:
                 ans.usage = self.generation.settle(principal.tenant, query_id, question, model_calls, [])
                 ans.cost_usd = sum(u.cost_usd for u in ans.usage)
                 metric("CacheHitRate", 1)
-                self._log_query(principal, query_id, question, ans, [], vector=vector)
+                # an exact repeat was not embedded: its cached twin's vector gives the drift signal
+                self._log_query(principal, query_id, question, ans, [],
+                                vector=vector if vector is not None else decision.vector)
                 return ans
 
             if use_cache and self.cache is not None:

@@ -222,3 +222,37 @@ def test_exact_key_lookup_is_scoped_and_follows_other_containers_changes(contain
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + 7200)  # past the entries' TTL
     assert b.exact("globex", "k1", key) is None
+
+
+def test_an_exact_miss_then_nearest_reads_the_counters_once(container, monkeypatch):
+    # what a question that is not an exact repeat costs: exact() refreshes the copy (one counter
+    # GetItem), then the nearest() that follows it on the same thread and scope uses that copy
+    from ragline.cache.semantic import question_key
+
+    a, _ = container()
+    b, _ = container()
+    gets: list[dict] = []
+    b.client.meta.events.register("provide-client-params.dynamodb.GetItem",
+                                  lambda params, **_: gets.append(dict(params)) and None)
+    key = question_key("Who approves expenses?")
+    a.put(entry("Who approves expenses?") | {"question_key": key}, unit(1, 0, 0, 0))
+    got = b.exact("acme", "k1", key)
+    assert got["question"] == "Who approves expenses?"
+    assert np.allclose(got["vector"], unit(1, 0, 0, 0))  # the stored vector, for the drift signal
+    assert len(gets) == 1
+    assert b.exact("acme", "k1", question_key("Who approves invoices?")) is None and len(gets) == 2
+    assert [e["question"] for e, _ in b.nearest("acme", "k1", unit(1, 0.2, 0, 0), k=3)] == ["Who approves expenses?"]
+    assert len(gets) == 2 and b.last_read == "reused"
+    # consumed: the next nearest() reads the counters, and sees another container's put
+    a.put(entry("Who signs contracts?"), unit(0, 1, 0, 0))
+    assert len(b.nearest("acme", "k1", unit(1, 0.2, 0, 0), k=3)) == 2 and len(gets) == 3
+    assert b.last_read == "incremental"
+    # not for another scope, and not once the hand-off is older than reuse_s
+    b.exact("acme", "k1", key)
+    b.nearest("acme", "k2", unit(1, 0, 0, 0), k=3)
+    assert len(gets) == 5 and b.last_read != "reused"
+    b.exact("acme", "k1", key)
+    real = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real() + b.reuse_s + 0.5)
+    b.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)
+    assert len(gets) == 7 and b.last_read == "counters"

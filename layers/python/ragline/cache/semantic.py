@@ -44,6 +44,8 @@ class CacheDecision:
     # the new question's own retrieval, when the decision needed it (reused by the caller on a miss)
     hits: list[SearchHit] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # the cached question's stored vector, on an exact-repeat hit (the new question was not embedded)
+    vector: Any = None
 
     @property
     def hit(self) -> bool:
@@ -80,7 +82,10 @@ class SemanticCache:
         entry = find(scope.tenant, acl_key(scope), question_key(question))
         if entry is None or not self._still_current(scope.tenant, entry):
             return None
-        return self._hit(entry, 1.0, "the same question asked before (exact match, not embedded)", None, t0)
+        vector = entry.pop("vector", None)
+        d = self._hit(entry, 1.0, "the same question asked before (exact match, not embedded)", None, t0)
+        d.vector = vector
+        return d
 
     def lookup(self, scope: TenantScope, vector: Any, question: str | None = None,
                retrieve: Callable[[], tuple[list[SearchHit], dict[str, float]]] | None = None

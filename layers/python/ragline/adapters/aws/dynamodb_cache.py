@@ -23,6 +23,13 @@ counter item (one strongly consistent GetItem, 1 read unit) and then
 * when ``removals`` moved, or the copy is older than ``max_age_s``, or there is none, the full
   Query of the scope, as before.
 
+A question that misses the exact-repeat lookup (:meth:`exact`) goes on, once embedded, to
+:meth:`nearest` on the same scope; that ``nearest`` call uses the copy ``exact`` just refreshed
+instead of reading the counters again (once, on the same thread, within ``reuse_s``), so a
+lookup costs one counter read, not two. The copy it reuses is at most ``reuse_s`` older, as if
+the question had arrived that much earlier; candidates' cited versions are checked in the
+registry regardless.
+
 A removal always reloads, so an invalidated entry leaves every container's copy at its next
 lookup (and the cache checks each candidate's cited versions in the registry anyway). A put
 that the incremental read misses (in flight longer than ``overlap_s``) only costs hits until the
@@ -100,15 +107,19 @@ class DynamoCacheStore(_Table):
 
     def __init__(self, table: str | None = None, *, dimensions: int, client: Any | None = None,
                  settings: Settings | None = None, overlap_s: float = 30.0, max_age_s: float = 300.0,
-                 max_scopes: int = 64):
+                 max_scopes: int = 64, reuse_s: float = 1.0):
         super().__init__(table, client, settings)
         self.dim = dimensions
         self.overlap_s = overlap_s
         self.max_age_s = max_age_s
         self.max_scopes = max_scopes
         self._scopes: OrderedDict[tuple[str, str], _Scope] = OrderedDict()
+        self.reuse_s = reuse_s
         self._lock = threading.Lock()
-        # how the last lookup (nearest or exact) read the table: "counters", "incremental" or "full"
+        # the scope the last exact() on this thread refreshed, for the nearest() that follows it
+        self._handoff = threading.local()
+        # how the last lookup (nearest or exact) read the table: "counters", "incremental", "full",
+        # or "reused" (a nearest() on the copy its exact() had just refreshed)
         self.last_read = ""
 
     # ------------------------------------------------------------------ writes
@@ -161,7 +172,7 @@ class DynamoCacheStore(_Table):
 
     # ------------------------------------------------------------------ reads
     def nearest(self, tenant: str, acl_key: str, vector: Any, k: int) -> list[tuple[dict[str, Any], float]]:
-        scope = self._refresh(tenant, acl_key)
+        scope = self._taken_over(tenant, acl_key) or self._refresh(tenant, acl_key)
         with self._lock:  # a consistent snapshot, should another thread be adding to the scope
             mat, expires = scope.matrix(self.dim), np.asarray(scope.expires)
             sks, raw = scope.sks[: len(expires)], scope.raw[: len(expires)]
@@ -175,13 +186,26 @@ class DynamoCacheStore(_Table):
 
     def exact(self, tenant: str, acl_key: str, key: str) -> dict[str, Any] | None:
         """The newest live entry of this scope stored under this question key (from the same
-        in-memory copy ``nearest`` uses, so it costs the counter read alone)."""
+        in-memory copy ``nearest`` uses, so it costs the counter read alone), with its stored
+        query vector under ``vector`` (for the query log's drift signal)."""
         scope = self._refresh(tenant, acl_key)
+        self._handoff.last = (tenant, acl_key, time.monotonic(), scope)
         with self._lock:
             i = scope.by_key.get(key)
             if i is None or scope.expires[i] <= int(time.time()):
                 return None
-            return json.loads(scope.raw[i]) | {"entry_id": scope.sks[i]}
+            return json.loads(scope.raw[i]) | {"entry_id": scope.sks[i],
+                                               "vector": np.frombuffer(scope.vectors[i], dtype=np.float32)}
+
+    def _taken_over(self, tenant: str, acl_key: str) -> _Scope | None:
+        """The copy the preceding exact() on this thread refreshed for this scope, if it was
+        within ``reuse_s``; consumed, so only the very next nearest() skips the counter read."""
+        last = getattr(self._handoff, "last", None)
+        self._handoff.last = None
+        if last is None or last[:2] != (tenant, acl_key) or time.monotonic() - last[2] > self.reuse_s:
+            return None
+        self.last_read = "reused"
+        return last[3]
 
     def _refresh(self, tenant: str, acl_key: str) -> _Scope:
         puts, removals = self._counters(tenant)

@@ -106,11 +106,14 @@ class SqliteCacheStore(SqliteStore):
         return out
 
     def exact(self, tenant: str, acl_key: str, key: str) -> dict[str, Any] | None:
-        """The newest live entry of this scope stored under this question key (one indexed read)."""
+        """The newest live entry of this scope stored under this question key (one indexed read),
+        with its stored query vector under ``vector`` (for the query log's drift signal)."""
         row = self.conn().execute(
-            "SELECT id, entry FROM cache_entries WHERE tenant=? AND acl_key=? AND qkey=? AND expires>? "
+            "SELECT id, entry, vector FROM cache_entries WHERE tenant=? AND acl_key=? AND qkey=? AND expires>? "
             "ORDER BY id DESC LIMIT 1", (tenant, acl_key, key, time.time())).fetchone()
-        return json.loads(row[1]) | {"entry_id": row[0]} if row else None
+        if row is None:
+            return None
+        return json.loads(row[1]) | {"entry_id": row[0], "vector": np.frombuffer(row[2], dtype=np.float32)}
 
     def _scope(self, c, tenant: str, acl_key: str) -> _Scope:
         """The scope's vectors, current as of this call (see the module docstring)."""
