@@ -157,6 +157,17 @@ def test_router_agrees_with_the_hand_labels():
     ("Considering the survey results, what should the team prioritise next quarter?", "open-ended request"),
     ("How can baculovirus vectors be improved?", "open-ended request"),
     ("How do the contract terms for freelancers and agencies differ in liability and payment?", "comparative"),
+    # hypotheticals, consequences, synthesis and premises without the usual cue words
+    ("If we halve the batch size, how long does the nightly export take?", "hypothetical or consequence"),
+    ("What's the blast radius when the shared cache node goes down?", "hypothetical or consequence"),
+    ("How much would we save by moving the archive to cold storage?", "hypothetical or consequence"),
+    ("How do parental leave and the sabbatical policy interact?", "hypothetical or consequence"),
+    ("Given the new traffic forecast, is it worth adding a read replica?", "hypothetical or consequence"),
+    ("What are the likely causes of the checkout timeouts?", "hypothetical or consequence"),
+    ("What do the post-mortems across the last three incidents have in common?", "synthesis across documents"),
+    ("Which of the three storage vendors is cheapest after egress fees?", "synthesis across documents"),
+    ("How does the load balancer decide where a sticky session goes?", "synthesis across documents"),
+    ("Interns can't approve expenses. Can an intern sign off on a team lunch?", "applies a stated premise"),
 ])
 def test_router_knows_choices_advice_and_open_ended_requests(question, reason):
     r = route(question)
@@ -169,6 +180,14 @@ def test_router_knows_choices_advice_and_open_ended_requests(question, reason):
     "What is the incubation period of MERS?",
     "Who approves purchase orders above 10,000 euros?",
     "Which release improved the search latency?",  # a past fact, not a request to improve something
+    "If the build fails, who gets paged?",  # a conditional fact, not a consequence to reason about
+    "What's the average latency across all regions?",  # one figure in a report
+    "Which of the two VPN endpoints is in Frankfurt?",  # a lookup among listed options
+    "What was the root cause of the March 3 outage?",  # stated in the post-mortem
+    "Our VPN is down. Who do I call?",  # a preamble before a lookup
+    # a long preamble before one short factual question: the length cue counts the question
+    "I'm filling out the travel form for next month's trip and my manager asked me to double-check "
+    "one thing before I send it: what is the hotel cap for London?",
 ])
 def test_router_keeps_simple_lookups_small(question):
     assert route(question).tier == "small", route(question)

@@ -6,13 +6,17 @@ a comparison ("compare", "difference between", "versus", "better than"), reasoni
 cues ("why", "explain", "evaluate", "implications", "step by step", "pros and cons",
 "what would happen if"), a choice between alternatives ("Which is larger, A or B?"), advice
 ("Should ..."), an open-ended request (an overview, a walk-through, a plan, "how could we ...",
-strengths and weaknesses), or a long question (more tokens than the configured limit). Everything
-else (who/what/when/where/how many/define) is simple.
+strengths and weaknesses), a hypothetical or consequence ("If we double ..., how/what ...",
+"blast radius", "how much would ...", how two rules "interact", likely causes), synthesis across
+documents or options ("across the three papers", "which of the three vendors is cheapest", how a
+mechanism decides), a premise applied to a case ("Contractors can't ... . Can we ...?"), or a long
+question (more tokens than the configured limit, counting the question after a preamble, not
+the preamble). Everything else (who/what/when/where/how many/define) is simple.
 
 Written by hand on purpose: a rule list is auditable, costs microseconds and never changes
 behaviour between deployments; its agreement with a hand-labelled set is measured in
 bench/results/router_agreement.json (tests/data/router_labels.jsonl for development,
-tests/data/router_labels_blind.jsonl as the blind check).
+tests/data/router_labels_blind*.jsonl as blind checks).
 """
 
 from __future__ import annotations
@@ -56,6 +60,35 @@ _EITHER_OR = re.compile(
     re.IGNORECASE,
 )
 _ADVICE = re.compile(r"^should\b", re.IGNORECASE)
+# a hypothetical or a consequence: "If we double the replicas, what happens to ...?", "What's the
+# blast radius if ...?", "How much would we save if ...?", and how two rules combine ("interact")
+_HYPOTHETICAL = re.compile(
+    r"(?:^if\b.*\b(?:what|how)\b|^given\b|\bwhat happens\b.*\bif\b|\bblast radius\b|\bhow (?:much|many) would\b|"
+    r"\binteract(?:s|ions?)?\b|\bis it (?:better|worth|wise|safe|cheaper|faster) to\b|"
+    r"\b(?:plausible|likely|possible|probable) causes?\b|\bwhat caused\b)",
+    re.IGNORECASE,
+)
+# synthesis across documents or options: "the main findings across the three papers", "which of the
+# three vendor proposals is cheapest ...", how a mechanism decides ("how does the rate limiter decide
+# which ...")
+_SYNTHESIS = re.compile(
+    r"\b(?:across (?:the|all|our|these|those|both|several|multiple|every) (?:[\w-]+ ){0,3}(?:papers|documents|docs|"
+    r"reports|studies|sources|teams|incidents|postmortems|post-mortems|projects|surveys|contracts|proposals)\b|"
+    r"which of (?:the|our|these|those) (?:two|three|four|five|six|several|\d+) [^?]*\b(?:(?:cheap|fast|larg|small|high|low|saf|quick|short|long|strong|weak|slow)est|best|worst|most|least)\b|"
+    r"how (?:does|do|did) (?:\S+ ){1,5}(?:decide|determine|choose|pick)\b)",
+    re.IGNORECASE,
+)
+# a premise, then a question about the case it sets up: "Contractors aren't allowed production
+# access ... Can we put a contractor on call?", "We're opening an office in Brazil. What ... will
+# we need?" (a rule or situation applied to a case; a preamble before a lookup is not one of these)
+_PREMISE = re.compile(
+    r"[.!]\s+(?:can|could|may|must|should|is it|are we|am i|do we|does (?:that|this)|would|will|what (?:[\w,-]+ ){0,6}"
+    r"(?:will|would|do|does) (?:we|i|they|it) need)\b[^.!?]*\?\s*$",
+    re.IGNORECASE,
+)
+# a long preamble before one short question ("I'm filling out the form ... one thing: what's
+# the maximum meal per diem?"): the length cue counts the question, not the preamble
+_LAST_QUESTION = re.compile(r"(?:^|[.:!]\s+)([^.:!?]+\?)\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,26 +100,29 @@ class Route:
         return f"{self.tier}: {self.reason}"
 
 
+# (pattern, reason, which group to quote in the reason or None), tried in this order
+_RULES = (
+    (_MULTI, "multi-part question", None),
+    (_COMPARATIVE, "comparative", 0),
+    (_REASONING, "reasoning cue", 2),
+    (_LIST, "asks for an exhaustive list", None),
+    (_EITHER_OR, "choice between alternatives", None),
+    (_ADVICE, "asks for advice", None),
+    (_OPEN, "open-ended request", 0),
+    (_HYPOTHETICAL, "hypothetical or consequence", 0),
+    (_SYNTHESIS, "synthesis across documents or options", 0),
+    (_PREMISE, "applies a stated premise to a case", None),
+)
+
+
 def route(question: str, *, long_question_tokens: int = 28) -> Route:
     q = " ".join(question.split())
-    if _MULTI.search(q):
-        return Route(LARGE, "multi-part question")
-    m = _COMPARATIVE.search(q)
-    if m:
-        return Route(LARGE, f"comparative ({m.group(0).lower()!r})")
-    m = _REASONING.search(q)
-    if m:
-        return Route(LARGE, f"reasoning cue ({m.group(2).lower()!r})")
-    if _LIST.search(q):
-        return Route(LARGE, "asks for an exhaustive list")
-    if _EITHER_OR.search(q):
-        return Route(LARGE, "choice between alternatives")
-    if _ADVICE.search(q):
-        return Route(LARGE, "asks for advice")
-    m = _OPEN.search(q)
-    if m:
-        return Route(LARGE, f"open-ended request ({m.group(0).lower()!r})")
-    n = count_tokens(q)
+    for pattern, reason, group in _RULES:
+        m = pattern.search(q)
+        if m:
+            return Route(LARGE, reason if group is None else f"{reason} ({m.group(group).lower()!r})")
+    last = _LAST_QUESTION.search(q)
+    n = count_tokens(last.group(1) if last else q)
     if n > long_question_tokens:
         return Route(LARGE, f"long question ({n} tokens > {long_question_tokens})")
     return Route(SMALL, "simple factual question")
