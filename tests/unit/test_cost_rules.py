@@ -168,6 +168,11 @@ def test_router_agrees_with_the_hand_labels():
     ("Which of the three storage vendors is cheapest after egress fees?", "synthesis across documents"),
     ("How does the load balancer decide where a sticky session goes?", "synthesis across documents"),
     ("Interns can't approve expenses. Can an intern sign off on a team lunch?", "applies a stated premise"),
+    ("Refunds need a receipt. A customer lost theirs but has a bank statement. Do they qualify?", "applies a stated premise"),
+    ("Plan the migration of the build cache to the new region.", "open-ended request"),
+    ("The nightly job keeps timing out since Monday. What could be going on?", "open-ended request"),
+    ("Based on the roadmap, which squad is the better fit for a junior engineer?", "open-ended request"),
+    ("Is it worth renewing the monitoring contract at the new price?", "hypothetical or consequence"),
 ])
 def test_router_knows_choices_advice_and_open_ended_requests(question, reason):
     r = route(question)
@@ -185,6 +190,9 @@ def test_router_knows_choices_advice_and_open_ended_requests(question, reason):
     "Which of the two VPN endpoints is in Frankfurt?",  # a lookup among listed options
     "What was the root cause of the March 3 outage?",  # stated in the post-mortem
     "Our VPN is down. Who do I call?",  # a preamble before a lookup
+    "What CVE is referenced in the log4j incident write-up?",  # a noun, not a request to write
+    'Which team owns the "why is search slow" investigation?',  # a quoted title, not a why-question
+    "Where is the onboarding checklist?",  # a document, not a request for a checklist
     # a long preamble before one short factual question: the length cue counts the question
     "I'm filling out the travel form for next month's trip and my manager asked me to double-check "
     "one thing before I send it: what is the hotel cap for London?",

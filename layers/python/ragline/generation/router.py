@@ -11,7 +11,8 @@ strengths and weaknesses), a hypothetical or consequence ("If we double ..., how
 documents or options ("across the three papers", "which of the three vendors is cheapest", how a
 mechanism decides), a premise applied to a case ("Contractors can't ... . Can we ...?"), or a long
 question (more tokens than the configured limit, counting the question after a preamble, not
-the preamble). Everything else (who/what/when/where/how many/define) is simple.
+the preamble). Everything else (who/what/when/where/how many/define) is simple. Quoted titles
+("the "why is checkout slow" ticket") are not read for cues.
 
 Written by hand on purpose: a rule list is auditable, costs microseconds and never changes
 behaviour between deployments; its agreement with a hand-labelled set is measured in
@@ -46,11 +47,12 @@ _MULTI = re.compile(r"\?\s*\S.*\?|\b(?:and|also|as well as)\s+(?:what|how|why|wh
 _LIST = re.compile(r"\b(list (?:all|every)|all the (?:ways|reasons|factors)|each of)\b", re.IGNORECASE)
 # open-ended requests: an overview, a walk-through, a plan or a proposal is synthesis, not lookup
 _OPEN = re.compile(
-    r"\b(overview|tell me about|walk (?:me|us) through|describe|discuss|outline|draft|write|propose|suggest|"
+    r"\b(overview|tell me about|walk (?:me|us) through|describe|discuss|outline|draft|write(?![- ]?ups?\b)|propose|suggest|"
     r"design|plan (?:for|to)|a plan|strategy|strengths and weaknesses|benefits and (?:risks|drawbacks)|"
     r"(?:how|what) (?:can|could|should|would|might) (?:we|i|you|one|they)\b|what should\b|improve\b|be improved\b|mitigate|"
-    r"(?:a|the) summary of|summar(?:y|ies) of|create an? |make an? (?:plan|list|checklist)|checklist|lessons?\b|"
-    r"prioriti[sz]e|considering\b|taking into account)",
+    r"(?:a|the) summary of|summar(?:y|ies) of|create an? |make an? (?:plan|list|checklist)|checklist (?:for|of|to)\b|lessons?\b|"
+    r"prioriti[sz]e|considering\b|taking into account|^plan\b|what (?:could|might) be (?:going on|causing|wrong|behind)|"
+    r"the better (?:bet|option|choice|fit|move)\b)",
     re.IGNORECASE,
 )
 # a choice between alternatives ("Which is larger, A or B?", "Was it A or B?", "Should X do A or B?"),
@@ -64,7 +66,7 @@ _ADVICE = re.compile(r"^should\b", re.IGNORECASE)
 # blast radius if ...?", "How much would we save if ...?", and how two rules combine ("interact")
 _HYPOTHETICAL = re.compile(
     r"(?:^if\b.*\b(?:what|how)\b|^given\b|\bwhat happens\b.*\bif\b|\bblast radius\b|\bhow (?:much|many) would\b|"
-    r"\binteract(?:s|ions?)?\b|\bis it (?:better|worth|wise|safe|cheaper|faster) to\b|"
+    r"\binteract(?:s|ions?)?\b|\bis it (?:worth\b|(?:better|wise|safe|cheaper|faster) to\b)|"
     r"\b(?:plausible|likely|possible|probable) causes?\b|\bwhat caused\b)",
     re.IGNORECASE,
 )
@@ -82,7 +84,7 @@ _SYNTHESIS = re.compile(
 # access ... Can we put a contractor on call?", "We're opening an office in Brazil. What ... will
 # we need?" (a rule or situation applied to a case; a preamble before a lookup is not one of these)
 _PREMISE = re.compile(
-    r"[.!]\s+(?:can|could|may|must|should|is it|are we|am i|do we|does (?:that|this)|would|will|what (?:[\w,-]+ ){0,6}"
+    r"[.!]\s+(?:can|could|may|must|should|is it|are we|am i|do we|do (?:they|you) qualify|does (?:he|she|it|that|this)|would|will|what (?:[\w,-]+ ){0,6}"
     r"(?:will|would|do|does) (?:we|i|they|it) need)\b[^.!?]*\?\s*$",
     re.IGNORECASE,
 )
@@ -115,8 +117,12 @@ _RULES = (
 )
 
 
+# a quoted title or phrase is not the question's own wording ('the "why is checkout slow" ticket')
+_QUOTED = re.compile(r'"[^"]{1,80}"|“[^”]{1,80}”')
+
+
 def route(question: str, *, long_question_tokens: int = 28) -> Route:
-    q = " ".join(question.split())
+    q = _QUOTED.sub("QUOTED", " ".join(question.split()))
     for pattern, reason, group in _RULES:
         m = pattern.search(q)
         if m:
