@@ -14,7 +14,10 @@ Two hand-labelled files (small/large):
   cue words: the more honest blind figure. The rules then learnt from its misses (hypotheticals,
   consequences, synthesis across documents, premises applied to a case, preambles);
 * ``tests/data/router_labels_blind3.jsonl`` (60 questions), written on 2026-12-07 by another
-  helper agent, the same brief, after those rules were written and before anyone read it.
+  helper agent, the same brief, after those rules were written and measured before anyone read
+  it (82%); the rules then learnt from it too;
+* ``tests/data/router_labels_blind4.jsonl`` (60 questions), written by a third helper after
+  that, not used to change the rules: the current blind figure.
 
 Usage: ``python bench/router_agreement.py``.
 """
@@ -32,6 +35,7 @@ DEV = ROOT / "tests" / "data" / "router_labels.jsonl"
 BLIND = ROOT / "tests" / "data" / "router_labels_blind.jsonl"
 BLIND2 = ROOT / "tests" / "data" / "router_labels_blind2.jsonl"
 BLIND3 = ROOT / "tests" / "data" / "router_labels_blind3.jsonl"
+BLIND4 = ROOT / "tests" / "data" / "router_labels_blind4.jsonl"
 OUT = ROOT / "bench" / "results" / "router_agreement.json"
 
 
@@ -57,15 +61,15 @@ def main() -> None:
 
     route("warm-up: loads the tokenizer once")
     t0 = time.perf_counter()
-    dev, blind, blind2, blind3 = _score(DEV), _score(BLIND), _score(BLIND2), _score(BLIND3)
-    per_q_us = (time.perf_counter() - t0) / (dev["n"] + blind["n"] + blind2["n"] + blind3["n"]) * 1e6
-    out = {"development": dev, "blind": blind, "blind_helper": blind2, "blind_helper_2": blind3,
-           "mean_route_us": round(per_q_us, 1)}
+    sets = {"development": DEV, "blind": BLIND, "blind_helper": BLIND2, "blind_helper_2": BLIND3,
+            "blind_helper_3": BLIND4}
+    out = {name: _score(path) for name, path in sets.items()}
+    per_q_us = (time.perf_counter() - t0) / sum(v["n"] for v in out.values()) * 1e6
+    out["mean_route_us"] = round(per_q_us, 1)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({"development": [dev["n"], dev["agreement"]], "blind": [blind["n"], blind["agreement"]],
-                      "blind_helper": [blind2["n"], blind2["agreement"]],
-                      "blind_helper_2": [blind3["n"], blind3["agreement"]], "mean_route_us": out["mean_route_us"]}))
+    print(json.dumps({name: [out[name]["n"], out[name]["agreement"]] for name in sets}
+                     | {"mean_route_us": out["mean_route_us"]}))
 
 
 if __name__ == "__main__":
