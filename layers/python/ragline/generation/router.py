@@ -121,12 +121,18 @@ _RULES = (
 _QUOTED = re.compile(r'"[^"]{1,80}"|“[^”]{1,80}”')
 
 
+def _cue(text: str) -> str:
+    """The matched words for the reason, shortened when a rule spans a clause ("if ... how")."""
+    words = text.lower().split()
+    return " ".join(words) if len(words) <= 4 else f"{words[0]} ... {words[-1]}"
+
+
 def route(question: str, *, long_question_tokens: int = 28) -> Route:
     q = _QUOTED.sub("QUOTED", " ".join(question.split()))
     for pattern, reason, group in _RULES:
         m = pattern.search(q)
         if m:
-            return Route(LARGE, reason if group is None else f"{reason} ({m.group(group).lower()!r})")
+            return Route(LARGE, reason if group is None else f"{reason} ({_cue(m.group(group))!r})")
     last = _LAST_QUESTION.search(q)
     n = count_tokens(last.group(1) if last else q)
     if n > long_question_tokens:
