@@ -155,8 +155,9 @@ def main() -> None:
     default = Settings().cache
     policies = {
         "default": default,
-        "plain_cosine_0.92": CacheSettings(threshold=0.92, verify=False),
-        "plain_cosine_0.88": CacheSettings(threshold=0.88, verify=False),
+        # the baselines are plain cosine alone: no exact-repeat path either
+        "plain_cosine_0.92": CacheSettings(threshold=0.92, verify=False, exact_match=False),
+        "plain_cosine_0.88": CacheSettings(threshold=0.88, verify=False, exact_match=False),
     }
     results: dict = {"sets": {}}
     results["policy_default"] = default.model_dump(include={"threshold", "candidate_threshold", "min_content_overlap",

@@ -215,6 +215,24 @@ def test_a_one_word_substitution_both_cited_passages_mention_is_refused(app):
     assert d.hit, d.reason
 
 
+def test_the_stored_vocabulary_is_a_compact_filter_with_no_false_negatives():
+    from ragline.cache import verify as V
+
+    texts = [HBV.decode(), DUCK_ONLY.decode()] * 3
+    stems = {V._stem(t) for x in texts for t in V.tokens(x) if t.lower() not in V.STOP}
+    vocab = V.vocabulary(texts)
+    assert vocab.startswith("bloom1:")
+    has = V._contains(vocab)
+    assert all(has(w) for w in stems)  # every passage word is found
+    absent = [f"zq{i}x" for i in range(5000)]
+    assert sum(map(has, absent)) / len(absent) < 0.005  # ~0.1% by design
+    assert len(vocab) < 0.5 * len(" ".join(sorted(stems))) + 100  # smaller than the word list
+    # entries stored before the filter carry the word list itself, and are still checked
+    sub = V.substitution(V.features(Q_DUCK), V.features(Q_HUMAN))
+    assert V.substituted_in_passages(sub, " ".join(sorted(stems)))
+    assert not V.substituted_in_passages(sub, "duck hepatitis virus")
+
+
 def test_substitution_spans_and_the_vocabulary_check():
     from ragline.cache import verify as V
 

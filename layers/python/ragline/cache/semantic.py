@@ -176,8 +176,9 @@ class SemanticCache:
                      doc_versions: dict[str, str], passages: list[str] | None = None,
                      passage_texts: list[str] | None = None) -> None:
         """Store an answer; ``passages`` are the retrieved chunk ids (for the passage-overlap
-        check) and ``passage_texts`` their texts, of which the first five are kept as a word list
-        for the substitution check (3-5 KB; bounded so a large ``top_k`` does not grow entries)."""
+        check) and ``passage_texts`` their texts, of which the first five are kept as a set of stems
+        for the substitution check (a ~1 KB Bloom filter; bounded so a large ``top_k`` does not grow
+        entries)."""
         self.store.put(
             {
                 "tenant": scope.tenant, "acl_key": acl_key(scope), "question": question,
