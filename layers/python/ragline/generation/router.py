@@ -102,6 +102,8 @@ class Route:
         return f"{self.tier}: {self.reason}"
 
 
+# a quoted title or phrase is not the question's own wording ('the "why is checkout slow" ticket')
+_QUOTED = re.compile(r'"[^"]{1,80}"|“[^”]{1,80}”')
 # (pattern, reason, which group to quote in the reason or None), tried in this order
 _RULES = (
     (_MULTI, "multi-part question", None),
@@ -116,9 +118,6 @@ _RULES = (
     (_PREMISE, "applies a stated premise to a case", None),
 )
 
-
-# a quoted title or phrase is not the question's own wording ('the "why is checkout slow" ticket')
-_QUOTED = re.compile(r'"[^"]{1,80}"|“[^”]{1,80}”')
 
 
 def _cue(text: str) -> str:

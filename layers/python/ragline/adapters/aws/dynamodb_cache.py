@@ -116,7 +116,7 @@ class DynamoCacheStore(_Table):
         self._scopes: OrderedDict[tuple[str, str], _Scope] = OrderedDict()
         self.reuse_s = reuse_s
         self._lock = threading.Lock()
-        # the scope the last exact() on this thread refreshed, for the nearest() that follows it
+        # the scope the last missing exact() on this thread refreshed, for the nearest() after it
         self._handoff = threading.local()
         # how the last lookup (nearest or exact) read the table: "counters", "incremental", "full",
         # or "reused" (a nearest() on the copy its exact() had just refreshed)
@@ -189,17 +189,18 @@ class DynamoCacheStore(_Table):
         in-memory copy ``nearest`` uses, so it costs the counter read alone), with its stored
         query vector under ``vector`` (for the query log's drift signal)."""
         scope = self._refresh(tenant, acl_key)
-        self._handoff.last = (tenant, acl_key, time.monotonic(), scope)
         with self._lock:
             i = scope.by_key.get(key)
             if i is None or scope.expires[i] <= int(time.time()):
+                # a miss: the caller embeds the question and calls nearest() next
+                self._handoff.last = (tenant, acl_key, time.monotonic(), scope)
                 return None
             return json.loads(scope.raw[i]) | {"entry_id": scope.sks[i],
                                                "vector": np.frombuffer(scope.vectors[i], dtype=np.float32)}
 
     def _taken_over(self, tenant: str, acl_key: str) -> _Scope | None:
-        """The copy the preceding exact() on this thread refreshed for this scope, if it was
-        within ``reuse_s``; consumed, so only the very next nearest() skips the counter read."""
+        """The copy the preceding missing exact() on this thread refreshed for this scope, if it
+        was within ``reuse_s``; consumed, so only the very next nearest() skips the counter read."""
         last = getattr(self._handoff, "last", None)
         self._handoff.last = None
         if last is None or last[:2] != (tenant, acl_key) or time.monotonic() - last[2] > self.reuse_s:
