@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, REPO, need, write  # noqa: E402
+from _common import DATA, REPO, need, write
 
 BLIND = {
     "covid_blind": REPO / "bench" / "data" / "covid_blind_question_pairs.jsonl",
@@ -51,13 +51,20 @@ def _stsb_test() -> list[dict]:
 
 def _figures(cos: np.ndarray, label: np.ndarray) -> dict:
     pos, neg = cos[label == 1], cos[label == 0]
-    out = {"n_pos": int(len(pos)), "n_neg": int(len(neg)),
-           "plain_0.92": {"hit_rate": round(float((pos >= 0.92).mean()), 4),
-                          "false_hit_rate": round(float((neg >= 0.92).mean()), 4)}}
+    out = {
+        "n_pos": len(pos),
+        "n_neg": len(neg),
+        "plain_0.92": {
+            "hit_rate": round(float((pos >= 0.92).mean()), 4),
+            "false_hit_rate": round(float((neg >= 0.92).mean()), 4),
+        },
+    }
     for fp in (0.01, 0.05):
         threshold = float(np.quantile(neg, 1 - fp))
-        out[f"at_{int(fp * 100)}pct_false"] = {"threshold": round(threshold, 4),
-                                               "hit_rate": round(float((pos > threshold).mean()), 4)}
+        out[f"at_{int(fp * 100)}pct_false"] = {
+            "threshold": round(threshold, 4),
+            "hit_rate": round(float((pos > threshold).mean()), 4),
+        }
     return out
 
 
