@@ -75,9 +75,20 @@ def test_each_model_call_is_priced_and_the_answer_carries_its_cost(priced):
 def test_a_cache_hit_costs_only_its_embedding(priced):
     app = priced()
     app.ask(who(), SIMPLE)
-    hit = app.ask(who(), SIMPLE)
+    # the same words with other punctuation: not the exact-repeat key, so it is embedded
+    hit = app.ask(who(), SIMPLE.replace(" kept", ", kept"))
     assert hit.cached and [u.purpose for u in hit.usage] == ["embed_query"]
     assert 0 < hit.cost_usd < 1e-6
+
+
+def test_an_exact_repeat_is_answered_without_billing_an_embedding(priced):
+    app = priced()
+    app.ask(who(), SIMPLE)
+    before = len(app.ledger.records("acme"))
+    again = app.ask(who(), SIMPLE.lower())
+    assert again.cached and again.usage == [] and again.cost_usd == 0
+    # no phantom tiktoken-estimated embedding in the ledger either
+    assert len(app.ledger.records("acme")) == before
 
 
 def test_provider_without_usage_fields_is_estimated_with_tiktoken(priced):

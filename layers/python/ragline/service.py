@@ -84,6 +84,8 @@ class Ragline:
         top_k = top_k or ov.get("top_k")
         use_cache = use_cache and not exp.variants
         retriever = self.retriever.with_overrides(ov) if ov else self.retriever
+        # the budget first: a refused request (429) has spent nothing, not even the embedding
+        budget = self.generation.budget.check(principal.tenant)
 
         def search():
             return retriever.search(scope, question, top_k=top_k, vector=vector, dense_weight=ov.get("dense_weight"))
@@ -97,7 +99,8 @@ class Ragline:
                     "usage": [], "cost_usd": 0.0,
                 })
                 ans.notes.append(f"served from the semantic cache (similarity {decision.similarity:.3f}; {decision.reason})")
-                ans.usage = self.generation.settle(principal.tenant, query_id, question, model_calls, [])
+                ans.usage = self.generation.settle(principal.tenant, query_id, question, model_calls, [],
+                                                   embedded=vector is not None)
                 ans.cost_usd = sum(u.cost_usd for u in ans.usage)
                 metric("CacheHitRate", 1)
                 # an exact repeat was not embedded: its cached twin's vector gives the drift signal
@@ -111,22 +114,33 @@ class Ragline:
                     decision = self.cache.exact(scope, question)
                 if decision is not None:
                     return served(decision)
-            vector = self.retriever.embed(question)
-            hits = timings = None
-            if use_cache and self.cache is not None:
-                with segment("cache"):
-                    decision = self.cache.decide(scope, vector, question, search)
-                if decision.hit:
-                    return served(decision)
-                metric("CacheHitRate", 0)
-                hits, timings = decision.hits, decision.timings
-            if hits is None:
-                hits, timings = search()
-        with segment("generate"):
-            result = self.generation.answer(
-                principal.tenant, question, hits, tier=ov.get("model_tier"),
-                system=exp.system_prompt() if exp.variants else None,
-            )
+            try:
+                vector = self.retriever.embed(question)
+                hits = timings = None
+                if use_cache and self.cache is not None:
+                    with segment("cache"):
+                        decision = self.cache.decide(scope, vector, question, search)
+                    if decision.hit:
+                        return served(decision)
+                    metric("CacheHitRate", 0)
+                    hits, timings = decision.hits, decision.timings
+                if hits is None:
+                    hits, timings = search()
+            except Exception:
+                # a failing search or cache after the embedding (or rerank) was made: bill what was spent
+                self._settle_failed(principal.tenant, query_id, question, model_calls, vector is not None)
+                raise
+        try:
+            with segment("generate"):
+                result = self.generation.answer(
+                    principal.tenant, question, hits, tier=ov.get("model_tier"),
+                    system=exp.system_prompt() if exp.variants else None, budget=budget,
+                )
+        except Exception:
+            # every model failed (503) or the budget refused at reservation (429): what the
+            # request spent before that (embedding, rerank) is still billed
+            self._settle_failed(principal.tenant, query_id, question, model_calls, True)
+            raise
         context, gen = result.context, result.generation
         usages = self.generation.settle(principal.tenant, query_id, question, model_calls, result.usages)
         citations = [
@@ -159,6 +173,12 @@ class Ragline:
         self._log_query(principal, query_id, question, ans, context, timings, vector=vector, hits=hits,
                         experiments=exp.variants)
         return ans
+
+    def _settle_failed(self, tenant: str, query_id: str, question: str, model_calls, embedded: bool) -> None:
+        try:
+            self.generation.settle(tenant, query_id, question, model_calls, [], embedded=embedded)
+        except Exception:  # noqa: BLE001 - the request's own error is the one to report
+            logger().exception("ledger write for a failed request failed", extra={"query_id": query_id})
 
     def _log_query(self, principal: Principal, query_id: str, question: str, ans: Answer,
                    context: list[SearchHit], timings: dict[str, float] | None = None, *, vector=None,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import DependencyUnavailable, ModelError
-from ..ledger.budget import BudgetGuard
+from ..ledger.budget import BudgetGuard, BudgetState
 from ..ledger.pricing import PriceTable, load_price_table, metered
 from ..models import Generation, SearchHit, Usage
 from ..observability import logger, metric, segment
@@ -98,15 +98,16 @@ class GenerationService:
 
     # ------------------------------------------------------------------ the answer
     def answer(self, tenant: str, question: str, hits: list[SearchHit], *, tier: str | None = None,
-               system: str | None = None) -> GenerationResult:
+               system: str | None = None, budget: BudgetState | None = None) -> GenerationResult:
         """``tier`` forces a tier (an A/B variant's model_tier) instead of the router's choice;
-        ``system`` replaces the system prompt (an A/B variant's prompt)."""
+        ``system`` replaces the system prompt (an A/B variant's prompt); ``budget`` is the
+        tenant's budget state when the caller checked it already (before embedding the question)."""
         gen_settings = self.settings.generation
         chosen = route(question, long_question_tokens=gen_settings.route_long_question_tokens)
         if tier in (SMALL, LARGE) and tier != chosen.tier:
             chosen = Route(tier, f"experiment variant selects the {tier} tier")
         notes: list[str] = []
-        state = self.budget.check(tenant)  # raises BudgetExceeded (429) at a refusing hard limit
+        state = budget or self.budget.check(tenant)  # raises BudgetExceeded (429) at a refusing hard limit
         if state.downgrade:
             notes.append(state.note or "budget spent; answered by the cheaper tier")
             if chosen.tier == LARGE:
@@ -173,11 +174,12 @@ class GenerationService:
 
     # ------------------------------------------------------------------ the ledger
     def settle(self, tenant: str, query_id: str, question: str, collected: Sequence[Usage],
-               usages: Sequence[Usage]) -> list[Usage]:
+               usages: Sequence[Usage], *, embedded: bool = True) -> list[Usage]:
         """Price every model call of the request and record them in one ledger write. The query
-        embedding is estimated with tiktoken when the embedder reported no usage of its own."""
+        embedding is estimated with tiktoken when the embedder reported no usage of its own;
+        ``embedded=False`` (an exact repeat answered by its key) bills no embedding at all."""
         calls = [u.model_copy() for u in collected]
-        if self.embedder_id and not any(u.purpose == "embed_query" for u in calls):
+        if embedded and self.embedder_id and not any(u.purpose == "embed_query" for u in calls):
             calls.insert(0, metered(self.embedder_id, "embed_query", input_tokens=None, output_tokens=None,
                                     input_text=question))
         calls.extend(u.model_copy() for u in usages)

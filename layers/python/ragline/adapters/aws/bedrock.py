@@ -38,6 +38,7 @@ import numpy as np
 from ...errors import ModelError
 from ...models import Generation, SearchHit, Usage
 from ...settings import Settings, get_settings
+from ...tokens import count_tokens
 from ._boto import LazyClient, boto3_client_factory, client_config
 from ._retry import ModelCaller, RetryPolicy
 
@@ -212,10 +213,11 @@ class BedrockEmbedder(_BedrockBase):
             raise ModelError(f"model {self.model_id} returned a zero embedding")
         matrix /= norms  # Titan normalizes already; this removes float drift
         counts = [r[1] for r in results]
+        # a response without inputTextTokenCount is billed all the same: tiktoken estimates it
         usage = Usage(
             model_id=self.model_id,
             purpose=purpose,
-            input_tokens=sum(c or 0 for c in counts),
+            input_tokens=sum(c if c is not None else count_tokens(t) for c, t in zip(counts, texts, strict=True)),
             estimated=any(c is None for c in counts),
         )
         self.last_usage = usage
