@@ -170,6 +170,22 @@ def test_all_models_failing_is_a_503_naming_them(priced):
         app.ask(who(), SIMPLE, use_cache=False)
     assert err.value.http_status == 503
     assert "ragline/local-small timed out" in err.value.message and "ragline/local-fallback failed" in err.value.message
+    # the question was embedded before the models failed: that call is still in the ledger
+    (rec,) = [r for r in app.ledger.records("acme") if r["purpose"] != "ingest_embedding"]
+    assert rec["purpose"] == "embed_query" and rec["input_tokens"] > 0
+
+
+def test_a_refused_request_spends_nothing_and_a_cached_answer_is_refused_too(priced):
+    app = priced(costs=CostSettings(price_table="test", hard_budget_usd={"acme": 0.0002}))
+    app.ask(who(), SIMPLE)
+    app.ask(who(), COMPLEX, use_cache=False)  # past the limit now
+    embedded, embed = [], app.retriever.embed
+    app.retriever.embed = lambda text: embedded.append(text) or embed(text)
+    records = len(app.ledger.records("acme"))
+    for question in ("Where must travel be booked?", SIMPLE):  # a new question, and one in the cache
+        with pytest.raises(BudgetExceeded):
+            app.ask(who(), question)
+    assert embedded == [] and len(app.ledger.records("acme")) == records
 
 
 def test_all_models_failing_can_return_labelled_passages(priced):

@@ -13,7 +13,7 @@ from typing import Any
 from .cache.semantic import SemanticCache
 from .errors import Forbidden, InvalidInput, NotFound
 from .experiments import resolve as resolve_experiments
-from .generation.extractive import ExtractiveAnswerer
+from .generation.extractive import ExtractiveAnswerer, is_refusal
 from .generation.service import UNAVAILABLE_MODEL, GenerationService
 from .ingest.extract import SUPPORTED
 from .ingest.pipeline import IngestPipeline
@@ -157,14 +157,18 @@ class Ragline:
             variant=exp.label,
         )
         metric("EmptyResult", 0 if context else 1)
-        metric("NoAnswer", 1 if not context or gen.text.startswith("I don't know") else 0)
+        refusal = is_refusal(gen.text)
+        metric("NoAnswer", 1 if not context or refusal else 0)
         if usages:
             metric("QueryTokens", float(sum(u.input_tokens + u.output_tokens for u in usages)), "Count",
                    {"tenant": principal.tenant})
             # CostUsd by service feeds the daily-budget alarm; by service and tenant, the dashboard
             metric("CostUsd", float(ans.cost_usd), "None")
             metric("CostUsd", float(ans.cost_usd), "None", {"tenant": principal.tenant})
-        if self.cache is not None and context and gen.model_id != UNAVAILABLE_MODEL and not exp.variants:
+        # not cached: a labelled passages-only answer, an A/B arm's, and "I don't know" (it cites
+        # no document whose change would invalidate it, so a later upload could never correct it)
+        if (self.cache is not None and context and gen.model_id != UNAVAILABLE_MODEL and not exp.variants
+                and not refusal):
             self.cache.store_answer(
                 scope, question, vector, ans.model_dump(mode="json", exclude={"query_id", "latency_ms", "usage", "cost_usd"}),
                 {h.doc_id: h.version for h in context}, [h.chunk_id for h in hits], [h.text for h in hits],

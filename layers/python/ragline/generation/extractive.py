@@ -13,6 +13,18 @@ import re
 from ..models import Generation, SearchHit
 
 NOTICE = "No generative model is configured; this answer quotes the most relevant passages."
+# How an answer says the passages do not answer the question: the prompt asks for "I don't
+# know"; models also phrase it these ways. Such an answer is not cached (a document uploaded
+# later may answer it, and the entry cites none that would invalidate it).
+_REFUSAL = re.compile(
+    r"^\W*(i don'?t know|i do not know|i'?m not sure|i cannot (?:answer|find)|i can'?t (?:answer|find)"
+    r"|(?:the )?(?:provided |given )?(?:passages|documents|context) (?:do not|don'?t) (?:contain|say|mention))",
+    re.IGNORECASE,
+)
+
+
+def is_refusal(text: str) -> bool:
+    return bool(_REFUSAL.match(text.replace("\u2019", "'")))
 MODEL_ID = "ragline/extractive-v1"
 
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n{2,}")
