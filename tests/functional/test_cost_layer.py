@@ -288,3 +288,13 @@ def test_http_429_names_the_budget_and_503_names_the_models(priced):
         srv.shutdown()
         srv.server_close()
         factory.use(None)
+
+
+def test_a_tier_cannot_ask_for_more_passages_than_retrieval_returns(tmp_path):
+    big = GenerationSettings(large=TierSettings(model="ragline/local-large", max_passages=10))
+    with pytest.raises(ValueError, match=r"generation.large.max_passages is 10 but retrieval.top_k is 5"):
+        _settings(tmp_path, generation=big)
+    from ragline.settings import RetrievalSettings
+
+    ok = _settings(tmp_path, generation=big, retrieval=RetrievalSettings(top_k=10))
+    assert ok.generation.large.max_passages == ok.retrieval.top_k == 10

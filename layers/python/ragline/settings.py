@@ -285,6 +285,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"backend=aws needs {', '.join(missing)}")
         return self
 
+    @model_validator(mode="after")
+    def _tiers_fit_retrieval(self) -> Settings:
+        # a tier packs from the passages retrieval returns: more than top_k can never be reached
+        for name in ("small", "large"):
+            tier = getattr(self.generation, name)
+            if tier is not None and tier.max_passages > self.retrieval.top_k:
+                raise ValueError(
+                    f"generation.{name}.max_passages is {tier.max_passages} but retrieval.top_k is "
+                    f"{self.retrieval.top_k}: a tier packs only passages retrieval returns; raise retrieval.top_k "
+                    f"(RAGLINE_RETRIEVAL_TOP_K) or lower max_passages")
+        return self
+
     def isolation_for(self, tenant: str) -> str:
         """The isolation mode of one tenant: its override, else the default."""
         return self.tenant_isolation_overrides.get(tenant, self.tenant_isolation)

@@ -89,7 +89,7 @@ class GenerationService:
         return TierSettings(
             model=model.model_id if model is not None else self.extractive.model_id,
             context_token_budget=budget if name == SMALL else 2 * budget,
-            max_passages=top_k if name == SMALL else max(top_k, 8),
+            max_passages=top_k,  # both tiers pack from the top_k retrieval returns
             max_output_tokens=512 if name == SMALL else 1024,
         )
 
