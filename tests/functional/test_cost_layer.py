@@ -237,7 +237,11 @@ def test_usage_cli(priced, tmp_path, monkeypatch):
         factory.use(None)
     # on an 80-column terminal every model id and purpose is shown whole (wrapped, never cut)
     assert table.exit_code == 0 and "\u2026" not in table.output, table.output
-    assert "ingest_embe" in table.output and "total:" in table.output
+    assert "ingest_" in table.output and "total:" in table.output and "estimated with tiktoken" in table.output
+    # nano-dollars: the query embedding's ~1e-7 USD is not printed as zero, and the total matches
+    embed = next(u for u in ans.usage if u.purpose == "embed_query")
+    assert 0 < embed.cost_usd < 1e-6 and f"{embed.cost_usd:.9f}" in table.output
+    assert f"${sum(r['cost_usd'] for r in json.loads(out.stdout)['rows']):.9f}" in table.output
     assert out.exit_code == 0, out.output
     body = json.loads(out.stdout)
     ingest = [r for r in body["rows"] if r["purpose"] == "ingest_embedding"]

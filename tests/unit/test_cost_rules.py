@@ -194,8 +194,8 @@ def test_router_knows_choices_advice_and_open_ended_requests(question, reason):
     'Which team owns the "why is search slow" investigation?',  # a quoted title, not a why-question
     "Where is the onboarding checklist?",  # a document, not a request for a checklist
     # a long preamble before one short factual question: the length cue counts the question
-    "I'm filling out the travel form for next month's trip and my manager asked me to double-check "
-    "one thing before I send it: what is the hotel cap for London?",
+    ("I'm filling out the travel form for next month's trip and my manager asked me to double-check "
+     "one thing before I send it: what is the hotel cap for London?"),
 ])
 def test_router_keeps_simple_lookups_small(question):
     assert route(question).tier == "small", route(question)

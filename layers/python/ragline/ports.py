@@ -6,7 +6,7 @@ The core imports only these Protocols; it never imports boto3, opensearch-py or 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -69,7 +69,12 @@ class Reranker(Protocol):
 class ChatModel(Protocol):
     model_id: str
 
-    def generate(self, system: str, prompt: str, *, max_tokens: int, timeout_s: float | None) -> Generation: ...
+    def generate(self, system: str, prompt: str, *, max_tokens: int, timeout_s: float | None,
+                 acquire: Callable[[float], float] | None = None) -> Generation:
+        """``acquire(seconds_left)``, when given, is called before every request sent to the provider
+        (retries included: each takes a rate-limit token) and returns the seconds it waited, which
+        count against ``timeout_s``; it raises DependencyUnavailable when no token comes in time."""
+        ...
 
 
 @runtime_checkable
@@ -91,7 +96,8 @@ class CacheStore(Protocol):
 
 @runtime_checkable
 class Ledger(Protocol):
-    def record(self, tenant: str, query_id: str, usages: Sequence[Any]) -> None: ...
+    # ``record_id``: an idempotency key (the same one twice records once); without it every call records
+    def record(self, tenant: str, query_id: str, usages: Sequence[Any], *, record_id: str | None = None) -> None: ...
     def totals(self, tenant: str, days: int) -> list[dict[str, Any]]: ...
 
 

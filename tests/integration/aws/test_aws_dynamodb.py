@@ -300,6 +300,7 @@ def test_ledger_aggregates_by_day_model_and_purpose_with_exact_costs(ledger, clo
             "output_tokens": 0,
             "cost_usd": 0.00000014,
             "calls": 1,
+            "estimated_calls": 0,
         },
         {
             "day": "2025-03-10",
@@ -309,6 +310,7 @@ def test_ledger_aggregates_by_day_model_and_purpose_with_exact_costs(ledger, clo
             "output_tokens": 140,
             "cost_usd": 0.300375,
             "calls": 3,
+            "estimated_calls": 0,
         },
         {
             "day": "2025-03-11",
@@ -318,6 +320,7 @@ def test_ledger_aggregates_by_day_model_and_purpose_with_exact_costs(ledger, clo
             "output_tokens": 0,
             "cost_usd": 0.7,
             "calls": 1,
+            "estimated_calls": 0,
         },
     ]
     assert [t["day"] for t in ledger.totals("acme", days=1)] == ["2025-03-11"]
@@ -326,12 +329,45 @@ def test_ledger_aggregates_by_day_model_and_purpose_with_exact_costs(ledger, clo
 
 def test_ledger_recording_the_same_request_twice_counts_once(ledger, dynamodb_client, ledger_table):
     usages = [Usage(model_id="haiku", purpose="generate", input_tokens=10, output_tokens=2, cost_usd=0.01)]
-    ledger.record("acme", "q1", usages)
-    ledger.record("acme", "q1", usages)  # e.g. a Lambda retry after a lost response
+    ledger.record("acme", "q1", usages, record_id="build-1")
+    ledger.record("acme", "q1", usages, record_id="build-1")  # e.g. a resumed job recording again
     ledger.record("acme", "q1", [Usage(model_id="haiku", purpose="generate", input_tokens=3)])  # a later call
     (total,) = ledger.totals("acme", days=1)
     assert (total["input_tokens"], total["calls"], total["cost_usd"]) == (13, 2, 0.01)
     assert len(_request_records(dynamodb_client, ledger_table, "acme")) == 2
+
+
+def test_ledger_repeated_identical_calls_are_each_charged_like_sqlite(ledger, dynamodb_client, ledger_table, tmp_path):
+    """A judge scores one answer three times with the same token counts: three charges on both
+    backends (the DynamoDB key was a digest of the rows, which dropped two of them)."""
+    from ragline.adapters.local.registry import SqliteLedger
+
+    sqlite = SqliteLedger(tmp_path / "ledger.db")
+    for store in (ledger, sqlite):
+        for _ in range(3):
+            store.record("acme", "q_judged", [Usage(model_id="haiku", purpose="judge", input_tokens=900,
+                                                    output_tokens=20, cost_usd=0.001)])
+    dynamo_total, sqlite_total = ledger.totals("acme", 1), sqlite.totals("acme", 1)
+    assert [(r["calls"], r["input_tokens"]) for r in dynamo_total] == [(3, 2700)]
+    assert [(r["calls"], r["input_tokens"]) for r in sqlite_total] == [(3, 2700)]
+    assert len(_request_records(dynamodb_client, ledger_table, "acme")) == 3
+
+
+def test_ledger_keeps_the_price_version_and_counts_estimated_calls(ledger, dynamodb_client, ledger_table, tmp_path):
+    from ragline.adapters.local.registry import SqliteLedger
+
+    sqlite = SqliteLedger(tmp_path / "ledger.db")
+    usages = [Usage(model_id="haiku", purpose="generation", input_tokens=50, output_tokens=5, cost_usd=0.001,
+                    estimated=True, price_version="2024-11"),
+              Usage(model_id="haiku", purpose="generation", input_tokens=60, output_tokens=6, cost_usd=0.001,
+                    price_version="2024-11")]
+    for store in (ledger, sqlite):
+        store.record("acme", "q1", usages)
+        (row,) = store.totals("acme", 1)
+        assert (row["calls"], row["estimated_calls"]) == (2, 1)
+    (item,) = _request_records(dynamodb_client, ledger_table, "acme")
+    assert [u["price_version"] for u in item["usages"]] == ["2024-11", "2024-11"]
+    assert [r["price_version"] for r in sqlite.records("acme")] == ["2024-11", "2024-11"]
 
 
 def test_ledger_request_record_and_aggregate_commit_together_or_not_at_all(

@@ -97,7 +97,8 @@ def test_titan_token_counts_are_charged_per_tenant_in_the_dynamodb_ledger(aws_ap
         assert round(row["cost_usd"] * NANOS) == nanos > 0
         (item,) = _request_items(dynamodb_client, ledger_table, tenant)
         assert item["usages"] == [{"model_id": TITAN, "purpose": "ingest_embedding", "input_tokens": tokens,
-                                   "output_tokens": 0, "cost_usd_nanos": nanos, "estimated": False}]
+                                   "output_tokens": 0, "cost_usd_nanos": nanos, "estimated": False,
+                                   "price_version": prices.version}]
         usage = app.usage(Principal(tenant=tenant, user="u"), 1)
         assert usage["total_input_tokens"] == tokens  # never the other tenant's
 

@@ -44,3 +44,29 @@ def test_judge_through_converse_retries_malformed_json_and_records_cost(aws_regi
     assert [(t, q, u.purpose, u.input_tokens) for t, q, u in ledger.rows] == [
         ("_evaluation", "q_7", "judge", 900), ("_evaluation", "q_7", "judge", 950)]
     assert ledger.rows[1][2].cost_usd == pytest.approx(0.95 * 0.003 + 0.03 * 0.015)
+    # priced by the versioned price table, like every other model call
+    assert ledger.rows[1][2].price_version == "2024-11" and not ledger.rows[1][2].estimated
+
+
+def test_a_judge_reply_without_usage_is_estimated_with_tiktoken_and_priced():
+    """A fake chat model (no Bedrock shape involved) that reports no usage fields."""
+    from ragline.ledger.pricing import load_price_table
+    from ragline.models import Generation
+    from ragline.tokens import count_tokens
+
+    verdict = ('{"faithfulness": 1, "answer_relevancy": 1, "context_precision": 1, "context_recall": 1, '
+               '"reason": "supported"}')
+
+    class Silent:
+        model_id = SONNET
+
+        def generate(self, system, prompt, *, max_tokens, timeout_s=None, **_):
+            return Generation(text=verdict, model_id=SONNET, usage_reported=False)
+
+    ledger = ListLedger()
+    judge = LLMJudge(Silent(), ledger=ledger, repeats=1, prices=load_price_table("2024-11"))
+    judge.score(Sample("How long are invoices kept?", "Ten years [1].", ["Invoices are kept ten years."]), "q_8")
+    ((_, _, usage),) = ledger.rows
+    assert usage.estimated and usage.input_tokens > count_tokens(JUDGE_SYSTEM)
+    assert usage.output_tokens == count_tokens(verdict) and usage.cost_usd > 0
+    assert usage.price_version == "2024-11"

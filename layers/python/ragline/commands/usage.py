@@ -38,9 +38,15 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         for col in ("calls", "in tok", "out tok", "USD"):
             table.add_column(col, justify="right", no_wrap=True)
         for r in out["rows"]:
-            table.add_row(r["day"], r["model_id"], r["purpose"], str(r["calls"]), str(r["input_tokens"]),
-                          str(r["output_tokens"]), f"{r['cost_usd']:.6f}")
+            # nano-dollars, the ledger's unit: a query embedding (~1e-7 USD) must not print as 0;
+            # "*": some calls' tokens were counted by tiktoken because the provider reported none
+            calls = f"{r['calls']}*" if r.get("estimated_calls") else str(r["calls"])
+            table.add_row(r["day"], r["model_id"], r["purpose"], calls, str(r["input_tokens"]),
+                          str(r["output_tokens"]), f"{r['cost_usd']:.9f}")
         con = Console(highlight=False)
         con.print(table)
         con.print(f"total: {out['total_input_tokens']} in, {out['total_output_tokens']} out, "
-                  f"${out['total_cost_usd']:.6f}")
+                  f"${out['total_cost_usd']:.9f}")
+        estimated = sum(r.get("estimated_calls", 0) for r in out["rows"])
+        if estimated:
+            con.print(f"* {estimated} call(s) estimated with tiktoken (the provider reported no token counts)")

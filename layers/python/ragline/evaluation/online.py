@@ -65,7 +65,9 @@ def default_scorer(app):
 
         # default sampling temperature on purpose: repeated judgements are averaged
         chat = BedrockChatModel(s.judge_model or s.bedrock_chat_model_large, settings=s)
-        return LLMJudge(chat, ledger=app.ledger, repeats=s.judge_repeats)
+        from ..ledger.pricing import load_price_table
+
+        return LLMJudge(chat, ledger=app.ledger, repeats=s.judge_repeats, prices=load_price_table(s.costs.price_table))
     return ApproxScorer(app.retriever.embedder)
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from ..generation.extractive import NOTICE, split_sentences
+from ..ledger.pricing import load_price_table, metered
 from ..models import Usage
 from ..observability import logger
 
@@ -134,26 +135,6 @@ JUDGE_PROMPT = """Score the answer from 0.0 to 1.0 on each criterion:
 
 Reply exactly as: {{"faithfulness": 0.0, "answer_relevancy": 0.0, "context_precision": 0.0, "context_recall": 0.0, "reason": "one sentence"}}"""
 
-# USD per 1,000 tokens (input, output), Bedrock on-demand list prices (us-east-1). A model not
-# listed is recorded with zero cost and a warning, never silently priced.
-JUDGE_PRICES: dict[str, tuple[float, float]] = {
-    "anthropic.claude-3-haiku-20240307-v1:0": (0.00025, 0.00125),
-    "anthropic.claude-3-5-sonnet-20240620-v1:0": (0.003, 0.015),
-    "anthropic.claude-3-5-haiku-20241022-v1:0": (0.0008, 0.004),
-    "amazon.nova-lite-v1:0": (0.00006, 0.00024),
-    "amazon.nova-pro-v1:0": (0.0008, 0.0032),
-    "amazon.nova-micro-v1:0": (0.000035, 0.00014),
-}
-
-
-def judge_cost(model_id: str, input_tokens: int, output_tokens: int) -> float:
-    price = JUDGE_PRICES.get(model_id)
-    if price is None:
-        logger().warning("judge model has no price; cost recorded as 0", extra={"model_id": model_id})
-        return 0.0
-    return input_tokens / 1000 * price[0] + output_tokens / 1000 * price[1]
-
-
 def parse_verdict(text: str) -> Verdict:
     """The JSON object in the judge's reply (models sometimes wrap it in prose or fences)."""
     start, end = text.find("{"), text.rfind("}")
@@ -171,18 +152,32 @@ class LLMJudge:
     retries: int = 2
     max_tokens: int = 300
     usages: list[Usage] = field(default_factory=list)
+    # the versioned price table every other model call is priced by (None: the default table)
+    prices: Any | None = None
 
     @property
     def method(self) -> str:
         return f"llm-judge:{self.chat.model_id} (mean of {self.repeats})"
 
+    def _price_table(self):
+        if self.prices is None:
+            from ..settings import CostSettings
+
+            self.prices = load_price_table(CostSettings().price_table)
+        return self.prices
+
     def _ask(self, prompt: str, query_id: str) -> Verdict | None:
         attempt_prompt = prompt
         for attempt in range(self.retries + 1):
             gen = self.chat.generate(JUDGE_SYSTEM, attempt_prompt, max_tokens=self.max_tokens, timeout_s=None)
-            usage = Usage(model_id=gen.model_id, purpose="judge", input_tokens=gen.input_tokens,
-                          output_tokens=gen.output_tokens,
-                          cost_usd=judge_cost(gen.model_id, gen.input_tokens, gen.output_tokens))
+            # like every model call: provider usage, else a tiktoken estimate that says so, priced
+            # by the versioned table (an unknown model is priced 0 and marked "<version>:unpriced")
+            usage = self._price_table().priced(metered(
+                gen.model_id, "judge",
+                input_tokens=gen.input_tokens if gen.usage_reported else None,
+                output_tokens=gen.output_tokens if gen.usage_reported else None,
+                input_text=JUDGE_SYSTEM + "\n" + attempt_prompt, output_text=gen.text,
+            ))
             self.usages.append(usage)
             if self.ledger is not None:
                 self.ledger.record(self.tenant, query_id, [usage])

@@ -439,7 +439,8 @@ class _Build:
             priced = [prices.priced(u) for u in per_model.values() if u.input_tokens]
             if not priced:
                 continue
-            self.app.ledger.record(tenant, f"index-build-{name}", priced)
+            # once per build: a resumed build's ledger step does not charge the tenant twice
+            self.app.ledger.record(tenant, f"index-build-{name}", priced, record_id="ledger")
             out[tenant] = {u.model_id: {"input_tokens": u.input_tokens, "cost_usd": u.cost_usd} for u in priced}
         return out
 

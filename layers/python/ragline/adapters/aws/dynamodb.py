@@ -15,12 +15,12 @@ Table shapes (what the infrastructure must create):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import random
 import time
+import uuid
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -388,8 +388,10 @@ class DynamoLedgerStore(_Table):
 
     ``record`` writes, in one TransactWriteItems, a per-request item (conditional on not
     existing) and an atomic ``ADD`` to each affected daily aggregate. So the aggregates are always
-    exactly the sum of the per-request items, and recording the same request twice (a retry)
-    is a no-op instead of a double charge. Costs are integer nano-dollars so ADD is exact.
+    exactly the sum of the per-request items, and the same transaction sent twice (a retry after
+    an ambiguous failure) is a no-op instead of a double charge. Costs are integer nano-dollars so
+    ADD is exact. Each usage row keeps its price-table version; each aggregate counts its
+    tiktoken-estimated calls (``estimated_calls``).
     """
 
     setting_name = "ledger_table"
@@ -421,13 +423,15 @@ class DynamoLedgerStore(_Table):
         return f"day#{day}#model#{model_id}#purpose#{purpose}"
 
     @staticmethod
-    def _request_sk(query_id: str, rows: Sequence[dict[str, Any]]) -> str:
-        """Per-request key: the query id plus a digest of what is recorded, so a retried record()
-        collides with itself while a later, different batch for the same query does not."""
-        canonical = json.dumps(rows, sort_keys=True, separators=(",", ":"))
-        return f"req#{query_id}#{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+    def _request_sk(query_id: str, record_id: str | None) -> str:
+        """Per-record() key: the query id plus the caller's idempotency key, else a fresh id. The
+        same transaction sent again (a retry after an ambiguous failure) collides with itself, and
+        so does a second record() with the same ``record_id``; a second record() without one (a
+        judge scoring one answer three times, with the same token counts) is a second charge, as
+        it is in SQLite."""
+        return f"req#{query_id}#{record_id or uuid.uuid4().hex[:16]}"
 
-    def record(self, tenant: str, query_id: str, usages: Sequence[Any]) -> None:
+    def record(self, tenant: str, query_id: str, usages: Sequence[Any], *, record_id: str | None = None) -> None:
         if not tenant or not query_id:
             raise ValueError("a ledger record needs a tenant and a query_id")
         parsed = [_as_usage(u) for u in usages]
@@ -441,16 +445,18 @@ class DynamoLedgerStore(_Table):
                 "output_tokens": int(u.output_tokens),
                 "cost_usd_nanos": round(u.cost_usd * NANOS),
                 "estimated": bool(u.estimated),
+                **({"price_version": u.price_version} if u.price_version else {}),
             }
             for u in parsed
         ]
-        groups: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        groups: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
         for row in rows:
             g = groups[(row["model_id"], row["purpose"])]
             g[0] += row["input_tokens"]
             g[1] += row["output_tokens"]
             g[2] += row["cost_usd_nanos"]
             g[3] += 1
+            g[4] += int(row["estimated"])
         if len(groups) + 1 > _MAX_TRANSACT_ITEMS:
             raise ValueError(f"too many (model, purpose) pairs in one record: {len(groups)}")
 
@@ -459,7 +465,7 @@ class DynamoLedgerStore(_Table):
         pk = self._pk(tenant)
         request_item = {
             "pk": pk,
-            "sk": self._request_sk(query_id, rows),
+            "sk": self._request_sk(query_id, record_id),
             "tenant": tenant,
             "query_id": query_id,
             "day": day,
@@ -476,7 +482,7 @@ class DynamoLedgerStore(_Table):
                 }
             }
         ]
-        for (model_id, purpose), (tin, tout, nanos, calls) in sorted(groups.items()):
+        for (model_id, purpose), (tin, tout, nanos, calls, estimated) in sorted(groups.items()):
             items.append(
                 {
                     "Update": {
@@ -484,7 +490,7 @@ class DynamoLedgerStore(_Table):
                         "Key": {"pk": _s(pk), "sk": _s(self._aggregate_sk(day, model_id, purpose))},
                         "UpdateExpression": (
                             "SET #tenant = :tenant, #day = :day, #model = :model, #purpose = :purpose "
-                            "ADD #in :i, #out :o, #cost :c, #calls :n"
+                            "ADD #in :i, #out :o, #cost :c, #calls :n, #est :e"
                         ),
                         "ExpressionAttributeNames": {
                             "#tenant": "tenant",
@@ -495,6 +501,7 @@ class DynamoLedgerStore(_Table):
                             "#out": "output_tokens",
                             "#cost": "cost_usd_nanos",
                             "#calls": "calls",
+                            "#est": "estimated_calls",
                         },
                         "ExpressionAttributeValues": {
                             ":tenant": _s(tenant),
@@ -505,6 +512,7 @@ class DynamoLedgerStore(_Table):
                             ":o": {"N": str(tout)},
                             ":c": {"N": str(nanos)},
                             ":n": {"N": str(calls)},
+                            ":e": {"N": str(estimated)},
                         },
                     }
                 }
@@ -561,6 +569,7 @@ class DynamoLedgerStore(_Table):
                     "output_tokens": int(data.get("output_tokens", 0)),
                     "cost_usd": int(data.get("cost_usd_nanos", 0)) / NANOS,
                     "calls": int(data.get("calls", 0)),
+                    "estimated_calls": int(data.get("estimated_calls", 0)),
                 }
             )
         return sorted(out, key=lambda r: (r["day"], r["model_id"], r["purpose"]))

@@ -143,7 +143,11 @@ class SqliteLedger(SqliteStore):
       tenant TEXT NOT NULL, day TEXT NOT NULL, model_id TEXT NOT NULL, purpose TEXT NOT NULL,
       input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
       cost_nanos INTEGER NOT NULL DEFAULT 0, calls INTEGER NOT NULL DEFAULT 0,
+      estimated_calls INTEGER NOT NULL DEFAULT 0,
       PRIMARY KEY (tenant, day, model_id, purpose)
+    );
+    CREATE TABLE IF NOT EXISTS usage_record_ids (
+      tenant TEXT NOT NULL, record_id TEXT NOT NULL, PRIMARY KEY (tenant, record_id)
     );
     """
 
@@ -170,14 +174,24 @@ class SqliteLedger(SqliteStore):
                     if table == "usage_records":
                         c.execute("ALTER TABLE usage_records ADD COLUMN price_version TEXT")
                     c.execute("COMMIT")
+            cols = {r[1] for r in c.execute("PRAGMA table_info(usage_daily)")}
+            if cols and "estimated_calls" not in cols:  # ledgers from before estimated calls were counted
+                try:
+                    c.execute("ALTER TABLE usage_daily ADD COLUMN estimated_calls INTEGER NOT NULL DEFAULT 0")
+                except sqlite3.OperationalError:  # another process added it first
+                    pass
         finally:
             c.close()
 
-    def record(self, tenant: str, query_id: str, usages: Sequence[Usage]) -> None:
+    def record(self, tenant: str, query_id: str, usages: Sequence[Usage], *, record_id: str | None = None) -> None:
         if not usages:
             return
         day = datetime.now(UTC).date().isoformat()
         with self.tx() as c:
+            if record_id is not None and c.execute(
+                    "INSERT OR IGNORE INTO usage_record_ids (tenant, record_id) VALUES (?, ?)",
+                    (tenant, f"{query_id}#{record_id}")).rowcount == 0:
+                return  # recorded before: not counted twice
             for u in usages:
                 nanos = round(u.cost_usd * NANOS)
                 c.execute(
@@ -188,24 +202,25 @@ class SqliteLedger(SqliteStore):
                 )
                 c.execute(
                     """INSERT INTO usage_daily (tenant, day, model_id, purpose, input_tokens, output_tokens,
-                       cost_nanos, calls) VALUES (?,?,?,?,?,?,?,1)
+                       cost_nanos, calls, estimated_calls) VALUES (?,?,?,?,?,?,?,1,?)
                        ON CONFLICT(tenant, day, model_id, purpose) DO UPDATE SET
                        input_tokens = input_tokens + excluded.input_tokens,
                        output_tokens = output_tokens + excluded.output_tokens,
-                       cost_nanos = cost_nanos + excluded.cost_nanos, calls = calls + 1""",
-                    (tenant, day, u.model_id, u.purpose, u.input_tokens, u.output_tokens, nanos),
+                       cost_nanos = cost_nanos + excluded.cost_nanos, calls = calls + 1,
+                       estimated_calls = estimated_calls + excluded.estimated_calls""",
+                    (tenant, day, u.model_id, u.purpose, u.input_tokens, u.output_tokens, nanos, int(u.estimated)),
                 )
 
     def totals(self, tenant: str, days: int) -> list[dict[str, Any]]:
         since = (datetime.now(UTC).date() - timedelta(days=max(days, 1) - 1)).isoformat()
         rows = self.conn().execute(
-            """SELECT day, model_id, purpose, input_tokens, output_tokens, cost_nanos, calls FROM usage_daily
-               WHERE tenant=? AND day>=? ORDER BY day, model_id, purpose""",
+            """SELECT day, model_id, purpose, input_tokens, output_tokens, cost_nanos, calls, estimated_calls
+               FROM usage_daily WHERE tenant=? AND day>=? ORDER BY day, model_id, purpose""",
             (tenant, since),
         ).fetchall()
         return [
             {"day": r[0], "model_id": r[1], "purpose": r[2], "input_tokens": r[3], "output_tokens": r[4],
-             "cost_usd": r[5] / NANOS, "calls": r[6]}
+             "cost_usd": r[5] / NANOS, "calls": r[6], "estimated_calls": r[7]}
             for r in rows
         ]
 
