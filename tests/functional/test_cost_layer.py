@@ -126,25 +126,31 @@ def test_routing_sends_complex_questions_to_the_large_tier(priced):
     assert complex_.model == "ragline/local-large" and complex_.route.startswith("large: comparative")
 
 
-def test_soft_budget_alerts_and_hard_budget_refuses_naming_it(priced, caplog):
-    # one small-tier answer here costs ~0.00013 USD: the soft limit is passed after the first,
-    # the hard one after the second
-    app = priced(costs=CostSettings(price_table="test", soft_budget_usd={"acme": 1e-9}, hard_budget_usd={"acme": 0.0002}))
-    first = app.ask(who(), SIMPLE, use_cache=False)
-    assert 0.0001 < first.cost_usd < 0.0002
+def test_soft_budget_alerts_once_and_hard_budget_refuses_naming_it(priced, caplog):
+    # one small-tier answer here costs ~0.00013 USD, its worst case (512 output tokens) ~0.0009:
+    # the soft limit is passed by the first; the hard one leaves room for two worst cases only
+    app = priced(costs=CostSettings(price_table="test", soft_budget_usd={"acme": 1e-9}, hard_budget_usd={"acme": 0.0011}))
     with caplog.at_level("WARNING"):
+        first = app.ask(who(), SIMPLE, use_cache=False)
+        assert 0.0001 < first.cost_usd < 0.0002
         app.ask(who(), SIMPLE + " again", use_cache=False)
-    assert any(getattr(r, "alert", None) == "BudgetSoftLimit" for r in caplog.records)
+    # raised by the request whose record passed the limit, and once a day, not on every request
+    assert [getattr(r, "alert", None) for r in caplog.records].count("BudgetSoftLimit") == 1
     with pytest.raises(BudgetExceeded) as err:
         app.ask(who(), "Where must travel be booked?", use_cache=False)
-    assert err.value.http_status == 429 and "daily budget of $0.0002 for tenant acme" in err.value.message
+    assert err.value.http_status == 429 and "daily budget of $0.0011 for tenant acme" in err.value.message
+    assert app.generation.budget.spent_today("acme") <= 0.0011
     # another tenant is not affected
     app.pipeline.ingest(IngestItem(tenant="other", key="tenants/other/policy.md", data=DOC))
     assert app.ask(who("other"), SIMPLE, use_cache=False).answer
 
 
 def test_hard_budget_can_downgrade_to_the_cheaper_tier(priced):
-    app = priced(costs=CostSettings(price_table="test", hard_budget_usd={"*": 0.0009}, hard_limit_action="downgrade"))
+    # short answers, so each tier's worst case fits under the 2x ceiling the downgrade may spend to
+    short = GenerationSettings(small=TierSettings(model="ragline/local-small", max_output_tokens=64),
+                               large=TierSettings(model="ragline/local-large", max_output_tokens=32))
+    app = priced(costs=CostSettings(price_table="test", hard_budget_usd={"*": 0.0009}, hard_limit_action="downgrade"),
+                 generation=short)
     first = app.ask(who(), COMPLEX, use_cache=False)
     assert first.model == "ragline/local-large" and 0.0009 <= first.cost_usd < 0.0018
     second = app.ask(who(), COMPLEX + " today", use_cache=False)
@@ -176,9 +182,10 @@ def test_all_models_failing_is_a_503_naming_them(priced):
 
 
 def test_a_refused_request_spends_nothing_and_a_cached_answer_is_refused_too(priced):
-    app = priced(costs=CostSettings(price_table="test", hard_budget_usd={"acme": 0.0002}))
+    app = priced()
     app.ask(who(), SIMPLE)
-    app.ask(who(), COMPLEX, use_cache=False)  # past the limit now
+    # the tenant's budget is now below what it spent today
+    app.generation.budget.settings = CostSettings(price_table="test", hard_budget_usd={"acme": 1e-9})
     embedded, embed = [], app.retriever.embed
     app.retriever.embed = lambda text: embedded.append(text) or embed(text)
     records = len(app.ledger.records("acme"))
@@ -302,3 +309,44 @@ def test_a_tier_cannot_ask_for_more_passages_than_retrieval_returns(tmp_path):
 
     ok = _settings(tmp_path, generation=big, retrieval=RetrievalSettings(top_k=10))
     assert ok.generation.large.max_passages == ok.retrieval.top_k == 10
+
+
+def _committed_nanos(app, tenant="acme") -> int:
+    from datetime import UTC, datetime
+
+    row = app.ledger.conn().execute("SELECT committed_nanos FROM budget_day WHERE tenant=? AND day=?",
+                                    (tenant, datetime.now(UTC).date().isoformat())).fetchone()
+    return row[0] if row else 0
+
+
+def test_parallel_requests_cannot_pass_the_hard_limit_together(priced):
+    # each answer's worst case is ~0.0009 USD (its real cost ~0.00013); 16 at once against room
+    # for three worst cases: the reservations admit three at a time and the rest are refused
+    slow = LocalTemplateChatModel("ragline/local-small", latency_s=0.2)
+    app = priced(small=slow, costs=CostSettings(price_table="test", hard_budget_usd={"acme": 0.003}))
+    questions = [f"{SIMPLE} (variant {i})" for i in range(16)]
+
+    def ask(q):
+        try:
+            return app.ask(who(), q, use_cache=False)
+        except BudgetExceeded as exc:
+            return exc
+
+    with ThreadPoolExecutor(16) as pool:
+        out = list(pool.map(ask, questions))
+    answered = [a for a in out if not isinstance(a, BudgetExceeded)]
+    assert 1 <= len(answered) < 16 and any(isinstance(a, BudgetExceeded) for a in out)
+    assert app.generation.budget.spent_today("acme") <= 0.003
+    # every reservation was released into its record: committed spend == recorded spend
+    recorded = sum(r["cost_nanos"] for r in app.ledger.records("acme"))
+    assert _committed_nanos(app) == recorded
+
+
+def test_a_failed_request_releases_its_reservation(priced):
+    small = LocalTemplateChatModel("ragline/local-small", failures=[ModelError("model ragline/local-small timed out")])
+    app = priced(small=small, costs=CostSettings(price_table="test", hard_budget_usd={"acme": 0.0015}))
+    with pytest.raises(ModelError):
+        app.ask(who(), SIMPLE, use_cache=False)
+    assert _committed_nanos(app) == sum(r["cost_nanos"] for r in app.ledger.records("acme"))
+    # the room is back: the next request (model healthy again) is answered
+    assert app.ask(who(), SIMPLE, use_cache=False).model == "ragline/local-small"

@@ -142,7 +142,8 @@ class Ragline:
             self._settle_failed(principal.tenant, query_id, question, model_calls, True)
             raise
         context, gen = result.context, result.generation
-        usages = self.generation.settle(principal.tenant, query_id, question, model_calls, result.usages)
+        usages = self.generation.settle(principal.tenant, query_id, question, model_calls, result.usages,
+                                        reservation=result.reservation)
         citations = [
             Citation(
                 id=i, doc_id=h.doc_id, version=h.version, chunk_id=h.chunk_id, source=h.source_key, title=h.title,

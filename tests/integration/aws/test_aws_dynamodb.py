@@ -476,3 +476,46 @@ def test_ledger_does_not_retry_a_validation_cancellation(aws_region):
     with stubber, pytest.raises(DependencyUnavailable, match="ValidationError"):
         store.record("acme", "q1", [Usage(model_id="m", purpose="generate", input_tokens=1)])
     assert sleeps == []
+
+
+def _committed(client, table: str, tenant: str, day: str) -> int:
+    item = client.get_item(TableName=table, ConsistentRead=True,
+                           Key={"pk": {"S": f"tenant#{tenant}"}, "sk": {"S": f"budget#{day}"}}).get("Item")
+    return int(item["committed_nanos"]["N"]) if item else 0
+
+
+def test_budget_reservations_serialise_so_parallel_requests_cannot_pass_the_limit(ledger, dynamodb_client, ledger_table):
+    """moto's server: 16 threads reserve 1,000 nano-dollars each against a 10,000 limit at once;
+    the conditional ADD lets exactly ten through. Recording releases the reservation in the same
+    transaction, so the committed spend ends equal to the recorded one."""
+    day = "2025-03-10"
+    with ThreadPoolExecutor(16) as pool:
+        granted = list(pool.map(lambda _: ledger.reserve("acme", day, 1000, 10_000), range(16)))
+    assert granted.count(True) == 10 and _committed(dynamodb_client, ledger_table, "acme", day) == 10_000
+    for _ in range(10):  # each request cost 300 of its 1,000 worst case
+        ledger.record("acme", "q", [Usage(model_id="haiku", purpose="generation", input_tokens=1, cost_usd=300e-9)],
+                      release=(day, 1000))
+    assert _committed(dynamodb_client, ledger_table, "acme", day) == 3000
+    assert sum(round(r["cost_usd"] * 1e9) for r in ledger.totals("acme", 1)) == 3000
+    assert ledger.reserve("acme", day, 7000, 10_000) and not ledger.reserve("acme", day, 1, 10_000)
+    ledger.release("acme", day, 7000)
+    assert _committed(dynamodb_client, ledger_table, "acme", day) == 3000
+    assert _committed(dynamodb_client, ledger_table, "beta", day) == 0  # per tenant
+
+
+def test_budget_first_reservation_of_a_day_counts_spend_recorded_before(ledger, dynamodb_client, ledger_table):
+    """Spend recorded before any reservation (a ledger from before reservations, or an index
+    build, which an operator causes and the tenant's budget does not count) seeds the day."""
+    day = "2025-03-10"
+    ledger.record("acme", "old", [Usage(model_id="haiku", purpose="generation", cost_usd=4000e-9)])
+    ledger.record("acme", "build", [Usage(model_id="titan", purpose="index_build", cost_usd=90_000e-9)])
+    dynamodb_client.delete_item(TableName=ledger_table, Key={"pk": {"S": "tenant#acme"}, "sk": {"S": f"budget#{day}"}})
+    assert not ledger.reserve("acme", day, 7000, 10_000)  # 4,000 + 7,000 > 10,000
+    assert ledger.reserve("acme", day, 6000, 10_000)
+    assert _committed(dynamodb_client, ledger_table, "acme", day) == 10_000
+
+
+def test_budget_alert_is_raised_once_a_day(ledger):
+    assert ledger.first_alert("acme", "2025-03-10", "soft")
+    assert not ledger.first_alert("acme", "2025-03-10", "soft")
+    assert ledger.first_alert("acme", "2025-03-11", "soft") and ledger.first_alert("beta", "2025-03-10", "soft")

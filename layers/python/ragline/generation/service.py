@@ -14,18 +14,20 @@ With no chat model configured (the local default) the extractive answerer answer
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import DependencyUnavailable, ModelError
-from ..ledger.budget import BudgetGuard, BudgetState
-from ..ledger.pricing import PriceTable, load_price_table, metered
+from ..ledger.budget import BudgetGuard, BudgetState, Reservation
+from ..ledger.pricing import NANOS, PriceTable, load_price_table, metered
 from ..models import Generation, SearchHit, Usage
 from ..observability import logger, metric, segment
 from ..ports import ChatModel, Ledger
 from ..runtime import remaining_s
 from ..settings import Settings, TierSettings
+from ..tokens import count_tokens
 from .extractive import ExtractiveAnswerer
 from .prompt import SYSTEM, build_prompt
 from .ratelimit import RateLimiter
@@ -43,6 +45,8 @@ class GenerationResult:
     usages: list[Usage]
     route: Route
     notes: list[str] = field(default_factory=list)
+    # the budget reservation the request's ledger record releases (ledger.budget)
+    reservation: Reservation | None = None
 
 
 class GenerationService:
@@ -124,6 +128,29 @@ class GenerationService:
                              and self.fallback.model_id != primary.model_id else [])
         prompt = build_prompt(question, context)
         system_prompt = system or SYSTEM
+        # with a hard budget: reserve the worst case (raises BudgetExceeded when it does not fit)
+        reservation = None
+        if state.hard_usd is not None:
+            reservation = self.budget.reserve(tenant, state, self._worst_case_usd(chain, system_prompt, prompt, tier))
+        try:
+            result = self._generate(chain, question, context, chosen, notes, system_prompt, prompt, tier)
+        except BaseException:
+            self.budget.release(tenant, reservation)
+            raise
+        result.reservation = reservation
+        return result
+
+    # tiktoken's cl100k counts fewer tokens than some providers' tokenizers for the same text
+    # (Claude's by ~10-20% on English): the worst case allows for 30% more
+    WORST_CASE_INPUT_MARGIN = 1.3
+
+    def _worst_case_usd(self, chain: Sequence[ChatModel], system_prompt: str, prompt: str, tier: TierSettings) -> float:
+        tokens_in = math.ceil(count_tokens(system_prompt + "\n" + prompt) * self.WORST_CASE_INPUT_MARGIN)
+        return max(self.prices.cost_nanos(m.model_id, tokens_in, tier.max_output_tokens) for m in chain) / NANOS
+
+    def _generate(self, chain: Sequence[ChatModel], question: str, context: list[SearchHit], chosen: Route,
+                  notes: list[str], system_prompt: str, prompt: str, tier: TierSettings) -> GenerationResult:
+        gen_settings = self.settings.generation
         failures: list[str] = []
         started = self._clock()
         budget_s = min(gen_settings.timeout_s, self.deadline(gen_settings.timeout_s))
@@ -174,7 +201,7 @@ class GenerationService:
 
     # ------------------------------------------------------------------ the ledger
     def settle(self, tenant: str, query_id: str, question: str, collected: Sequence[Usage],
-               usages: Sequence[Usage], *, embedded: bool = True) -> list[Usage]:
+               usages: Sequence[Usage], *, embedded: bool = True, reservation: Reservation | None = None) -> list[Usage]:
         """Price every model call of the request and record them in one ledger write. The query
         embedding is estimated with tiktoken when the embedder reported no usage of its own;
         ``embedded=False`` (an exact repeat answered by its key) bills no embedding at all."""
@@ -184,8 +211,12 @@ class GenerationService:
                                     input_text=question))
         calls.extend(u.model_copy() for u in usages)
         priced = [self.prices.priced(u) for u in calls]
-        if priced:
+        if reservation is not None:  # the reservation is released in the same write
+            self.ledger.record(tenant, query_id, priced, release=(reservation.day, reservation.nanos))
+        elif priced:
             self.ledger.record(tenant, query_id, priced)
+        if priced:
+            self.budget.after_record(tenant)
             cost = sum(u.cost_usd for u in priced)
             metric("CostNanoUsd", round(cost * 1e9))
             metric("TokensIn", sum(u.input_tokens for u in priced))

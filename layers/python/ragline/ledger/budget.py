@@ -1,19 +1,33 @@
 """Per-tenant daily budgets, read from the ledger's own aggregates.
 
 Soft limit: the request goes ahead; a ``BudgetSoftLimit`` metric and a warning log (the alert's
-source) are emitted. Hard limit: the request is refused with 429 naming the budget, or, with
-``hard_limit_action = "downgrade"``, answered by the cheaper tier (and refused once spending
-reaches twice the hard limit, so a downgrade cannot run up an unbounded bill).
+source) are emitted once per tenant and UTC day, by the first request that finds the limit
+passed (or the one whose record passes it). Hard limit: the request is refused with 429 naming
+the budget, or, with ``hard_limit_action = "downgrade"``, answered by the cheaper tier (and
+refused once spending reaches twice the hard limit, so a downgrade cannot run up an unbounded
+bill).
+
+Concurrent requests: checking the day's spend before each request lets every request in flight
+pass a hard limit together. So, where the ledger offers it (both shipped ledgers do), a request
+that is about to call a model first *reserves* its worst-case cost (its prompt's tokens plus the
+tier's maximum output, at the dearest model it may fail over to) against the limit, atomically
+(a transaction in SQLite, a conditional ``ADD`` in DynamoDB); recording its real usage releases
+the reservation in the same write. A request whose worst case does not fit is refused (or, in
+downgrade mode, refused at the 2x ceiling), so the recorded spend never passes the limit. A
+process that dies between reserving and recording leaves its reservation counted for that day
+(at most one request's worst case each): it errs on refusing, never on overspending.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from ..errors import BudgetExceeded
 from ..observability import logger, metric
 from ..ports import Ledger
 from ..settings import CostSettings
+from .pricing import NANOS
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +44,19 @@ def usd(x: float) -> str:
 
 
 INDEX_BUILD_PURPOSE = "index_build"  # ledger purpose of index builds (ragline index build)
+# Spend an operator causes (re-embedding a tenant's documents for a new index version) is in the
+# ledger for cost allocation, but must not use up the budget of the tenant's own requests.
+OPERATOR_PURPOSES = frozenset({INDEX_BUILD_PURPOSE})
+
+
+def today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    day: str
+    nanos: int
 
 
 class BudgetGuard:
@@ -37,12 +64,48 @@ class BudgetGuard:
         self.settings = settings
         self.ledger = ledger
 
-    # Spend an operator causes (re-embedding a tenant's documents for a new index version) is in
-    # the ledger for cost allocation, but must not use up the budget of the tenant's own requests.
-    OPERATOR_PURPOSES = frozenset({INDEX_BUILD_PURPOSE})
+    OPERATOR_PURPOSES = OPERATOR_PURPOSES
 
     def spent_today(self, tenant: str) -> float:
         return sum(r["cost_usd"] for r in self.ledger.totals(tenant, 1) if r.get("purpose") not in self.OPERATOR_PURPOSES)
+
+    def _soft_alert(self, tenant: str, spent: float, soft: float) -> None:
+        first = getattr(self.ledger, "first_alert", None)
+        if first is not None and not first(tenant, today(), "soft"):
+            return  # raised already today
+        metric("BudgetSoftLimit", 1)
+        logger().warning("tenant over its soft budget", extra={
+            "alert": "BudgetSoftLimit", "tenant": tenant, "spent_usd": round(spent, 6), "soft_budget_usd": soft})
+
+    def reserve(self, tenant: str, state: BudgetState, worst_case_usd: float) -> Reservation | None:
+        """Reserve a request's worst-case cost against the hard limit (None: no hard limit, or a
+        ledger that cannot reserve). Raises BudgetExceeded when it does not fit."""
+        reserve = getattr(self.ledger, "reserve", None)
+        if state.hard_usd is None or reserve is None:
+            return None
+        ceiling = 2 * state.hard_usd if self.settings.hard_limit_action == "downgrade" else state.hard_usd
+        nanos = max(1, round(worst_case_usd * NANOS))
+        day = today()
+        if not reserve(tenant, day, nanos, round(ceiling * NANOS)):
+            metric("BudgetHardLimit", 1)
+            raise BudgetExceeded(
+                f"daily budget of {usd(state.hard_usd)} for tenant {tenant} would be passed by this request "
+                f"(up to {usd(worst_case_usd)}) on top of what is spent or in flight today; "
+                "requests resume tomorrow (UTC) or when the budget is raised"
+            )
+        return Reservation(day, nanos)
+
+    def release(self, tenant: str, reservation: Reservation | None) -> None:
+        if reservation is not None:
+            self.ledger.release(tenant, reservation.day, reservation.nanos)
+
+    def after_record(self, tenant: str) -> None:
+        """The request whose record passes the soft limit raises the alert (once a day)."""
+        soft = self.settings.budget(self.settings.soft_budget_usd, tenant)
+        if soft is not None:
+            spent = self.spent_today(tenant)
+            if spent >= soft:
+                self._soft_alert(tenant, spent, soft)
 
     def check(self, tenant: str) -> BudgetState:
         soft = self.settings.budget(self.settings.soft_budget_usd, tenant)
@@ -51,9 +114,7 @@ class BudgetGuard:
             return BudgetState(0.0, None, None)
         spent = self.spent_today(tenant)
         if soft is not None and spent >= soft:
-            metric("BudgetSoftLimit", 1)
-            logger().warning("tenant over its soft budget", extra={
-                "alert": "BudgetSoftLimit", "tenant": tenant, "spent_usd": round(spent, 6), "soft_budget_usd": soft})
+            self._soft_alert(tenant, spent, soft)
         if hard is not None and spent >= hard:
             metric("BudgetHardLimit", 1)
             if self.settings.hard_limit_action == "downgrade" and spent < 2 * hard:

@@ -431,11 +431,88 @@ class DynamoLedgerStore(_Table):
         it is in SQLite."""
         return f"req#{query_id}#{record_id or uuid.uuid4().hex[:16]}"
 
-    def record(self, tenant: str, query_id: str, usages: Sequence[Any], *, record_id: str | None = None) -> None:
+    @staticmethod
+    def _budget_sk(day: str) -> str:
+        # sorts before "day#...", so totals() never reads it
+        return f"budget#{day}"
+
+    def _budget_update(self, tenant: str, day: str, nanos: int) -> dict[str, Any]:
+        return {
+            "TableName": self.table,
+            "Key": {"pk": _s(self._pk(tenant)), "sk": _s(self._budget_sk(day))},
+            "UpdateExpression": "SET #tenant = :tenant, #day = :day, #exp = if_not_exists(#exp, :exp) ADD #c :n",
+            "ExpressionAttributeNames": {"#tenant": "tenant", "#day": "day", "#exp": "expires_at",
+                                         "#c": "committed_nanos"},
+            "ExpressionAttributeValues": {":tenant": _s(tenant), ":day": _s(day), ":n": {"N": str(nanos)},
+                                          ":exp": {"N": str(int((self.now() + timedelta(days=3)).timestamp()))}},
+        }
+
+    def reserve(self, tenant: str, day: str, nanos: int, limit_nanos: int) -> bool:
+        """Add ``nanos`` to the day's committed spend (recorded spend plus requests in flight) if
+        it stays within ``limit_nanos``: one conditional ADD, so concurrent requests serialise.
+        The first reservation of a day seeds the item from the day's aggregates (operator
+        purposes aside), so spend recorded before budgets were reserved still counts."""
+        from ...ledger.budget import OPERATOR_PURPOSES
+
+        update = self._budget_update(tenant, day, nanos)
+        update["ConditionExpression"] = "attribute_exists(#c) AND #c <= :room"
+        update["ExpressionAttributeValues"][":room"] = {"N": str(limit_nanos - nanos)}
+        for _ in range(2):
+            try:
+                self.client.update_item(**update)
+                return True
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    self._fail(exc)
+            except BotoCoreError as exc:
+                self._fail(exc)
+            try:
+                item = self.client.get_item(TableName=self.table, ConsistentRead=True, Key={
+                    "pk": _s(self._pk(tenant)), "sk": _s(self._budget_sk(day))}).get("Item")
+            except (ClientError, BotoCoreError) as exc:
+                self._fail(exc)
+            if item is not None and "committed_nanos" in item:
+                return False  # the day's spend is known and this request does not fit
+            spent = sum(round(r["cost_usd"] * NANOS) for r in self.totals(tenant, 1, consistent=True)
+                        if r["purpose"] not in OPERATOR_PURPOSES and r["day"] == day)
+            seed = self._budget_update(tenant, day, spent)
+            seed["ConditionExpression"] = "attribute_not_exists(#c)"
+            try:
+                self.client.update_item(**seed)
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":  # seeded by another request
+                    self._fail(exc)
+        return False
+
+    def release(self, tenant: str, day: str, nanos: int) -> None:
+        try:
+            self.client.update_item(**self._budget_update(tenant, day, -nanos))
+        except (ClientError, BotoCoreError) as exc:
+            self._fail(exc)
+
+    def first_alert(self, tenant: str, day: str, kind: str) -> bool:
+        """True for the first caller of the day only (a conditional put)."""
+        try:
+            self.client.put_item(
+                TableName=self.table, ConditionExpression="attribute_not_exists(pk)",
+                Item=to_item({"pk": self._pk(tenant), "sk": f"alert#{day}#{kind}", "tenant": tenant, "day": day,
+                              "expires_at": int((self.now() + timedelta(days=3)).timestamp())}))
+            return True
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            self._fail(exc)
+        except BotoCoreError as exc:
+            self._fail(exc)
+
+    def record(self, tenant: str, query_id: str, usages: Sequence[Any], *, record_id: str | None = None,
+               release: tuple[str, int] | None = None) -> None:
         if not tenant or not query_id:
             raise ValueError("a ledger record needs a tenant and a query_id")
         parsed = [_as_usage(u) for u in usages]
         if not parsed:
+            if release:
+                self.release(tenant, *release)
             return
         rows = [
             {
@@ -457,7 +534,7 @@ class DynamoLedgerStore(_Table):
             g[2] += row["cost_usd_nanos"]
             g[3] += 1
             g[4] += int(row["estimated"])
-        if len(groups) + 1 > _MAX_TRANSACT_ITEMS:
+        if len(groups) + 3 > _MAX_TRANSACT_ITEMS:  # + the request item and up to two budget days
             raise ValueError(f"too many (model, purpose) pairs in one record: {len(groups)}")
 
         now = self.now().astimezone(UTC)
@@ -517,6 +594,14 @@ class DynamoLedgerStore(_Table):
                     }
                 }
             )
+        # the day's committed budget spend: this record's cost (operator purposes aside), less the
+        # reservation it releases, in the same transaction
+        from ...ledger.budget import OPERATOR_PURPOSES
+
+        budget = {day: sum(r["cost_usd_nanos"] for r in rows if r["purpose"] not in OPERATOR_PURPOSES)}
+        if release:
+            budget[release[0]] = budget.get(release[0], 0) - release[1]
+        items.extend({"Update": self._budget_update(tenant, d, n)} for d, n in sorted(budget.items()) if n)
         self._transact(items, query_id)
 
     def _transact(self, items: list[dict[str, Any]], query_id: str) -> None:
@@ -542,7 +627,7 @@ class DynamoLedgerStore(_Table):
             except BotoCoreError as exc:
                 self._fail(exc)
 
-    def totals(self, tenant: str, days: int) -> list[dict[str, Any]]:
+    def totals(self, tenant: str, days: int, *, consistent: bool = False) -> list[dict[str, Any]]:
         """Daily aggregates for the last ``days`` days (today included), oldest first."""
         if days < 1:
             return []
@@ -556,6 +641,7 @@ class DynamoLedgerStore(_Table):
                 ":lo": _s(f"day#{first.isoformat()}"),
                 ":hi": _s(f"day#{(today + timedelta(days=1)).isoformat()}"),
             },
+            ConsistentRead=consistent,
         )
         out = []
         for item in items:

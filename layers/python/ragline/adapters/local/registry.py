@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...errors import StaleWrite
+from ...ledger.budget import OPERATOR_PURPOSES
 from ...models import DocumentRecord, Usage, utcnow
 from .sqlite import SqliteStore
 
@@ -149,6 +150,15 @@ class SqliteLedger(SqliteStore):
     CREATE TABLE IF NOT EXISTS usage_record_ids (
       tenant TEXT NOT NULL, record_id TEXT NOT NULL, PRIMARY KEY (tenant, record_id)
     );
+    -- budget spend per tenant and UTC day: what was recorded (operator purposes aside) plus the
+    -- worst-case cost of requests in flight, so concurrent requests cannot all pass a hard limit
+    CREATE TABLE IF NOT EXISTS budget_day (
+      tenant TEXT NOT NULL, day TEXT NOT NULL, committed_nanos INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (tenant, day)
+    );
+    CREATE TABLE IF NOT EXISTS budget_alerts (
+      tenant TEXT NOT NULL, day TEXT NOT NULL, kind TEXT NOT NULL, PRIMARY KEY (tenant, day, kind)
+    );
     """
 
     def __init__(self, path):
@@ -183,15 +193,58 @@ class SqliteLedger(SqliteStore):
         finally:
             c.close()
 
-    def record(self, tenant: str, query_id: str, usages: Sequence[Usage], *, record_id: str | None = None) -> None:
-        if not usages:
-            return
+    @staticmethod
+    def _add_committed(c, tenant: str, day: str, nanos: int) -> None:
+        if nanos:
+            c.execute("""INSERT INTO budget_day (tenant, day, committed_nanos) VALUES (?,?,?)
+                         ON CONFLICT(tenant, day) DO UPDATE SET committed_nanos = committed_nanos + excluded.committed_nanos""",
+                      (tenant, day, nanos))
+
+    def reserve(self, tenant: str, day: str, nanos: int, limit_nanos: int) -> bool:
+        """Add ``nanos`` to the day's committed spend if it stays within ``limit_nanos``."""
+        with self.tx() as c:
+            row = c.execute("SELECT committed_nanos FROM budget_day WHERE tenant=? AND day=?", (tenant, day)).fetchone()
+            if row is None:  # the first of the day (or a ledger from before budgets were reserved)
+                seeded = c.execute(
+                    f"SELECT COALESCE(SUM(cost_nanos), 0) FROM usage_daily WHERE tenant=? AND day=? "
+                    f"AND purpose NOT IN ({','.join('?' * len(OPERATOR_PURPOSES))})",
+                    (tenant, day, *sorted(OPERATOR_PURPOSES))).fetchone()[0]
+                c.execute("INSERT INTO budget_day (tenant, day, committed_nanos) VALUES (?,?,?)", (tenant, day, seeded))
+                committed = seeded
+            else:
+                committed = row[0]
+            if committed + nanos > limit_nanos:
+                return False
+            self._add_committed(c, tenant, day, nanos)
+            return True
+
+    def release(self, tenant: str, day: str, nanos: int) -> None:
+        with self.tx() as c:
+            self._add_committed(c, tenant, day, -nanos)
+
+    def first_alert(self, tenant: str, day: str, kind: str) -> bool:
+        """True for the first caller of the day only (an alert is raised once per tenant and day)."""
+        with self.tx() as c:
+            return c.execute("INSERT OR IGNORE INTO budget_alerts (tenant, day, kind) VALUES (?,?,?)",
+                             (tenant, day, kind)).rowcount == 1
+
+    def record(self, tenant: str, query_id: str, usages: Sequence[Usage], *, record_id: str | None = None,
+               release: tuple[str, int] | None = None) -> None:
         day = datetime.now(UTC).date().isoformat()
+        if not usages:
+            if release:
+                self.release(tenant, *release)
+            return
         with self.tx() as c:
             if record_id is not None and c.execute(
                     "INSERT OR IGNORE INTO usage_record_ids (tenant, record_id) VALUES (?, ?)",
                     (tenant, f"{query_id}#{record_id}")).rowcount == 0:
                 return  # recorded before: not counted twice
+            # the request's reservation becomes its real cost, in the same transaction
+            self._add_committed(c, tenant, day, sum(round(u.cost_usd * NANOS) for u in usages
+                                                    if u.purpose not in OPERATOR_PURPOSES))
+            if release:
+                self._add_committed(c, tenant, release[0], -release[1])
             for u in usages:
                 nanos = round(u.cost_usd * NANOS)
                 c.execute(
