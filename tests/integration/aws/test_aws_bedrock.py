@@ -531,12 +531,17 @@ def test_default_clients_are_built_lazily_with_one_attempt_and_timeouts(settings
     assert reranker.client.meta.service_model.service_name == "bedrock-agent-runtime"
 
 
-def test_a_short_call_timeout_caps_the_read_timeout_of_default_clients(aws_region, runtime):
+def test_a_short_call_timeout_caps_the_timeouts_of_default_clients(aws_region, runtime):
     chat = BedrockChatModel(HAIKU, settings=Settings(region=aws_region))
     assert chat.client.meta.config.read_timeout == 60.0
     assert chat.client_for(None) is chat.client and chat.client_for(90) is chat.client
-    short = chat.client_for(5.2)
-    assert short.meta.config.read_timeout == 6.0 and short.meta.config.retries["total_max_attempts"] == 1
-    assert chat.client_for(5.9) is short  # cached per whole second
+    short = chat.client_for(5.9)
+    config = short.meta.config
+    # rounded down, never up: connect + read fit in the 5.9 s the attempt has
+    assert (config.connect_timeout, config.read_timeout) == (1.0, 4.0)
+    assert config.retries["total_max_attempts"] == 1
+    assert chat.client_for(5.2) is short  # cached per step (whole seconds from 5 s)
+    tiny = chat.client_for(0.93).meta.config
+    assert tiny.connect_timeout + tiny.read_timeout == pytest.approx(0.9)
     injected = BedrockChatModel(HAIKU, client=runtime[0], settings=Settings(region=aws_region))
     assert injected.client_for(5.2) is runtime[0]  # tests and callers that inject keep their client

@@ -73,3 +73,10 @@ class RateLimiter:
         if bucket is None:
             return 0.0
         return bucket.acquire(self.max_wait_s if max_wait_s is None else max_wait_s, model_id)
+
+    def acquirer(self, model_id: str) -> Callable[[float], float] | None:
+        """A ChatModel's ``acquire`` for ``model_id`` (None when it has no bucket): a token per attempt,
+        waiting at most half the attempt's time left (and ``max_wait_s``) so the attempt keeps time to run."""
+        if model_id not in self.buckets:
+            return None
+        return lambda left: self.acquire(model_id, min(self.max_wait_s, left / 2))

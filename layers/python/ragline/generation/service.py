@@ -161,10 +161,11 @@ class GenerationService:
                 continue
             share = left * PRIMARY_SHARE if position < len(chain) - 1 else left
             try:
-                waited = self.limiter.acquire(model.model_id, min(self.limiter.max_wait_s, share / 2))
+                # a token per request sent, the adapter's retries included; None: the model has no bucket
+                acquire = self.limiter.acquirer(model.model_id)
                 with segment("generate"):
-                    gen = model.generate(system_prompt, prompt, max_tokens=tier.max_output_tokens,
-                                         timeout_s=max(share - waited, 0.001))
+                    gen = model.generate(system_prompt, prompt, max_tokens=tier.max_output_tokens, timeout_s=share,
+                                         **({"acquire": acquire} if acquire else {}))
             except DependencyUnavailable as exc:  # ModelError included
                 failures.append(exc.message)
                 metric("ModelFailure", 1)

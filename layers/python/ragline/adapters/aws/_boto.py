@@ -14,13 +14,11 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
+    HTTPClientError,
     IncompleteReadError,
-    ReadTimeoutError,
-    ResponseStreamingError,
+    SSLError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ...errors import DependencyUnavailable
 from ...settings import Settings, get_settings
@@ -48,13 +46,19 @@ TRANSIENT_CODES = frozenset(
 )
 
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (
-    ReadTimeoutError,
-    ConnectTimeoutError,
-    EndpointConnectionError,  # includes ConnectionClosedError's siblings: proxy and connection errors
-    ConnectionClosedError,
-    ResponseStreamingError,  # the connection dropped while a response body was being read
+    # no connection: EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError, SSLError
+    BotoConnectionError,
+    # the connection failed mid-request: ReadTimeoutError, ConnectionClosedError,
+    # ResponseStreamingError, and a bare HTTPClientError for a connection reset by the peer
+    HTTPClientError,
     IncompleteReadError,
 )
+
+
+def is_certificate_failure(exc: BaseException) -> bool:
+    """The server's TLS certificate did not validate (a wrong CA bundle, an intercepting proxy):
+    configuration that a retry cannot fix, unlike a TLS handshake cut short."""
+    return isinstance(exc, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def error_code(exc: BaseException) -> str:
@@ -73,6 +77,8 @@ def http_status(exc: BaseException) -> int | None:
 
 def is_transient(exc: BaseException) -> bool:
     """True when retrying later may succeed: throttling, 5xx, timeouts, dropped connections."""
+    if is_certificate_failure(exc):
+        return False
     if isinstance(exc, NETWORK_ERRORS):
         return True
     if isinstance(exc, ClientError):

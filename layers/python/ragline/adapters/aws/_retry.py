@@ -14,8 +14,8 @@ from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
-from ...errors import ModelError
-from ._boto import NETWORK_ERRORS, error_code, http_status
+from ...errors import DependencyUnavailable, ModelError
+from ._boto import NETWORK_ERRORS, error_code, http_status, is_certificate_failure
 
 T = TypeVar("T")
 
@@ -42,12 +42,15 @@ class RetryPolicy:
     max_delay_s: float = 4.0
     reserve_s: float = 1.0
     default_budget_s: float = 30.0  # used when no deadline is given
+    min_attempt_s: float = 0.25  # an attempt with less time left could not finish: it is not sent
 
 
 def classify(exc: BaseException) -> tuple[bool, str]:
     """(retryable, reason) for an exception raised by a Bedrock client call."""
     if isinstance(exc, ReadTimeoutError):
         return True, "read timed out"
+    if is_certificate_failure(exc):
+        return False, f"failed TLS certificate validation ({exc})"
     if isinstance(exc, NETWORK_ERRORS):
         return True, "connection failed"
     if isinstance(exc, ClientError):
@@ -95,7 +98,26 @@ class ModelCaller:
         ceiling = min(self.policy.max_delay_s, self.policy.base_delay_s * (2 ** (attempt - 1)))
         return self.rng.uniform(0.0, ceiling)
 
-    def call(self, request: Callable[[], T], *, timeout_s: float | None = None) -> T:
+    def call(
+        self,
+        request: Callable[[], T],
+        *,
+        timeout_s: float | None = None,
+        acquire: Callable[[float], float] | None = None,
+    ) -> T:
+        return self.call_timed(lambda _left: request(), timeout_s=timeout_s, acquire=acquire)
+
+    def call_timed(
+        self,
+        request: Callable[[float], T],
+        *,
+        timeout_s: float | None = None,
+        acquire: Callable[[float], float] | None = None,
+    ) -> T:
+        """As :meth:`call`, but ``request`` gets the seconds its attempt may take, so it can bound the
+        attempt (a retry late in the budget must not run for the whole call's timeout). ``acquire``,
+        when given, is called with those seconds before every attempt (a rate-limit token per request
+        sent, retries included) and returns the seconds it waited, which the attempt loses."""
         started = self.clock()
         budget = timeout_s if timeout_s is not None else self.policy.default_budget_s
 
@@ -106,16 +128,29 @@ class ModelCaller:
             return left
 
         attempt = 0
+        reason = ""
         while True:
             attempt += 1
-            if remaining() <= 0:
+            left = remaining()
+            if acquire is not None and left >= self.policy.min_attempt_s:
+                try:
+                    waited = acquire(left)
+                except DependencyUnavailable as exc:
+                    if attempt == 1:
+                        raise
+                    raise ModelError(
+                        f"model {self.model_id} {reason} after {attempt - 1} attempts, then {exc.message}"
+                    ) from exc
+                # counted from the returned wait too: the limiter may sleep on another clock than ours
+                left = min(remaining(), left - waited)
+            if left < self.policy.min_attempt_s:  # (a token taken just now is wasted: rare, and harmless)
                 raise ModelError(
                     f"model {self.model_id} not called: time budget spent"
                     if attempt == 1
                     else f"model {self.model_id} gave up after {attempt - 1} attempts: time budget spent"
                 )
             try:
-                return request()
+                return request(left)
             except (ClientError, BotoCoreError, ValueError) as exc:  # ValueError: an unparsable body
                 retryable, reason = classify(exc)
                 if not retryable:
@@ -125,7 +160,7 @@ class ModelCaller:
                 if attempt >= self.policy.max_attempts:
                     raise ModelError(f"model {self.model_id} {reason} after {attempt} attempts") from exc
                 delay = self.backoff(attempt)
-                if remaining() - delay <= 0:
+                if remaining() - delay < self.policy.min_attempt_s:
                     raise ModelError(
                         f"model {self.model_id} {reason} after {attempt} attempts (time budget spent)"
                     ) from exc

@@ -45,9 +45,25 @@ from ._retry import ModelCaller, RetryPolicy
 TITAN_V2_DIMENSIONS = (256, 512, 1024)
 RERANK_MAX_SOURCES = 1000
 RERANK_MAX_TEXT_CHARS = 32000
+CONNECT_TIMEOUT_S = 3.0
 
 
-def bedrock_config(*, connect_timeout_s: float = 3.0, read_timeout_s: float = 60.0, pool: int = 16) -> Any:
+def _attempt_seconds(seconds: float) -> float:
+    """``seconds`` rounded *down* (an attempt must not outlive its budget) to a step coarse enough
+    that few clients are cached: 0.05 s under 1 s, 0.25 s under 5 s, whole seconds above."""
+    step = 0.05 if seconds < 1 else 0.25 if seconds < 5 else 1.0
+    return max(round(math.floor(seconds / step + 1e-9) * step, 2), 0.05)
+
+
+def _token_count(usage: Any, key: str) -> int | None:
+    """A token count from a Converse ``usage``, or None when it is absent or not a count."""
+    value = usage.get(key) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def bedrock_config(
+    *, connect_timeout_s: float = CONNECT_TIMEOUT_S, read_timeout_s: float = 60.0, pool: int = 16
+) -> Any:
     """One attempt per botocore call (our loop retries), explicit timeouts."""
     return client_config(
         total_attempts=1, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s, pool=pool
@@ -83,7 +99,7 @@ class _BedrockBase:
                 self.service, settings, bedrock_config(read_timeout_s=read_timeout_s, pool=pool)
             ),
         )
-        self._short_clients: dict[int, Any] = {}
+        self._short_clients: dict[float, Any] = {}
         self._short_lock = threading.Lock()
         self._caller = ModelCaller(model_id, policy=retry, deadline=deadline, sleep=sleep, rng=rng)
 
@@ -92,16 +108,21 @@ class _BedrockBase:
         return self._client.get()
 
     def client_for(self, timeout_s: float | None) -> Any:
-        """The client for a call that must finish within ``timeout_s``. boto3 cannot shorten one
-        request's read timeout, so a default-built client is swapped for one whose read timeout is
-        ``timeout_s`` rounded up to whole seconds (cached): a stalled model then fails in time for
-        the caller to fall back, instead of hanging past its deadline. Injected clients are used as is."""
-        if self._injected or timeout_s is None or timeout_s >= self._read_timeout_s:
+        """The client for one attempt that must finish within ``timeout_s``. boto3 cannot shorten one
+        request's timeouts, so a default-built client is swapped for one whose connect + read timeouts
+        add up to ``timeout_s`` rounded down (cached per step): a stalled model then fails in time for
+        a retry or the fallback, instead of hanging past the deadline. Injected clients are used as is."""
+        if self._injected or timeout_s is None:
             return self.client
-        seconds = max(1, math.ceil(timeout_s))
+        seconds = _attempt_seconds(timeout_s)
+        if seconds >= CONNECT_TIMEOUT_S + self._read_timeout_s:
+            return self.client
         with self._short_lock:
             if seconds not in self._short_clients:
-                config = bedrock_config(read_timeout_s=float(seconds), pool=self._pool_size)
+                connect = min(CONNECT_TIMEOUT_S, round(seconds / 5, 3))  # connecting takes ms; a pooled connection none
+                config = bedrock_config(
+                    connect_timeout_s=connect, read_timeout_s=round(seconds - connect, 3), pool=self._pool_size
+                )
                 self._short_clients[seconds] = boto3_client_factory(self.service, self._settings, config)()
             return self._short_clients[seconds]
 
@@ -272,9 +293,18 @@ class BedrockChatModel(_BedrockBase):
         )
         self.temperature = temperature
 
-    def generate(self, system: str, prompt: str, *, max_tokens: int, timeout_s: float | None) -> Generation:
+    def generate(
+        self,
+        system: str,
+        prompt: str,
+        *,
+        max_tokens: int,
+        timeout_s: float | None,
+        acquire: Callable[[float], float] | None = None,
+    ) -> Generation:
         """One user turn. ``timeout_s`` bounds the whole call including retries; the caller's
-        ``deadline`` (minus a reserve) bounds it too, whichever is sooner."""
+        ``deadline`` (minus a reserve) bounds it too, whichever is sooner. ``acquire`` (a rate-limit
+        token) is called before every attempt; its wait counts against the time left."""
         if max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
         kwargs: dict[str, Any] = {
@@ -287,8 +317,10 @@ class BedrockChatModel(_BedrockBase):
         if self.temperature is not None:
             kwargs["inferenceConfig"]["temperature"] = self.temperature
 
-        client = self.client_for(timeout_s)
-        response = self._caller.call(lambda: client.converse(**kwargs), timeout_s=timeout_s)
+        # each attempt on a client whose timeouts fit the time left, not the whole call's timeout
+        response = self._caller.call_timed(
+            lambda left: self.client_for(left).converse(**kwargs), timeout_s=timeout_s, acquire=acquire
+        )
         content = response.get("output", {}).get("message", {}).get("content", [])
         # Some models put a reasoning block before the answer, so take every text block, not [0].
         text = "".join(block["text"] for block in content if "text" in block)
@@ -296,14 +328,17 @@ class BedrockChatModel(_BedrockBase):
             raise ModelError(
                 f"model {self.model_id} returned no text (stopReason={response.get('stopReason')})"
             )
-        usage = response.get("usage", {})
+        usage = response.get("usage")
+        tokens_in, tokens_out = _token_count(usage, "inputTokens"), _token_count(usage, "outputTokens")
+        # a missing or malformed count is "not reported" (the ledger estimates both), never a 500
+        reported = tokens_in is not None and tokens_out is not None
         return Generation(
             text=text,
             model_id=self.model_id,
-            input_tokens=int(usage.get("inputTokens", 0)),
-            output_tokens=int(usage.get("outputTokens", 0)),
+            input_tokens=tokens_in if reported else 0,
+            output_tokens=tokens_out if reported else 0,
             generative=True,
-            usage_reported="inputTokens" in usage,
+            usage_reported=reported,
         )
 
 

@@ -13,10 +13,11 @@ The local default stays the extractive answerer: no generative model is configur
 from __future__ import annotations
 
 import html
+import math
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ...errors import ModelError
 from ...models import Generation
@@ -41,7 +42,11 @@ class LocalTemplateChatModel:
         with self._lock:
             self._failures.extend(errors)
 
-    def generate(self, system: str, prompt: str, *, max_tokens: int, timeout_s: float | None) -> Generation:
+    def generate(self, system: str, prompt: str, *, max_tokens: int, timeout_s: float | None,
+                 acquire: Callable[[float], float] | None = None) -> Generation:
+        if acquire is not None:  # one attempt, one token; the wait is part of the call's time
+            waited = acquire(timeout_s if timeout_s is not None else math.inf)
+            timeout_s = timeout_s - waited if timeout_s is not None else None
         with self._lock:
             self.calls += 1
             failure = self._failures.pop(0) if self._failures else None
