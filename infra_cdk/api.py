@@ -193,7 +193,9 @@ class QueryApi(Construct):
         fn.allow_table("LedgerReadWrite", tables.ledger, write=True)
         fn.allow_table("CacheReadWrite", tables.cache, write=True)
         fn.allow_bedrock_models(
-            "InvokeQueryModels", [*config.chat_models, config.embedding_model, *filter(None, [config.rerank_model])]
+            "InvokeQueryModels", [*config.chat_models, config.embedding_model, *filter(None, [config.rerank_model])],
+            elsewhere=[(config.chat_model_fallback, config.chat_model_fallback_region)]
+            if config.chat_model_fallback and config.chat_model_fallback_region else (),
         )
         if config.rerank_model:
             # bedrock:Rerank has no resource-level permissions (Resource must be "*"); which

@@ -148,6 +148,7 @@ CONTEXT_DEFAULTS: dict[str, Any] = {
     "ragline:chatModelSmall": "anthropic.claude-3-haiku-20240307-v1:0",
     "ragline:chatModelLarge": "anthropic.claude-3-5-sonnet-20240620-v1:0",
     "ragline:chatModelFallback": "amazon.nova-lite-v1:0",
+    "ragline:chatModelFallbackRegion": "",  # "" = the stack's region; else the fallback runs there
     "ragline:rerankModel": "amazon.rerank-v1:0",
     "ragline:cacheThreshold": 0.89,  # the cache's accept threshold (ragline.settings.CacheSettings)
     "ragline:dailyBudgetUsd": 50.0,
@@ -231,6 +232,18 @@ def _as_model(key: str, value: Any, *, optional: bool = False) -> str | None:
     return text
 
 
+_REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+
+
+def _as_region(key: str, value: Any) -> str | None:
+    text = str(value or "").strip()
+    if not text:
+        return None
+    if not _REGION_RE.match(text):
+        raise ConfigError(f"{key} is not an AWS region: {text!r}")
+    return text
+
+
 @dataclass(frozen=True)
 class RaglineConfig:
     """Validated deploy-time configuration (one per synth)."""
@@ -241,6 +254,7 @@ class RaglineConfig:
     chat_model_small: str = "anthropic.claude-3-haiku-20240307-v1:0"
     chat_model_large: str = "anthropic.claude-3-5-sonnet-20240620-v1:0"
     chat_model_fallback: str | None = "amazon.nova-lite-v1:0"
+    chat_model_fallback_region: str | None = None
     rerank_model: str | None = "amazon.rerank-v1:0"
     cache_threshold: float = 0.89
     daily_budget_usd: float = 50.0
@@ -360,6 +374,9 @@ class RaglineConfig:
             chat_model_large=_as_model("ragline:chatModelLarge", ctx("ragline:chatModelLarge")),
             chat_model_fallback=_as_model(
                 "ragline:chatModelFallback", ctx("ragline:chatModelFallback"), optional=True
+            ),
+            chat_model_fallback_region=_as_region(
+                "ragline:chatModelFallbackRegion", ctx("ragline:chatModelFallbackRegion")
             ),
             rerank_model=_as_model("ragline:rerankModel", ctx("ragline:rerankModel"), optional=True),
             cache_threshold=_as_float(

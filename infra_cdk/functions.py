@@ -165,11 +165,15 @@ class RaglineFunction(Construct):
         if indexes:
             self.allow(f"{sid}Indexes", ["dynamodb:Query"], [f"{table.table_arn}/index/{name}" for name in indexes])
 
-    def allow_bedrock_models(self, sid: str, model_ids: Sequence[str]) -> None:
-        """bedrock:InvokeModel (+ streaming) on exactly these models' ARNs."""
+    def allow_bedrock_models(self, sid: str, model_ids: Sequence[str],
+                             elsewhere: Sequence[tuple[str, str]] = ()) -> None:
+        """bedrock:InvokeModel (+ streaming) on exactly these models' ARNs (in the stack's region),
+        and on each (model, region) of ``elsewhere`` (a fallback in another region)."""
         arns: list[str] = []
         for model_id in dict.fromkeys(model_ids):
             arns += cfg.bedrock_model_arns(model_id, partition=Aws.PARTITION, region=Aws.REGION, account=Aws.ACCOUNT_ID)
+        for model_id, region in dict.fromkeys(elsewhere):
+            arns += cfg.bedrock_model_arns(model_id, partition=Aws.PARTITION, region=region, account=Aws.ACCOUNT_ID)
         self.allow(
             sid,
             ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"],

@@ -28,6 +28,8 @@ def shared_settings(config: cfg.RaglineConfig) -> dict[str, str]:
         "RAGLINE_BEDROCK_CHAT_MODEL_SMALL": config.chat_model_small,
         "RAGLINE_BEDROCK_CHAT_MODEL_LARGE": config.chat_model_large,
         "RAGLINE_BEDROCK_CHAT_MODEL_FALLBACK": config.chat_model_fallback or "",
+        **({"RAGLINE_BEDROCK_CHAT_MODEL_FALLBACK_REGION": config.chat_model_fallback_region}
+           if config.chat_model_fallback_region and config.chat_model_fallback else {}),
         "RAGLINE_BEDROCK_RERANK_MODEL": config.rerank_model or "",
         "RAGLINE_CACHE_THRESHOLD": str(config.cache_threshold),
         "RAGLINE_DAILY_BUDGET_USD": str(config.daily_budget_usd),

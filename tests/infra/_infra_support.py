@@ -26,6 +26,7 @@ PRODUCTION = {
     "ragline:stage": "prod",
     "ragline:alarmEmail": "oncall@example.com",
     "ragline:evaluateSchedule": "cron(0 */6 * * ? *)",
+    "ragline:chatModelFallbackRegion": "us-west-2",  # the fallback in another region
 }
 
 

@@ -69,6 +69,7 @@ def test_cli_strings_are_parsed():
         ({"ragline:stage": "prod", "ragline:searchDataNodes": "2"}, "ragline:searchDataNodes"),
         ({"ragline:skipLayerBundling": "maybe"}, "ragline:skipLayerBundling"),
         ({"ragline:embeddingDimensions": "384"}, "ragline:embeddingDimensions"),
+        ({"ragline:chatModelFallbackRegion": "westeurope"}, "ragline:chatModelFallbackRegion"),
     ],
 )
 def test_invalid_context_names_the_key(context, names):

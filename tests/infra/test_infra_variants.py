@@ -142,3 +142,15 @@ def test_tables_in_every_configuration(any_synth: Synth):
             assert ttl["Enabled"] is True
     query_log = tables[any_synth.logical_id(any_synth.stack.tables.query_log)]["Properties"]
     assert sorted(i["IndexName"] for i in query_log["GlobalSecondaryIndexes"]) == ["by_day_time", "by_tenant_time"]
+
+
+def test_production_may_fail_over_to_another_region(prod_synth: Synth, default_synth: Synth):
+    s = prod_synth
+    fallback = s.config.chat_model_fallback
+    assert _fn(s, "query")["Environment"]["Variables"]["RAGLINE_BEDROCK_CHAT_MODEL_FALLBACK_REGION"] == "us-west-2"
+    arns = {json.dumps(r) for st in role_statements(s, _role(s, "query"))
+            if "bedrock:InvokeModel" in as_list(st["Action"]) for r in as_list(st["Resource"])}
+    # the query function may call the fallback in us-west-2, and nothing else there
+    west = [a for a in arns if "us-west-2" in a]
+    assert len(west) == 1 and f"foundation-model/{fallback}" in west[0]
+    assert "RAGLINE_BEDROCK_CHAT_MODEL_FALLBACK_REGION" not in _fn(default_synth, "query")["Environment"]["Variables"]

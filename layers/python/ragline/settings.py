@@ -259,6 +259,9 @@ class Settings(BaseSettings):
     bedrock_chat_model_small: str = "anthropic.claude-3-haiku-20240307-v1:0"
     bedrock_chat_model_large: str = "anthropic.claude-3-5-sonnet-20240620-v1:0"
     bedrock_chat_model_fallback: str | None = "amazon.nova-lite-v1:0"
+    # the fallback's region (None: the stack's region): the same model in another region is a
+    # fallback too, for a regional outage or throttling
+    bedrock_chat_model_fallback_region: str | None = None
     bedrock_rerank_model: str | None = "amazon.rerank-v1:0"
 
     chunker: ChunkerSettings = Field(default_factory=ChunkerSettings)

@@ -92,7 +92,7 @@ class TimedClients:
     def __init__(self, fake: FakeTime, script: dict[str, list[str]]):
         self.fake, self.script, self.calls = fake, script, []
 
-    def __call__(self, service, settings, config):
+    def __call__(self, service, settings, config, region=None):
         timeouts = (config.connect_timeout, config.read_timeout)
         return lambda: _TimedClient(self, timeouts)
 

@@ -168,3 +168,82 @@ def test_the_request_time_budget_bounds_retries_and_the_fallback(stubs, tmp_path
     # the primary got 60% of 0.5 s: its backoff cannot exceed that, and the fallback still ran
     assert sum(fake.sleeps) <= 0.3 + 1e-9
     assert out.generation.model_id == NOVA
+
+
+def test_the_same_model_in_another_region_is_a_fallback(monkeypatch):
+    """Fake client factory (no network): Haiku in us-east-1 answers 503, Haiku in us-west-2 is
+    tried next and answers; its client was built for its own region."""
+    from botocore.exceptions import ClientError
+
+    from ragline.adapters.aws import BedrockChatModel
+    from ragline.adapters.aws import bedrock as bedrock_module
+    from ragline.generation.service import GenerationService
+    from ragline.models import SearchHit
+    from ragline.settings import Settings
+
+    regions = []
+
+    class Client:
+        def __init__(self, region):
+            self.region = region
+
+        def converse(self, **kwargs):
+            if self.region == "us-east-1":
+                raise ClientError({"Error": {"Code": "ServiceUnavailableException", "Message": "down"},
+                                   "ResponseMetadata": {"HTTPStatusCode": 503}}, "Converse")
+            return {"output": {"message": {"role": "assistant", "content": [{"text": "Ten years [1]."}]}},
+                    "stopReason": "end_turn", "usage": {"inputTokens": 50, "outputTokens": 4, "totalTokens": 54}}
+
+    def factory(service, settings, config, region=None):
+        def build():
+            regions.append(region or settings.region)
+            return Client(region or settings.region)
+        return build
+
+    monkeypatch.setattr(bedrock_module, "boto3_client_factory", factory)
+    settings = Settings(region="us-east-1", jwt_secret="x" * 40)
+    haiku = "anthropic.claude-3-haiku-20240307-v1:0"
+    primary = BedrockChatModel(haiku, settings=settings, sleep=lambda s: None)
+    fallback = BedrockChatModel(haiku, settings=settings, sleep=lambda s: None, region="us-west-2")
+    assert primary.endpoint == f"us-east-1/{haiku}" and fallback.endpoint == f"us-west-2/{haiku}"
+
+    class NoLedger:
+        def record(self, *a, **k):
+            pass
+
+        def totals(self, tenant, days):
+            return []
+
+    service = GenerationService(settings, ledger=NoLedger(), small=primary, fallback=fallback,
+                                select_context=lambda hits, budget: hits)
+    hit = SearchHit(chunk_id="c1", doc_id="d1", version="v1", text="Invoices are kept ten years.", score=1.0,
+                    source_key="k", title="t")
+    result = service.answer("acme", "How long are invoices kept?", [hit])
+    assert result.generation.text == "Ten years [1]." and result.usages[0].purpose == "generation_fallback"
+    assert "us-west-2" in regions and any("fallback" in n for n in result.notes)
+
+
+def test_a_tier_configured_with_another_model_than_it_calls_is_refused():
+    from ragline.adapters.local.chat import LocalTemplateChatModel
+    from ragline.generation.service import GenerationService
+    from ragline.settings import GenerationSettings, Settings, TierSettings
+
+    settings = Settings(jwt_secret="x" * 40, generation=GenerationSettings(
+        large=TierSettings(model="amazon.nova-pro-v1:0")))
+    with pytest.raises(ValueError, match="generation.large.model is 'amazon.nova-pro-v1:0'"):
+        GenerationService(settings, ledger=None, small=LocalTemplateChatModel("ragline/local-small"),
+                          large=LocalTemplateChatModel("ragline/local-large"), select_context=lambda h, b: h)
+
+
+def test_the_aws_wiring_calls_the_model_a_tier_is_configured_with():
+    from ragline.adapters.aws.wiring import build_ports
+    from ragline.settings import GenerationSettings, Settings, TierSettings
+
+    settings = Settings(backend="aws", region="us-east-1", documents_bucket="b", registry_table="r",
+                        ledger_table="l", query_log_table="q", opensearch_endpoint="https://search.example",
+                        jwt_secret="x" * 40, bedrock_chat_model_fallback_region="us-west-2",
+                        generation=GenerationSettings(large=TierSettings(model="amazon.nova-pro-v1:0")))
+    ports = build_ports(settings)  # builds clients lazily: no network
+    assert ports["chat_large"].model_id == "amazon.nova-pro-v1:0"
+    assert ports["chat"].model_id == settings.bedrock_chat_model_small
+    assert ports["chat_fallback"].endpoint == "us-west-2/amazon.nova-lite-v1:0"

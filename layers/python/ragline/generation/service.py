@@ -38,6 +38,10 @@ UNAVAILABLE_MODEL = "ragline/passages-only"
 PRIMARY_SHARE = 0.6
 
 
+def _endpoint(model: ChatModel) -> str:
+    return getattr(model, "endpoint", None) or model.model_id
+
+
 @dataclass(slots=True)
 class GenerationResult:
     generation: Generation
@@ -78,6 +82,11 @@ class GenerationService:
         self.limiter = limiter or RateLimiter({m: (float(r), int(b)) for m, (r, b) in gen.rate_limits.items()},
                                               max_wait_s=gen.rate_limit_max_wait_s)
         self.budget = BudgetGuard(settings.costs, ledger)
+        for name, model in ((SMALL, self.small), (LARGE, self.large)):
+            configured = gen.small if name == SMALL else gen.large
+            if configured is not None and model is not None and configured.model != model.model_id:
+                raise ValueError(f"generation.{name}.model is {configured.model!r} but the {name} tier's model is "
+                                 f"{model.model_id!r}: configure the tier with the model it calls")
         self.deadline = deadline
         self.extractive = ExtractiveAnswerer()
 
@@ -124,8 +133,10 @@ class GenerationService:
         if primary is None or not context:
             gen = self.extractive.answer(question, context)
             return GenerationResult(gen, context, [], chosen, notes)
+        # the fallback unless it is the very endpoint that failed (the same model in another
+        # region is another endpoint)
         chain = [primary] + ([self.fallback] if self.fallback is not None
-                             and self.fallback.model_id != primary.model_id else [])
+                             and _endpoint(self.fallback) != _endpoint(primary) else [])
         prompt = build_prompt(question, context)
         system_prompt = system or SYSTEM
         # with a hard budget: reserve the worst case (raises BudgetExceeded when it does not fit)

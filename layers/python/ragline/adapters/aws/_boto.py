@@ -128,13 +128,14 @@ class LazyClient:
         return self._client
 
 
-def boto3_client_factory(service: str, settings: Settings | None, config: Config) -> Callable[[], Any]:
-    """A factory for a boto3 client in the configured region (resolved when first called)."""
+def boto3_client_factory(service: str, settings: Settings | None, config: Config,
+                         region: str | None = None) -> Callable[[], Any]:
+    """A factory for a boto3 client in ``region``, else the configured one (resolved when first called)."""
 
     def build() -> Any:
-        region = (settings or get_settings()).region
+        region_name = region or (settings or get_settings()).region
         session = boto3.session.Session()
-        return session.client(service, region_name=region, config=config)
+        return session.client(service, region_name=region_name, config=config)
 
     return build
 

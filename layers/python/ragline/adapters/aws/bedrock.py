@@ -85,10 +85,12 @@ class _BedrockBase:
         rng: random.Random | None,
         read_timeout_s: float,
         pool: int = 16,
+        region: str | None = None,
     ):
         if not model_id:
             raise ValueError(f"{type(self).__name__} needs a model id")
         self.model_id = model_id
+        self.region = region  # None: the configured region
         self._settings = settings
         self._injected = client is not None
         self._read_timeout_s = read_timeout_s
@@ -96,7 +98,7 @@ class _BedrockBase:
         self._client = LazyClient(
             client,
             boto3_client_factory(
-                self.service, settings, bedrock_config(read_timeout_s=read_timeout_s, pool=pool)
+                self.service, settings, bedrock_config(read_timeout_s=read_timeout_s, pool=pool), region
             ),
         )
         self._short_clients: dict[float, Any] = {}
@@ -123,7 +125,7 @@ class _BedrockBase:
                 config = bedrock_config(
                     connect_timeout_s=connect, read_timeout_s=round(seconds - connect, 3), pool=self._pool_size
                 )
-                self._short_clients[seconds] = boto3_client_factory(self.service, self._settings, config)()
+                self._short_clients[seconds] = boto3_client_factory(self.service, self._settings, config, self.region)()
             return self._short_clients[seconds]
 
 
@@ -280,6 +282,7 @@ class BedrockChatModel(_BedrockBase):
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         read_timeout_s: float = 60.0,
+        region: str | None = None,
     ):
         super().__init__(
             model_id,
@@ -290,8 +293,14 @@ class BedrockChatModel(_BedrockBase):
             sleep=sleep,
             rng=rng,
             read_timeout_s=read_timeout_s,
+            region=region,
         )
         self.temperature = temperature
+
+    @property
+    def endpoint(self) -> str:
+        """Model and region: the same model in another region is another endpoint to fail over to."""
+        return f"{self.region or (self._settings or get_settings()).region}/{self.model_id}"
 
     def generate(
         self,

@@ -23,8 +23,12 @@ def build_ports(settings: Settings) -> dict:
     )
 
     dims = settings.bedrock_embedding_dimensions
-    small = BedrockChatModel(settings.bedrock_chat_model_small, settings=settings, deadline=remaining_s)
-    large = BedrockChatModel(settings.bedrock_chat_model_large, settings=settings, deadline=remaining_s)
+    # a tier configured with its own model (generation.small/large.model) is called with that model
+    gen = settings.generation
+    small_id = gen.small.model if gen.small is not None else settings.bedrock_chat_model_small
+    large_id = gen.large.model if gen.large is not None else settings.bedrock_chat_model_large
+    small = BedrockChatModel(small_id, settings=settings, deadline=remaining_s)
+    large = BedrockChatModel(large_id, settings=settings, deadline=remaining_s)
     index = OpenSearchIndex(settings=settings, dimensions=dims)
     if settings.uses_tenant_indexes:  # isolated tenants: their own alias, created before the first write
         from ..local.tenant_index import TenantRoutedIndex
@@ -45,7 +49,8 @@ def build_ports(settings: Settings) -> dict:
         "chat": small,
         "pii": ComprehendPiiDetector(settings=settings),  # used only for tenants whose policy is not "allow"
         "chat_large": large,
-        "chat_fallback": BedrockChatModel(settings.bedrock_chat_model_fallback, settings=settings, deadline=remaining_s)
+        "chat_fallback": BedrockChatModel(settings.bedrock_chat_model_fallback, settings=settings, deadline=remaining_s,
+                                          region=settings.bedrock_chat_model_fallback_region)
         if settings.bedrock_chat_model_fallback else None,
         # tiers an A/B variant may select (model_tier); the default path routes between them
         "chat_tiers": {"small": small, "large": large},
