@@ -107,7 +107,7 @@ def test_the_substitution_check_reads_the_passage_words_stored_in_dynamodb(store
 
     class Registry:
         def get(self, tenant, doc_id):
-            return SimpleNamespace(version="v1", status=SimpleNamespace(value="indexed"))
+            return SimpleNamespace(version="v1", status=SimpleNamespace(value="indexed"), groups=[])
 
     cache = SemanticCache(store, Registry(), settings=Settings().cache)
     passage = "Carboxypeptidase D is the receptor for duck hepatitis B virus; human hepatitis B virus uses NTCP."

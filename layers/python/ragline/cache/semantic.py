@@ -80,7 +80,7 @@ class SemanticCache:
             return None
         t0 = time.perf_counter()
         entry = find(scope.tenant, acl_key(scope), question_key(question))
-        if entry is None or not self._still_current(scope.tenant, entry):
+        if entry is None or not self._still_current(scope, entry):
             return None
         vector = entry.pop("vector", None)
         d = self._hit(entry, 1.0, "the same question asked before (exact match, not embedded)", None, t0)
@@ -112,8 +112,8 @@ class SemanticCache:
             if sim < candidate_at:
                 reason = f"nearest similarity {best:.3f} below {candidate_at:.2f}"
                 break
-            if not self._still_current(scope.tenant, entry):
-                reason = "cited document changed"
+            if not self._still_current(scope, entry):
+                reason = "cited document changed or no longer visible to this scope"
                 continue
             if new_features is None or not s.verify:
                 if sim >= accept_at:
@@ -149,10 +149,17 @@ class SemanticCache:
         metric("CacheLookupMs", (time.perf_counter() - t0) * 1000, "Milliseconds")
         return CacheDecision(entry, sim, reason, fresh[0] if fresh else None, fresh[1] if fresh else {})
 
-    def _still_current(self, tenant: str, entry: dict[str, Any]) -> bool:
+    def _still_current(self, scope: TenantScope, entry: dict[str, Any]) -> bool:
+        """Every cited document is indexed at the cited version and, per its current registry
+        record, visible to the asking scope (an ACL change that kept the version, e.g. the same
+        bytes re-uploaded with fewer groups, must not leave the old answer servable; ingestion
+        also invalidates, this is the check at read time). The records read for the version
+        check are the ones checked for visibility: no extra registry reads."""
         for doc_id, version in entry.get("doc_versions", {}).items():
-            rec = self.registry.get(tenant, doc_id)
+            rec = self.registry.get(scope.tenant, doc_id)
             if rec is None or rec.version != version or rec.status.value != "indexed":
+                return False
+            if not scope.can_see(frozenset(rec.groups)):
                 return False
         return True
 

@@ -73,7 +73,7 @@ class IngestOutcome:
 class _Prepared:
     item: IngestItem
     record: DocumentRecord
-    previous_version: str | None
+    previous: DocumentRecord | None  # the registry record this processing replaces
     chunks: list[Chunk]
     embed_texts: list[str]
 
@@ -204,7 +204,7 @@ class IngestPipeline:
         if pii is not None:
             pii.mark(chunks, pieces, flags)
         record.flags = flags
-        return _Prepared(item, record, existing.version if existing else None, chunks, texts)
+        return _Prepared(item, record, existing, chunks, texts)
 
     def _make_chunks(self, item: IngestItem, record: DocumentRecord, pieces: Sequence[Piece], flags: dict[str, int]):
         chunks: list[Chunk] = []
@@ -217,11 +217,14 @@ class IngestPipeline:
                 text = neutralise(text)
                 chunk_flags = ("prompt_injection",)
                 flags["prompt_injection"] = flags.get("prompt_injection", 0) + 1
+            # the count of the text stored (neutralise() and strip() rewrite the chunker's piece):
+            # context packing trusts it against the prompt budget
+            tokens = p.tokens if text == p.text else len(self.chunker.enc.encode(text, disallowed_special=()))
             chunks.append(
                 Chunk(
                     chunk_id=chunk_id(record.doc_id, record.version or "", i), tenant=item.tenant, doc_id=record.doc_id,
                     version=record.version or "", ordinal=i, text=text, source_key=item.key, title=record.title,
-                    page=p.page, heading=p.heading, groups=tuple(item.groups), token_count=p.tokens, flags=chunk_flags,
+                    page=p.page, heading=p.heading, groups=tuple(item.groups), token_count=tokens, flags=chunk_flags,
                 )
             )
             head = title if not p.heading or p.heading == title else f"{title} — {p.heading}"
@@ -248,6 +251,14 @@ class IngestPipeline:
         rec = p.record
         # 1. the registry says a new version is being processed (a crash leaves it visible as such)
         self.registry.put(rec.model_copy(update={"chunk_ids": []}))
+        # the same version processed again into fewer chunks (or after an attempt that did not
+        # finish): the chunk ids are (doc, version, ordinal), so staging overwrites the earlier
+        # rows' ids but an index whose publish removes only *other* versions (OpenSearch) would
+        # keep the ordinals no longer made live, with their old text and ACL (e.g. unredacted)
+        prev = p.previous
+        if prev is not None and prev.version == rec.version and (
+                prev.status != DocStatus.INDEXED or len(prev.chunk_ids) > len(p.chunks)):
+            self.index.delete_document(rec.tenant, rec.doc_id)
         # 2. chunks written invisibly
         self.index.stage(p.chunks)
         # 3. one step: the new version becomes the only visible one
@@ -256,7 +267,11 @@ class IngestPipeline:
         rec.reason = None
         rec.chunk_ids = [c.chunk_id for c in p.chunks]
         self.registry.put(rec)
-        if self.cache is not None and p.previous_version and p.previous_version != rec.version:
+        # any re-processing of a known document invalidates the answers that cited it: a new
+        # version, but also the same bytes with other groups, another PII policy, chunker or
+        # embedding model (all of which _prepare would otherwise have skipped as unchanged), so
+        # an answer built under the old ACL or redaction is never served under the new one
+        if self.cache is not None and p.previous is not None:
             self.cache.invalidate_document(rec.tenant, rec.doc_id)
         log.info(
             "document indexed",

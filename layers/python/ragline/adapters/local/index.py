@@ -8,7 +8,7 @@ tuning, has perfect recall, and makes the tenant/ACL filter trivially *inside* t
 
 Visibility: ``stage`` writes chunks (text, vector, term ids and frequencies) with ``live = 0``;
 ``publish`` in one transaction flips the version's rows live and deletes every other version of
-the document. Readers therefore see either the old version or the new
+the document (and, when the same version was processed again, its earlier rows). Readers therefore see either the old version or the new
 one, never a mix, and a crash between stage and publish leaves nothing visible.
 """
 
@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS lex_terms (id INTEGER PRIMARY KEY, term TEXT UNIQUE N
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tenant_gen (tenant TEXT PRIMARY KEY, gen INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('generation', 0);
+INSERT OR IGNORE INTO meta VALUES ('max_rowid', 0);
 """
 
 # English stop words dropped from the lexical query: they only add OR-terms that match nearly
@@ -66,6 +67,8 @@ STOPWORDS = frozenset(
     ["a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves"]
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
+# suffix of a staged row whose chunk id is live already (see ``stage``); ``publish`` removes it
+_STAGED = "#staged"
 _GROUP_OK = re.compile(r"^[\w.:@/+-]{1,128}$")
 
 
@@ -260,17 +263,30 @@ class LocalHybridIndex:
             c.execute("BEGIN IMMEDIATE")
             try:
                 lex = self._lexical_rows(c, texts)
-                # staging the same chunk ids again (a retried delivery) replaces them; live rows
-                # of the same id (same content version) are left alone
+                # Staging the same chunk ids again (a retried delivery) replaces the staged rows.
+                # An id that is live already (the same content version processed again: other
+                # groups, PII policy, chunker) is staged beside it under a "#staged" id, so the
+                # live row keeps serving until publish swaps in the new text and ACL (and, being
+                # a new row, a new rowid: a loaded tenant never keeps the old ACL in memory)
+                live = self._live_ids(c, [r[0] for r in rows])
+                # a staged-beside row left by an earlier attempt whose live row is gone since
+                # would clash with this one at publish
+                self._delete_ids(c, [r[0] + _STAGED for r in rows if r[0] not in live], live=0)
+                if live:
+                    rows = [(r[0] + _STAGED if r[0] in live else r[0], *r[1:]) for r in rows]
+                # rowids are never reused: a loaded tenant knows its rows by rowid (see _refresh),
+                # and a deleted row's rowid coming back live with another text and ACL before the
+                # tenant was refreshed would be taken for the old row (its vector and ACL)
+                first = self._next_rowid(c, len(rows))
                 c.executemany(
-                    """INSERT INTO chunks (chunk_id, tenant, doc_id, version, ordinal, source_key, title, page,
+                    """INSERT INTO chunks (rowid, chunk_id, tenant, doc_id, version, ordinal, source_key, title, page,
                        heading, acl, flags, token_count, text, vector, lex_ids, lex_tf, lex_len)
-                       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                        ON CONFLICT(chunk_id) DO UPDATE SET text=excluded.text, vector=excluded.vector,
                        acl=excluded.acl, flags=excluded.flags, title=excluded.title, page=excluded.page,
                        heading=excluded.heading, token_count=excluded.token_count, lex_ids=excluded.lex_ids,
                        lex_tf=excluded.lex_tf, lex_len=excluded.lex_len WHERE chunks.live = 0""",
-                    [(*r, *x) for r, x in zip(rows, lex)],
+                    [(first + i, *r, *x) for i, (r, x) in enumerate(zip(rows, lex))],
                 )
                 c.execute("COMMIT")
             except BaseException:
@@ -283,10 +299,21 @@ class LocalHybridIndex:
             c = self._conn()
             c.execute("BEGIN IMMEDIATE")
             try:
-                c.execute(
-                    "UPDATE chunks SET live=1 WHERE tenant=? AND doc_id=? AND version=? AND live=0",
+                staged = c.execute(
+                    "SELECT 1 FROM chunks WHERE tenant=? AND doc_id=? AND version=? AND live=0 LIMIT 1",
                     (tenant, doc_id, version),
-                )
+                ).fetchone()
+                if staged:
+                    # the staged rows are the whole new processing of the version: every live row
+                    # of the document goes, those of the same version processed earlier (old ACL,
+                    # old redaction, ordinals the new chunking no longer makes) included
+                    self._delete_where(c, "tenant=? AND doc_id=? AND live=1", (tenant, doc_id))
+                    c.execute(
+                        "UPDATE chunks SET live=1, chunk_id = CASE WHEN substr(chunk_id, -?) = ? "
+                        "THEN substr(chunk_id, 1, length(chunk_id) - ?) ELSE chunk_id END "
+                        "WHERE tenant=? AND doc_id=? AND version=? AND live=0",
+                        (len(_STAGED), _STAGED, len(_STAGED), tenant, doc_id, version),
+                    )
                 self._delete_where(c, "tenant=? AND doc_id=? AND version<>?", (tenant, doc_id, version))
                 self._bump(c, tenant)
                 c.execute("COMMIT")
@@ -317,6 +344,31 @@ class LocalHybridIndex:
                 c.execute("ROLLBACK")
                 raise
         return n
+
+    @staticmethod
+    def _next_rowid(c: sqlite3.Connection, n: int) -> int:
+        """The first of ``n`` rowids above every rowid the file ever had (inside the caller's
+        transaction); the high-water mark is kept in ``meta``."""
+        mark = c.execute("SELECT value FROM meta WHERE key='max_rowid'").fetchone()
+        top = max(int(mark[0]) if mark else 0, int(c.execute("SELECT coalesce(max(rowid), 0) FROM chunks").fetchone()[0]))
+        c.execute("INSERT INTO meta VALUES ('max_rowid', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                  (top + n,))
+        return top + 1
+
+    @staticmethod
+    def _live_ids(c: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            part = list(ids[i:i + 500])
+            found.update(r[0] for r in c.execute(
+                f"SELECT chunk_id FROM chunks WHERE live=1 AND chunk_id IN ({','.join('?' * len(part))})", part))
+        return found
+
+    @staticmethod
+    def _delete_ids(c: sqlite3.Connection, ids: Sequence[str], *, live: int) -> None:
+        for i in range(0, len(ids), 500):
+            part = list(ids[i:i + 500])
+            c.execute(f"DELETE FROM chunks WHERE live=? AND chunk_id IN ({','.join('?' * len(part))})", [live, *part])
 
     @staticmethod
     def _delete_where(c: sqlite3.Connection, where: str, args: tuple) -> int:
