@@ -166,6 +166,9 @@ def test_failover_to_the_fallback_is_in_the_answer_and_the_ledger(priced):
     assert any("fallback model ragline/local-fallback" in n and "throttled" in n for n in ans.notes)
     rows = app.ledger.totals("acme", 1)
     assert any(r["model_id"] == "ragline/local-fallback" and r["purpose"] == "generation_fallback" for r in rows)
+    # an outage's answer is not cached: with the primary back, the same question is its answer
+    again = app.ask(who(), SIMPLE)
+    assert not again.cached and again.model == "ragline/local-small"
 
 
 def test_all_models_failing_is_a_503_naming_them(priced):

@@ -166,10 +166,12 @@ class Ragline:
             # CostUsd by service feeds the daily-budget alarm; by service and tenant, the dashboard
             metric("CostUsd", float(ans.cost_usd), "None")
             metric("CostUsd", float(ans.cost_usd), "None", {"tenant": principal.tenant})
-        # not cached: a labelled passages-only answer, an A/B arm's, and "I don't know" (it cites
-        # no document whose change would invalidate it, so a later upload could never correct it)
+        # not cached: a labelled passages-only answer, an A/B arm's, "I don't know" (it cites no
+        # document whose change would invalidate it, so a later upload could never correct it),
+        # and an answer of the fallback model or of the cheaper tier a spent budget forced (the
+        # notes say so): the cache keeps answers the configured route gives, not an outage's
         if (self.cache is not None and context and gen.model_id != UNAVAILABLE_MODEL and not exp.variants
-                and not refusal):
+                and not refusal and not result.notes):
             self.cache.store_answer(
                 scope, question, vector, ans.model_dump(mode="json", exclude={"query_id", "latency_ms", "usage", "cost_usd"}),
                 {h.doc_id: h.version for h in context}, [h.chunk_id for h in hits], [h.text for h in hits],
