@@ -173,6 +173,19 @@ def test_embed_query_returns_one_unit_vector(runtime, settings):
     assert embedder.last_usage.purpose == "embed_query" and embedder.last_usage.input_tokens == 3
 
 
+def test_a_titan_response_without_a_token_count_is_estimated_not_zero(runtime, settings):
+    from ragline.tokens import count_tokens
+
+    client, stubber = runtime
+    payload = json.dumps({"embedding": basis(2)}).encode()  # no inputTextTokenCount
+    stubber.add_response("invoke_model", {"body": StreamingBody(io.BytesIO(payload), len(payload)),
+                                          "contentType": "application/json"}, titan_request("how long are invoices kept?"))
+    embedder = make_embedder(client, settings)
+    embedder.embed_query("how long are invoices kept?")
+    usage = embedder.last_usage
+    assert usage.estimated and usage.input_tokens == count_tokens("how long are invoices kept?") > 0
+
+
 def test_embedder_refuses_a_wrong_sized_embedding_and_empty_input(runtime, settings):
     client, stubber = runtime
     stubber.add_response("invoke_model", titan_response([0.5] * 128, tokens=1), titan_request("x"))
