@@ -457,7 +457,7 @@ class DynamoLedgerStore(_Table):
         update = self._budget_update(tenant, day, nanos)
         update["ConditionExpression"] = "attribute_exists(#c) AND #c <= :room"
         update["ExpressionAttributeValues"][":room"] = {"N": str(limit_nanos - nanos)}
-        for _ in range(2):
+        for _ in range(8):
             try:
                 self.client.update_item(**update)
                 return True
@@ -472,7 +472,9 @@ class DynamoLedgerStore(_Table):
             except (ClientError, BotoCoreError) as exc:
                 self._fail(exc)
             if item is not None and "committed_nanos" in item:
-                return False  # the day's spend is known and this request does not fit
+                if int(item["committed_nanos"]["N"]) + nanos > limit_nanos:
+                    return False  # the day's spend is known and this request does not fit
+                continue  # seeded (or released) since our update: try again
             spent = sum(round(r["cost_usd"] * NANOS) for r in self.totals(tenant, 1, consistent=True)
                         if r["purpose"] not in OPERATOR_PURPOSES and r["day"] == day)
             seed = self._budget_update(tenant, day, spent)
