@@ -27,16 +27,25 @@ SYSTEM = (
 )
 
 
+# blocks are joined by this; packing counts each block with it, so the per-block counts add up to
+# (at most one token over) the count of the joined text
+PASSAGE_SEPARATOR = "\n"
+
+
+def render_passage(pid: int, h: SearchHit) -> str:
+    """One passage as the model receives it: the ``<passage id= source= page= flags=>`` block
+    with escaped text. ``pid`` is its 1-based position in the prompt (the ``[n]`` citation id).
+    Context packing counts the budget on exactly this text."""
+    attrs = f'id="{pid}" source="{_escape(h.source_key, quote=True)}"'
+    if h.page is not None:
+        attrs += f' page="{h.page}"'
+    if h.flags:
+        attrs += f' flags="{_escape(",".join(h.flags), quote=True)}"'
+    return f"<passage {attrs}>\n{_escape(h.text)}\n</passage>"
+
+
 def render_passages(hits: list[SearchHit]) -> str:
-    blocks = []
-    for i, h in enumerate(hits, start=1):
-        attrs = f'id="{i}" source="{_escape(h.source_key, quote=True)}"'
-        if h.page is not None:
-            attrs += f' page="{h.page}"'
-        if h.flags:
-            attrs += f' flags="{_escape(",".join(h.flags), quote=True)}"'
-        blocks.append(f"<passage {attrs}>\n{_escape(h.text)}\n</passage>")
-    return "\n".join(blocks)
+    return PASSAGE_SEPARATOR.join(render_passage(i, h) for i, h in enumerate(hits, start=1))
 
 
 def build_prompt(question: str, hits: list[SearchHit]) -> str:
