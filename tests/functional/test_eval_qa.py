@@ -47,6 +47,18 @@ def test_support_at_k_and_f1_on_a_known_corpus(app, qa_files):
     assert res["answerer"] == "ragline/extractive-v1"
 
 
+def test_the_harness_compares_passage_counts_and_context_budgets(app, qa_files):
+    data, corpus = qa_files
+    wide = evaluate_qa(data, corpus, app=app)
+    one = evaluate_qa(data, None, app=app, max_passages=1)
+    tight = evaluate_qa(data, None, app=app, context_budget=100)
+    assert wide["context"]["max_passages"] == 5 and wide["context"]["mean_passages"] > 1
+    assert one["context"] == {"max_passages": 1, "token_budget": wide["context"]["token_budget"], "mean_passages": 1.0}
+    assert tight["context"]["token_budget"] == 100 and tight["context"]["mean_passages"] <= wide["context"]["mean_passages"]
+    # the gold answers were the top passages: one passage still supports them at rank 1
+    assert one["support@1"] == wide["support@1"]
+
+
 def test_metric_helpers():
     # "the" is dropped: 2 of 4 predicted tokens match, both gold tokens found -> F1 = 2/3
     assert token_f1("The answer is ten years.", "ten years") == pytest.approx(2 / 3)

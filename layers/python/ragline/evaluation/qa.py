@@ -113,15 +113,19 @@ def answer_text(gen) -> str:
 
 
 def run_questions(app, items: list[dict[str, Any]], *, tenant: str = TENANT, scorer: Any | None = None,
-                  progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[str, int, int], None] | None = None, max_passages: int | None = None,
+                  context_budget: int | None = None) -> dict[str, Any]:
+    """``max_passages`` and ``context_budget`` are the context packing a tier would use (default:
+    retrieval's top 5 under ``retrieval.context_token_budget``), so runs can compare them."""
     scope = TenantScope(tenant)
     scorer = scorer or ApproxScorer(app.retriever.embedder)
     support = {k: 0 for k in KS}
-    f1s, lat, rows = [], [], []
+    f1s, lat, rows, packed = [], [], [], []
     for i, d in enumerate(items):
         t0 = time.perf_counter()
-        hits, _ = app.retriever.search(scope, d["question"], top_k=max(KS))
-        context = app.retriever.select_context(hits)
+        hits, _ = app.retriever.search(scope, d["question"], top_k=max(max(KS), max_passages or 0))
+        context = app.retriever.select_context(hits[:max_passages] if max_passages else hits, context_budget)
+        packed.append(len(context))
         if app.chat is not None and context:
             gen = app.chat.generate(SYSTEM, build_prompt(d["question"], context), max_tokens=512, timeout_s=None)
         else:
@@ -142,6 +146,9 @@ def run_questions(app, items: list[dict[str, Any]], *, tenant: str = TENANT, sco
     out: dict[str, Any] = {"questions": n}
     out.update({f"support@{k}": round(support[k] / n, 4) if n else 0.0 for k in KS})
     out["answer_f1"] = round(float(np.mean(f1s)), 4) if f1s else 0.0
+    out["context"] = {"max_passages": max_passages or max(KS),
+                      "token_budget": context_budget or app.retriever.settings.context_token_budget,
+                      "mean_passages": round(float(np.mean(packed)), 3) if packed else 0.0}
     out["answerer"] = app.chat.model_id if app.chat is not None else app.extractive.model_id
     out["ragas"] = mean_scores(rows)
     out.update(p50_ms=round(float(np.percentile(arr, 50)), 2), p95_ms=round(float(np.percentile(arr, 95)), 2))
@@ -150,7 +157,8 @@ def run_questions(app, items: list[dict[str, Any]], *, tenant: str = TENANT, sco
 
 def evaluate_qa(data: Path, corpus: Path | None = None, *, limit: int | None = None, app=None, settings=None,
                 tenant: str = TENANT, scorer: Any | None = None,
-                progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+                progress: Callable[[str, int, int], None] | None = None, max_passages: int | None = None,
+                context_budget: int | None = None) -> dict[str, Any]:
     """Ingest ``corpus`` (into a throwaway home unless ``app`` is given), then answer the
     questions of ``data`` and score them."""
     from .. import factory
@@ -175,7 +183,8 @@ def evaluate_qa(data: Path, corpus: Path | None = None, *, limit: int | None = N
                     progress("index", i, 0)
             out.update(ingest_statuses=statuses, index_s=round(time.perf_counter() - t0, 2))
         out["embedding_model"] = app.retriever.embedder.model_id
-        out.update(run_questions(app, items, tenant=tenant, scorer=scorer, progress=progress))
+        out.update(run_questions(app, items, tenant=tenant, scorer=scorer, progress=progress,
+                                 max_passages=max_passages, context_budget=context_budget))
         return out
     finally:
         if tmp is not None:
