@@ -353,3 +353,35 @@ def test_a_failed_request_releases_its_reservation(priced):
     assert _committed_nanos(app) == sum(r["cost_nanos"] for r in app.ledger.records("acme"))
     # the room is back: the next request (model healthy again) is answered
     assert app.ask(who(), SIMPLE, use_cache=False).model == "ragline/local-small"
+
+
+def test_a_cache_hit_pays_no_rerank_and_a_miss_reranks_once(make_app, tmp_path):
+    from ragline.ledger import meter
+    from ragline.ledger.pricing import metered
+
+    class CountingReranker:
+        """Stands in for the Bedrock reranker: reversed order, its call reported to the meter."""
+        model_id = "amazon.rerank-v1:0"
+
+        def __init__(self):
+            self.calls = 0
+
+        def rerank(self, query, hits, top_k):
+            self.calls += 1
+            meter.record(metered(self.model_id, "rerank", input_tokens=0, output_tokens=0))
+            return list(reversed(hits))[:top_k]
+
+    reranker = CountingReranker()
+    app = make_app(settings=_settings(tmp_path), reranker=reranker)
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/retention.md",
+                                   data=b"# Retention\n\nInvoices are kept for ten years in the archive.\n"))
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/policy.md", data=DOC))
+    first = app.ask(who(), "How long are invoices kept in the archive?")
+    assert reranker.calls == 1 and not first.cached
+    # in the verified band: the passage check runs on the first stage, no rerank is bought
+    hit = app.ask(who(), "How long are all of the invoices kept in the archive?")
+    assert hit.cached and reranker.calls == 1 and [u.purpose for u in hit.usage] == ["embed_query"]
+    # a miss reranks once for its answer (the candidate pool the cache check searched, if it did)
+    miss = app.ask(who(), "Where must travel be booked for trains?")
+    assert not miss.cached and reranker.calls == 2
+    assert [u.purpose for u in miss.usage].count("rerank") == 1

@@ -90,6 +90,19 @@ class Ragline:
         def search():
             return retriever.search(scope, question, top_k=top_k, vector=vector, dense_weight=ov.get("dense_weight"))
 
+        # The cache's passage check needs the question's own passages, not the reranker's order:
+        # it gets the first stage's top k (a paid rerank would make a hit cost more than a
+        # miss's embedding), and a miss reranks the same candidate pool for the answer.
+        pool: list[SearchHit] = []
+
+        def first_stage():
+            if retriever.reranker is None:
+                return search()
+            hits, timings = retriever.search(scope, question, top_k=top_k, vector=vector,
+                                             dense_weight=ov.get("dense_weight"), rerank=False)
+            pool[:] = hits
+            return hits[: top_k or retriever.settings.top_k], timings
+
         with meter.collecting() as model_calls:
             vector = None
 
@@ -119,11 +132,13 @@ class Ragline:
                 hits = timings = None
                 if use_cache and self.cache is not None:
                     with segment("cache"):
-                        decision = self.cache.decide(scope, vector, question, search)
+                        decision = self.cache.decide(scope, vector, question, first_stage)
                     if decision.hit:
                         return served(decision)
                     metric("CacheHitRate", 0)
                     hits, timings = decision.hits, decision.timings
+                    if hits is not None and pool:
+                        hits, timings["rerank_ms"] = retriever.rerank(question, pool, top_k)
                 if hits is None:
                     hits, timings = search()
             except Exception:

@@ -43,7 +43,9 @@ class Retriever:
             return self.embedder.embed_query(question)
 
     def search(self, scope: TenantScope, question: str, *, top_k: int | None = None, vector=None,
-               dense_weight: float | None = None) -> tuple[list[SearchHit], dict[str, float]]:
+               dense_weight: float | None = None, rerank: bool = True) -> tuple[list[SearchHit], dict[str, float]]:
+        """The top ``top_k`` hits. ``rerank=False`` with a reranker configured returns the whole
+        first-stage candidate pool instead (what :meth:`rerank` finishes), unreranked."""
         if not isinstance(scope, TenantScope):
             raise TypeError("retrieval needs the caller's TenantScope")
         timings: dict[str, float] = {}
@@ -65,11 +67,24 @@ class Retriever:
             hits = self.index.search(scope, req)
         t2 = time.perf_counter()
         timings["search_ms"] = (t2 - t1) * 1000
+        if self.reranker is not None and not rerank:
+            return hits, timings
         if self.reranker is not None and hits:
             with segment("rerank"):
                 hits = self.reranker.rerank(question, hits, k)
             timings["rerank_ms"] = (time.perf_counter() - t2) * 1000
         return hits[:k], timings
+
+    def rerank(self, question: str, pool: list[SearchHit], top_k: int | None = None) -> tuple[list[SearchHit], float]:
+        """Finish a first-stage pool (``search(rerank=False)``): the reranked top ``top_k`` and
+        the milliseconds it took."""
+        k = top_k or self.settings.top_k
+        if self.reranker is None or not pool:
+            return pool[:k], 0.0
+        t0 = time.perf_counter()
+        with segment("rerank"):
+            hits = self.reranker.rerank(question, pool, k)
+        return hits[:k], (time.perf_counter() - t0) * 1000
 
     def select_context(self, hits: list[SearchHit], budget_tokens: int | None = None) -> list[SearchHit]:
         """Pack passages, best first, under the token budget, never over it.
