@@ -282,7 +282,11 @@ class Ragline:
             raise Forbidden("you can only share a document with groups you belong to")
         safe = _SAFE_NAME.sub("_", name)[:200]
         key = f"tenants/{principal.tenant}/uploads/{uuid.uuid4().hex[:12]}/{safe}"
-        out = self.blobs.presign_put(key, ctype, min(size, self.settings.max_upload_bytes), 900)
+        # the groups travel as the object's metadata, which the ingest reads (and S3 enforces)
+        from .ingest.events import GROUPS_METADATA
+
+        metadata = {GROUPS_METADATA: ",".join(groups)} if groups else None
+        out = self.blobs.presign_put(key, ctype, min(size, self.settings.max_upload_bytes), 900, metadata)
         out.update({"key": key, "doc_id": None, "groups": groups})
         return out
 

@@ -199,3 +199,42 @@ def test_construction_is_offline_and_needs_a_bucket(aws_region):
         S3BlobStore(settings=Settings())
     store = S3BlobStore(settings=Settings(documents_bucket="b", region=aws_region))
     assert store._client._client is None  # nothing built until first use
+
+
+def test_presigned_post_carries_the_acl_groups_and_forbids_changing_them(store, bucket):
+    """moto's server stores the form's x-amz-meta-* fields as the object's metadata (what the
+    ingest reads); the policy check is ours (moto does not evaluate policies)."""
+    from ragline.ingest.events import GROUPS_METADATA
+
+    post = store.presign_put("t1/uploads/minutes.txt", "text/plain", max_bytes=100, expires_s=300,
+                             metadata={GROUPS_METADATA: "board"})
+    fields = post["fields"]
+    policy = json.loads(base64.b64decode(fields["policy"]))
+    assert {f"x-amz-meta-{GROUPS_METADATA}": "board"} in policy["conditions"]
+    assert _policy_allows(policy, fields, bucket, size=10) == (True, "ok")
+    # dropping or widening the groups is refused by the signed policy
+    allowed, why = _policy_allows(policy, {k: v for k, v in fields.items() if "meta" not in k}, bucket, size=10)
+    assert not allowed and GROUPS_METADATA in why
+    allowed, _ = _policy_allows(policy, fields | {f"x-amz-meta-{GROUPS_METADATA}": "board,everyone"}, bucket, size=10)
+    assert not allowed
+    response = requests.post(post["url"], data=fields, files={"file": ("minutes.txt", b"Board only.", "text/plain")},
+                             timeout=10)
+    assert response.status_code in (200, 201, 204), response.text
+    assert store.get("t1/uploads/minutes.txt").metadata[GROUPS_METADATA] == "board"
+
+
+def test_the_upload_url_of_the_api_signs_the_callers_groups(store, bucket, tmp_path):
+    from ragline import factory
+    from ragline.ingest.events import GROUPS_METADATA
+    from ragline.models import Principal
+    from ragline.settings import Settings
+
+    from ragline_testing import HashEmbedder
+
+    app = factory.build(Settings(home=tmp_path / "home", jwt_secret="x" * 40), embedder=HashEmbedder())
+    app.blobs = store
+    alice = Principal(tenant="acme", user="alice", groups=frozenset({"board"}))
+    out = app.upload_url(alice, "minutes.txt", None, 40, ["board"])
+    assert out["fields"][f"x-amz-meta-{GROUPS_METADATA}"] == "board" and out["groups"] == ["board"]
+    public = app.upload_url(alice, "notes.txt", None, 40, [])
+    assert not any("meta" in k for k in public["fields"])

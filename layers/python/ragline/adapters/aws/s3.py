@@ -101,9 +101,11 @@ class S3BlobStore:
         except (ClientError, BotoCoreError) as exc:
             raise_translated(self._what(), exc)
 
-    def presign_put(self, key: str, content_type: str, max_bytes: int, expires_s: int) -> dict[str, Any]:
-        """A presigned POST that S3 itself enforces: this key only, exactly this Content-Type, and
-        a body of 1..max_bytes bytes. (A presigned PUT URL cannot limit the size, so it is not used.)"""
+    def presign_put(self, key: str, content_type: str, max_bytes: int, expires_s: int,
+                    metadata: dict[str, str] | None = None) -> dict[str, Any]:
+        """A presigned POST that S3 itself enforces: this key only, exactly this Content-Type,
+        exactly this user metadata (``x-amz-meta-*``: the ACL groups the ingest reads), and a body of
+        1..max_bytes bytes. (A presigned PUT URL cannot limit the size, so it is not used.)"""
         if not content_type:
             raise InvalidInput("an upload needs a content type")
         if max_bytes < 1:
@@ -111,11 +113,14 @@ class S3BlobStore:
         if not 1 <= expires_s <= MAX_PRESIGN_EXPIRY_S:
             raise InvalidInput(f"expires_s must be between 1 and {MAX_PRESIGN_EXPIRY_S}")
         try:
+            meta = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
             post = self.client.generate_presigned_post(
                 Bucket=self.bucket,
                 Key=key,
-                Fields={"Content-Type": content_type},
-                Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]],
+                Fields={"Content-Type": content_type, **meta},
+                # exact matches: an uploader cannot drop or widen the groups it was signed for
+                Conditions=[{"Content-Type": content_type}, *({k: v} for k, v in meta.items()),
+                            ["content-length-range", 1, max_bytes]],
                 ExpiresIn=expires_s,
             )
         except (ClientError, BotoCoreError) as exc:

@@ -53,7 +53,8 @@ class DirectoryBlobStore:
                 if key.startswith(prefix):
                     yield key
 
-    def presign_put(self, key: str, content_type: str, max_bytes: int, expires_s: int) -> dict[str, Any]:
+    def presign_put(self, key: str, content_type: str, max_bytes: int, expires_s: int,
+                    metadata: dict[str, str] | None = None) -> dict[str, Any]:
         # Locally there is no presigning service: the answer says where the object would go and
         # how to put it there with the CLI instead.
         self._path(key)
@@ -61,7 +62,7 @@ class DirectoryBlobStore:
             "method": "LOCAL",
             "key": key,
             "url": None,
-            "fields": {"Content-Type": content_type},
+            "fields": {"Content-Type": content_type, **{f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}},
             "max_bytes": max_bytes,
             "expires_in": expires_s,
             "note": f"local backend: run `ragline ingest FILE --tenant ...` (object key {key})",
