@@ -224,12 +224,12 @@ def test_presigned_post_carries_the_acl_groups_and_forbids_changing_them(store, 
 
 
 def test_the_upload_url_of_the_api_signs_the_callers_groups(store, bucket, tmp_path):
+    from ragline_testing import HashEmbedder
+
     from ragline import factory
     from ragline.ingest.events import GROUPS_METADATA
     from ragline.models import Principal
     from ragline.settings import Settings
-
-    from ragline_testing import HashEmbedder
 
     app = factory.build(Settings(home=tmp_path / "home", jwt_secret="x" * 40), embedder=HashEmbedder())
     app.blobs = store
