@@ -68,7 +68,7 @@ def test_each_model_call_is_priced_and_the_answer_carries_its_cost(priced):
     assert len(ingest) == 1 and ingest[0]["cost_usd"] > 0
     query_rows = [r for r in rows if r["purpose"] != "ingest_embedding"]
     assert sum(r["cost_usd"] for r in query_rows) == pytest.approx(ans.cost_usd, abs=1e-12)
-    usage = app.usage(who(), 1)
+    usage = app.usage(Principal(tenant="acme", user="u", scopes=frozenset({"ragline/admin"})), 1)
     assert usage["total_input_tokens"] == sum(u.input_tokens for u in ans.usage) + ingest[0]["input_tokens"]
 
 

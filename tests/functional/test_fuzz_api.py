@@ -39,7 +39,7 @@ def api(make_app):
     srv = LocalApiServer("127.0.0.1", 0)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
-    token = mint_token(app.settings, "acme", "fuzzer", ["board"])
+    token = mint_token(app.settings, "acme", "fuzzer", ["board", "admins"])  # every route
     yield f"http://127.0.0.1:{srv.server_address[1]}", token
     srv.shutdown()
     srv.server_close()

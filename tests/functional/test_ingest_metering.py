@@ -83,7 +83,7 @@ def test_ingesting_a_file_charges_its_embedding_tokens_to_the_tenant(make_app, t
     assert rec["estimated"] and rec["output_tokens"] == 0 and rec["price_version"] == "test-1"
     assert rec["cost_nanos"] == load_price_table("test").cost_nanos("test/hash-embedder", expected_tokens, 0) > 0
     _assert_totals_equal_records(app, "acme")
-    usage = app.usage(Principal(tenant="acme", user="u"), 1)
+    usage = app.usage(Principal(tenant="acme", user="u", scopes=frozenset({"ragline/admin"})), 1)
     assert [(r["purpose"], r["input_tokens"]) for r in usage["rows"]] == [(INGEST_PURPOSE, expected_tokens)]
     assert usage["total_cost_usd"] == pytest.approx(rec["cost_nanos"] / NANOS, abs=1e-12)
 
@@ -136,7 +136,7 @@ def test_one_tenants_ingestion_is_never_in_another_tenants_usage_over_http(make_
 
     def usage(tenant):
         req = urllib.request.Request(f"http://127.0.0.1:{srv.server_address[1]}/v1/usage?days=1")
-        req.add_header("Authorization", "Bearer " + mint_token(app.settings, tenant, "alice", []))
+        req.add_header("Authorization", "Bearer " + mint_token(app.settings, tenant, "alice", ["admins"]))
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
 

@@ -76,7 +76,8 @@ def worlds(draw):
             key = f"tenants/{t}/{name}.txt"
             text = " ".join(words) + f". The {secret} code is kept here."
             docs.append(Doc(t, key, document_id(t, key), groups, secret, text))
-    principals = [Principal(tenant=t, user=f"u-{t}", groups=frozenset(draw(st.lists(st.sampled_from(GROUPS), max_size=2))))
+    principals = [Principal(tenant=t, user=f"u-{t}", scopes=frozenset({"ragline/admin"}),  # admins: every route
+                             groups=frozenset(draw(st.lists(st.sampled_from(GROUPS), max_size=2))))
                   for t in tenants]
     queries = []
     for _ in range(draw(st.integers(1, 2))):

@@ -117,10 +117,13 @@ def test_documents_routes_are_tenant_and_group_scoped(api):
     board_id = next(d["doc_id"] for d in out["documents"] if d["source_key"].endswith("board.txt"))
     assert call(base, "GET", f"/v1/documents/{board_id}", token=tok(app))[0] == 404
     assert call(base, "GET", f"/v1/documents/{board_id}", token=tok(app, tenant="globex", groups=["board"]))[0] == 404
-    assert call(base, "DELETE", f"/v1/documents/{board_id}", token=tok(app, tenant="globex", groups=["board"]))[0] == 404
+    assert call(base, "DELETE", f"/v1/documents/{board_id}", token=tok(app, tenant="globex", groups=["board", "admins"]))[0] == 404
+    # a member who can see the document still may not delete it: only the tenant's admins
+    status, out = call(base, "DELETE", f"/v1/documents/{board_id}", token=tok(app, groups=["board"]))
+    assert status == 403 and "admins" in out["message"]
     status, out = call(base, "GET", f"/v1/documents/{board_id}", token=tok(app, groups=["board"]))
     assert status == 200 and out["status"] == "indexed" and out["chunks"] == 1
-    status, out = call(base, "DELETE", f"/v1/documents/{board_id}", token=tok(app, groups=["board"]))
+    status, out = call(base, "DELETE", f"/v1/documents/{board_id}", token=tok(app, groups=["board", "admins"]))
     assert status == 200 and out["status"] == "deleted"
     assert call(base, "GET", f"/v1/documents/{board_id}", token=tok(app, groups=["board"]))[0] == 404
 
@@ -135,16 +138,22 @@ def test_feedback_usage_and_upload_url(api):
     status, out = call(base, "POST", "/v1/feedback", token=tok(app, tenant="globex"), body={"query_id": q["query_id"], "rating": -1})
     assert status == 404
     assert call(base, "POST", "/v1/feedback", token=tok(app), body={"query_id": q["query_id"], "rating": 5})[0] == 422
-    status, out = call(base, "GET", "/v1/usage?days=3", token=tok(app))
+    # usage and uploads are the tenant admins': a member gets a 403 that says so
+    for method, path, body in (("GET", "/v1/usage?days=3", None),
+                               ("POST", "/v1/documents/upload-url", {"filename": "a.pdf", "size": 1000})):
+        status, out = call(base, method, path, token=tok(app), body=body)
+        assert status == 403 and "admins" in out["message"], (path, out)
+    admin = tok(app, groups=["admins"])
+    status, out = call(base, "GET", "/v1/usage?days=3", token=admin)
     assert status == 200 and out["tenant"] == "acme" and out["days"] == 3
-    assert call(base, "GET", "/v1/usage?days=0", token=tok(app))[0] == 422
-    status, out = call(base, "POST", "/v1/documents/upload-url", token=tok(app), body={"filename": "a.pdf", "size": 1000})
+    assert call(base, "GET", "/v1/usage?days=0", token=admin)[0] == 422
+    status, out = call(base, "POST", "/v1/documents/upload-url", token=admin, body={"filename": "a.pdf", "size": 1000})
     assert status == 200 and out["key"].startswith("tenants/acme/")
-    status, out = call(base, "POST", "/v1/documents/upload-url", token=tok(app), body={"filename": "a.exe", "size": 1000})
+    status, out = call(base, "POST", "/v1/documents/upload-url", token=admin, body={"filename": "a.exe", "size": 1000})
     assert status == 400 and "unsupported" in out["message"]
-    status, out = call(base, "POST", "/v1/documents/upload-url", token=tok(app), body={"filename": "a.pdf", "size": 10**12})
+    status, out = call(base, "POST", "/v1/documents/upload-url", token=admin, body={"filename": "a.pdf", "size": 10**12})
     assert status == 400
-    status, out = call(base, "POST", "/v1/documents/upload-url", token=tok(app), body={"filename": "a.pdf", "size": 10, "groups": ["board"]})
+    status, out = call(base, "POST", "/v1/documents/upload-url", token=admin, body={"filename": "a.pdf", "size": 10, "groups": ["board"]})
     assert status == 403
 
 

@@ -64,7 +64,7 @@ def test_documents_list_get_delete_are_scoped(two_tenants):
     board_docs = {r.source_key for r in two_tenants.list_documents(Principal(tenant="acme", user="b", groups=frozenset({"board"})))}
     assert board_docs == {"tenants/acme/cafe.txt", "tenants/acme/merger.txt"}
     merger = next(r for r in two_tenants.registry.list("acme") if r.source_key.endswith("merger.txt"))
-    for who in (Principal(tenant="globex", user="g", groups=frozenset({"board"})), Principal(tenant="acme", user="e")):
+    for who in (Principal(tenant="globex", user="g", groups=frozenset({"board"}), scopes=frozenset({"ragline/admin"})), Principal(tenant="acme", user="e", scopes=frozenset({"ragline/admin"}))):
         with pytest.raises(NotFound) as exc:
             two_tenants.get_document(who, merger.doc_id)
         assert "Contoso" not in exc.value.message
@@ -84,5 +84,5 @@ def test_same_key_in_two_tenants_is_two_documents(app):
     a = app.pipeline.ingest(IngestItem(tenant="acme", key="shared/name.txt", data=b"acme text"))
     b = app.pipeline.ingest(IngestItem(tenant="globex", key="shared/name.txt", data=b"globex text"))
     assert a.doc_id != b.doc_id
-    app.delete_document(Principal(tenant="acme", user="u"), a.doc_id)
+    app.delete_document(Principal(tenant="acme", user="u", scopes=frozenset({"ragline/admin"})), a.doc_id)
     assert app.index.count(TenantScope("globex"), b.doc_id) == 1

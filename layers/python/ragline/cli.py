@@ -47,8 +47,11 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _principal(tenant: str, user: str, groups: str | None):
     from .models import Principal
+    from .settings import get_settings
 
-    return Principal(tenant=tenant, user=user, groups=frozenset(_groups(groups)))
+    # whoever runs the CLI has the store on disk: an administrator of the tenant
+    return Principal(tenant=tenant, user=user, groups=frozenset(_groups(groups)),
+                     scopes=frozenset({get_settings().admin_scope}))
 
 
 def _walk(paths: list[Path]) -> list[tuple[Path, str]]:

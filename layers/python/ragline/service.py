@@ -259,7 +259,18 @@ class Ragline:
             raise NotFound(f"no document {doc_id}")
         return rec
 
+    def is_admin(self, principal: Principal) -> bool:
+        """A tenant administrator: in one of ``admin_groups``, or holding the admin scope."""
+        return (self.settings.admin_scope in principal.scopes
+                or bool(principal.groups & frozenset(self.settings.admin_groups)))
+
+    def require_admin(self, principal: Principal, what: str) -> None:
+        if not self.is_admin(principal):
+            raise Forbidden(f"{what} needs the tenant's {' or '.join(self.settings.admin_groups) or 'admin'} group "
+                            f"(or the {self.settings.admin_scope} scope); members may only query")
+
     def delete_document(self, principal: Principal, doc_id: str) -> dict[str, Any]:
+        self.require_admin(principal, "deleting a document")
         rec = self.get_document(principal, doc_id)
         out = self.pipeline.delete_document(principal.tenant, doc_id, rec.source_key)
         try:
@@ -270,6 +281,7 @@ class Ragline:
 
     def upload_url(self, principal: Principal, filename: str, content_type: str | None, size: int,
                    groups: list[str] | None = None) -> dict[str, Any]:
+        self.require_admin(principal, "uploading a document")
         name = PurePosixPath(filename or "").name
         ext = PurePosixPath(name).suffix.lower()
         if not name or ext not in SUPPORTED:
@@ -279,6 +291,7 @@ class Ragline:
         ctype = content_type or UPLOAD_TYPES.get(ext, "application/octet-stream")
         groups = sorted(set(groups or []))
         if groups and not set(groups) <= principal.groups and self.settings.admin_scope not in principal.scopes:
+            # an admin of the tenant shares with groups of theirs; the admin scope with any group
             raise Forbidden("you can only share a document with groups you belong to")
         safe = _SAFE_NAME.sub("_", name)[:200]
         key = f"tenants/{principal.tenant}/uploads/{uuid.uuid4().hex[:12]}/{safe}"
@@ -298,6 +311,7 @@ class Ragline:
         return {"query_id": query_id, "rating": rating, "recorded": True}
 
     def usage(self, principal: Principal, days: int = 7) -> dict[str, Any]:
+        self.require_admin(principal, "reading usage")
         if not 1 <= days <= 366:
             raise InvalidInput("days must be between 1 and 366")
         rows = self.ledger.totals(principal.tenant, days)

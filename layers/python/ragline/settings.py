@@ -210,6 +210,9 @@ class Settings(BaseSettings):
     claim_groups: str = "cognito:groups"
     claim_scope: str = "scope"
     admin_scope: str = "ragline/admin"
+    # groups whose members administer their own tenant: upload and delete documents, read usage
+    # and the operating figures (the Cognito group "admins" of infra_cdk); everyone else may query
+    admin_groups: list[str] = Field(default_factory=lambda: ["admins"])
 
     # models
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"

@@ -99,7 +99,7 @@ def test_titan_token_counts_are_charged_per_tenant_in_the_dynamodb_ledger(aws_ap
         assert item["usages"] == [{"model_id": TITAN, "purpose": "ingest_embedding", "input_tokens": tokens,
                                    "output_tokens": 0, "cost_usd_nanos": nanos, "estimated": False,
                                    "price_version": prices.version}]
-        usage = app.usage(Principal(tenant=tenant, user="u"), 1)
+        usage = app.usage(Principal(tenant=tenant, user="u", scopes=frozenset({"ragline/admin"})), 1)
         assert usage["total_input_tokens"] == tokens  # never the other tenant's
 
 
@@ -121,4 +121,4 @@ def test_unchanged_bytes_make_no_call_and_no_record_and_a_missing_count_is_estim
     stubber.assert_no_pending_responses()
     assert len(_request_items(dynamodb_client, ledger_table, "acme")) == 1
     assert _request_items(dynamodb_client, ledger_table, "globex") == []
-    assert app.usage(Principal(tenant="globex", user="u"), 1)["rows"] == []
+    assert app.usage(Principal(tenant="globex", user="u", scopes=frozenset({"ragline/admin"})), 1)["rows"] == []

@@ -233,7 +233,7 @@ def test_the_upload_url_of_the_api_signs_the_callers_groups(store, bucket, tmp_p
 
     app = factory.build(Settings(home=tmp_path / "home", jwt_secret="x" * 40), embedder=HashEmbedder())
     app.blobs = store
-    alice = Principal(tenant="acme", user="alice", groups=frozenset({"board"}))
+    alice = Principal(tenant="acme", user="alice", groups=frozenset({"board", "admins"}))
     out = app.upload_url(alice, "minutes.txt", None, 40, ["board"])
     assert out["fields"][f"x-amz-meta-{GROUPS_METADATA}"] == "board" and out["groups"] == ["board"]
     public = app.upload_url(alice, "notes.txt", None, 40, [])

@@ -23,7 +23,9 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         from ..models import Principal
 
         try:
-            out = factory.default().usage(Principal(tenant=tenant, user="cli"), days)
+            app = factory.default()
+            # whoever runs the CLI has the ledger on disk: an administrator of the tenant
+            out = app.usage(Principal(tenant=tenant, user="cli", scopes=frozenset({app.settings.admin_scope})), days)
         except (RaglineError, ValueError) as exc:
             Console(stderr=True).print(f"[red]error:[/red] {getattr(exc, 'message', exc)}")
             raise typer.Exit(2)
