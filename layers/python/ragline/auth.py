@@ -20,7 +20,7 @@ from .errors import Unauthorized
 from .models import Principal
 from .settings import Settings
 
-_NAME = re.compile(r"^[A-Za-z0-9][\w.@:+-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][\w.@:+-]{0,127}\Z")  # \Z, not $: $ also matches before a final newline
 
 
 def _secret(settings: Settings) -> str:
@@ -38,7 +38,7 @@ def mint_token(settings: Settings, tenant: str, user: str, groups: list[str] | N
     import jwt
 
     for v, what in [(tenant, "tenant"), (user, "user"), *[(g, "group") for g in groups or []]]:
-        if not _NAME.match(v):
+        if not _NAME.fullmatch(v):
             raise ValueError(f"invalid {what} name {v!r}: letters, digits and . _ - @ : + only")
     now = int(time.time())
     claims = {
@@ -94,10 +94,10 @@ def principal_from_claims(settings: Settings, claims: dict[str, Any] | None) -> 
         raise Unauthorized("the request carries no verified identity")
     tenant = claims.get(settings.claim_tenant)
     user = claims.get(settings.claim_user)
-    if not tenant or not isinstance(tenant, str) or not _NAME.match(tenant):
+    if not tenant or not isinstance(tenant, str) or not _NAME.fullmatch(tenant):
         raise Unauthorized(f"the identity has no valid tenant claim ({settings.claim_tenant})")
     if not user or not isinstance(user, str):
         raise Unauthorized(f"the identity has no user claim ({settings.claim_user})")
-    groups = frozenset(g for g in _as_list(claims.get(settings.claim_groups)) if _NAME.match(g))
+    groups = frozenset(g for g in _as_list(claims.get(settings.claim_groups)) if _NAME.fullmatch(g))
     scopes = frozenset(_as_list(claims.get(settings.claim_scope)))
     return Principal(tenant=tenant, user=user, groups=groups, scopes=scopes)

@@ -8,9 +8,11 @@ The server does what API Gateway's JWT authorizer does in AWS: it verifies the b
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -68,7 +70,15 @@ def http_event(method: str, raw_path: str, headers: dict[str, str], body: bytes,
     parts = urlsplit(raw_path)
     now = datetime.now(UTC)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    text_body = body.decode("utf-8", errors="replace") if body else None
+    # as API Gateway does: a UTF-8 body travels as text, any other as base64 (isBase64Encoded);
+    # the handler's precheck then refuses a non-UTF-8 JSON body, here exactly as in AWS
+    text_body: str | None = None
+    is_base64 = False
+    if body:
+        try:
+            text_body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text_body, is_base64 = base64.b64encode(body).decode("ascii"), True
     event = {
         "version": "2.0",
         "routeKey": "$default",
@@ -88,7 +98,7 @@ def http_event(method: str, raw_path: str, headers: dict[str, str], body: bytes,
             "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
             "timeEpoch": int(now.timestamp() * 1000),
         },
-        "isBase64Encoded": False,
+        "isBase64Encoded": is_base64,
     }
     if query:
         event["queryStringParameters"] = query
@@ -107,9 +117,13 @@ def web_page() -> bytes:
     return (Path(__file__).resolve().parent / "data" / "web" / "index.html").read_bytes()
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "ragline-local"
     protocol_version = "HTTP/1.1"
+    timeout = 60  # seconds a connection may stall (a body shorter than its Content-Length, an idle keep-alive)
 
     def log_message(self, fmt, *args):  # quiet by default
         if os.environ.get("RAGLINE_ACCESS_LOG"):
@@ -123,7 +137,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if getattr(self, "command", None) != "HEAD":  # the answer to HEAD has the headers of the response, never its body
+            self.wfile.write(body)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol-level errors (an unknown method, a malformed request line or header) in the
@@ -140,22 +155,61 @@ class _Handler(BaseHTTPRequestHandler):
                                      "message": message or "the request could not be parsed"}).encode(),
                    {"Connection": "close"})
 
-    def _json_error(self, status: int, code: str, message: str) -> None:
-        self._send(status, json.dumps({"error": code, "message": message}).encode())
+    def _json_error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps({"error": code, "message": message}).encode(), headers)
+
+    def _refuse_framing(self, status: int, code: str, message: str) -> None:
+        """A request whose body cannot be delimited: answer, then close the connection (what
+        follows on it cannot be told apart from the body)."""
+        self.close_connection = True
+        self._json_error(status, code, message, {"Connection": "close"})
+
+    def _content_length(self) -> int | None:
+        """The body length, or None after refusing a request whose framing is unusable: a
+        Transfer-Encoding (chunked bodies are not supported: send Content-Length), a
+        Content-Length that is not a non-negative integer, or several that disagree."""
+        if self.headers.get("Transfer-Encoding"):
+            self._refuse_framing(411, "length_required",
+                                 "Transfer-Encoding is not supported: send the body with a Content-Length")
+            return None
+        values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if not values:
+            return 0
+        if len(values) > 1:
+            self._refuse_framing(400, "bad_request", "conflicting Content-Length headers")
+            return None
+        value = values.pop()
+        if not _DIGITS.fullmatch(value):
+            self._refuse_framing(400, "bad_request",
+                                 f"Content-Length must be a non-negative integer, not {value[:40]!r}")
+            return None
+        return int(value) if len(value) <= 18 else sys.maxsize  # no int() of a 60 KB header
 
     def _dispatch(self, method: str) -> None:
         settings = factory.current_settings()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > settings.max_body_bytes:
-            self.rfile.read(min(length, settings.max_body_bytes * 4))
-            self._json_error(413, "payload_too_large", f"the request body is over {settings.max_body_bytes} bytes")
+        length = self._content_length()
+        if length is None:
             return
-        body = self.rfile.read(length) if length else b""
+        try:
+            if length > settings.max_body_bytes:
+                unread = length > settings.max_body_bytes * 4  # then the rest stays unread: close
+                self.close_connection = self.close_connection or unread
+                self.rfile.read(min(length, settings.max_body_bytes * 4))
+                self._json_error(413, "payload_too_large", f"the request body is over {settings.max_body_bytes} bytes",
+                                 {"Connection": "close"} if unread else None)
+                return
+            body = self.rfile.read(length) if length else b""
+        except OSError:  # the client went away, or sent less than its Content-Length (timeout)
+            self.close_connection = True
+            return
+        if len(body) < length:  # the client closed the connection before the whole body
+            self.close_connection = True
+            return
         path = urlsplit(self.path).path
         if path in ("/healthz",):
             self._send(200, b'{"ok": true}')
             return
-        if method == "GET" and path in ("/", "/index.html"):
+        if method in ("GET", "HEAD") and path in ("/", "/index.html"):
             # the operator page itself needs no token; its API calls carry the one the user pastes
             self._send(200, web_page(), {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
                                           "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
@@ -178,8 +232,6 @@ class _Handler(BaseHTTPRequestHandler):
             return
         out = result.get("body") or ""
         if result.get("isBase64Encoded"):
-            import base64
-
             raw = base64.b64decode(out)
         else:
             raw = out.encode() if isinstance(out, str) else out
@@ -189,6 +241,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._dispatch("GET")
 
+    def do_HEAD(self):
+        self._dispatch("HEAD")
+
     def do_POST(self):
         self._dispatch("POST")
 
@@ -197,6 +252,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self):
         self._dispatch("PUT")
+
+    def do_PATCH(self):
+        self._dispatch("PATCH")
 
 
 class LocalApiServer(ThreadingHTTPServer):

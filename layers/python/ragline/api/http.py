@@ -6,7 +6,10 @@ and nowhere else; the caller's identity comes only from the authorizer's JWT cla
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -111,24 +114,104 @@ def _error(status: int, code: str, message: str, details: Any = None) -> Respons
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
 
 
-def precheck(event: dict, max_body_bytes: int) -> dict | None:
-    """Refusals made before routing, as API Gateway v2 responses: a body over the limit (413),
-    and a body that is not JSON (415; every route takes JSON, and Powertools' multipart parser
-    would otherwise fail on a malformed multipart header with a 500)."""
-    body = event.get("body") or ""
-    size = len(body.encode() if isinstance(body, str) else body)
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+MAX_JSON_DEPTH = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
-    def refuse(status: int, code: str, message: str) -> dict:
-        return {"statusCode": status, "headers": {"Content-Type": "application/json"},
-                "body": json.dumps({"error": code, "message": message})}
 
-    if size > max_body_bytes:
-        return refuse(413, "payload_too_large", f"the request body is over {max_body_bytes} bytes")
-    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-    media = (headers.get("content-type") or "").split(";")[0].strip().lower()
-    if size and media and media != "application/json" and not media.endswith("+json"):
-        return refuse(415, "unsupported_media_type", f"the request body must be JSON (application/json), not {media[:100]}")
+def _refuse(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> dict:
+    return {"statusCode": status, "headers": {"Content-Type": "application/json", **(headers or {})},
+            "body": json.dumps({"error": code, "message": message})}
+
+
+def _is_json_media(media: str) -> bool:
+    return media == "application/json" or media.endswith("+json")
+
+
+def _json_problem(text: str) -> str | None:
+    """Why ``text`` is not a JSON document the routes can take, in words for the caller, or
+    None. Catches what Powertools' own parsing turns into a 500 (nesting past the interpreter's
+    recursion limit, an integer literal past Python's digit limit) and what would fail later
+    (an unpaired surrogate escape cannot be encoded as UTF-8)."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"the request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    except RecursionError:
+        return f"the request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+    except ValueError:  # int() digit limit ("Exceeds the limit (4300 digits) ...")
+        return "the request body is not valid JSON: a number has too many digits"
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                return f"the request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+            items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+            stack.extend((v, depth + 1) for v in items)
+        elif isinstance(node, str) and _SURROGATE.search(node):
+            return "the request body is not valid JSON: it contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)"
     return None
+
+
+def precheck(event: dict, max_body_bytes: int) -> dict | None:
+    """Refusals made before routing, as API Gateway v2 responses, and the normalisation of what
+    it accepts, so that the Lambda and the local server (which runs this same handler) answer a
+    request alike:
+
+    * a body over the limit (413; counted in bytes after base64 decoding);
+    * a body that is not JSON by its media type (415; every route takes JSON, and Powertools'
+      multipart parser would otherwise fail on a malformed multipart header with a 500);
+    * on a method that carries a body, a body that is not UTF-8, not valid JSON, nested over
+      ``MAX_JSON_DEPTH`` or with a number past Python's digit limit (422 ``invalid_json``, as
+      any malformed JSON; Powertools would answer some of these with a 500).
+
+    An accepted body is left in the event as UTF-8 text (``isBase64Encoded`` false) and its
+    JSON media type (any case, ``+json``, parameters) as ``content-type: application/json``,
+    the only spelling Powertools' validation accepts."""
+    body = event.get("body") or ""
+    raw: bytes
+    if event.get("isBase64Encoded") and body:
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            return _refuse(400, "bad_request", "the request body is not valid base64 (isBase64Encoded is set)")
+    else:
+        raw = body.encode("utf-8", errors="surrogatepass") if isinstance(body, str) else bytes(body)
+    size = len(raw)
+    if size > max_body_bytes:
+        return _refuse(413, "payload_too_large", f"the request body is over {max_body_bytes} bytes")
+    headers = event.get("headers") or {}
+    ctype_keys = [k for k in headers if k.lower() == "content-type"]
+    ctype = str(headers[ctype_keys[0]]) if ctype_keys else ""
+    media = ctype.split(";")[0].strip().lower()
+    if size and media and not _is_json_media(media):
+        return _refuse(415, "unsupported_media_type",
+                       f"the request body must be JSON (application/json or a +json type), not {media[:100]}")
+    method = str(((event.get("requestContext") or {}).get("http") or {}).get("method") or "").upper()
+    if size and method in _BODY_METHODS:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return _refuse(422, "invalid_json",
+                           f"the request body is not UTF-8 (invalid byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                           "JSON must be sent as UTF-8")
+        problem = _json_problem(text)
+        if problem:
+            return _refuse(422, "invalid_json", problem)
+        event["body"] = text
+        event["isBase64Encoded"] = False
+    if media:
+        for k in ctype_keys:
+            del headers[k]
+        headers["content-type"] = "application/json"
+    return None
+
+
+def allowed_methods(app: APIGatewayHttpResolver, path: str) -> list[str]:
+    """The methods the resolver's routes take at ``path`` (empty: no such route)."""
+    routes = [*app._static_routes, *app._dynamic_routes]  # Powertools keeps no public route table
+    return sorted({r.method for r in routes if r.rule.match(path)})
 
 
 def build_resolver(service: ServiceProvider, settings_provider: Callable[[], Any]) -> APIGatewayHttpResolver:
@@ -210,7 +293,14 @@ def build_resolver(service: ServiceProvider, settings_provider: Callable[[], Any
 
     @app.exception_handler(NotFoundError)
     def _no_route(exc: NotFoundError) -> Response:
-        return _error(404, "not_found", f"no route {app.current_event.http_method} {app.current_event.path}")
+        method, path = app.current_event.http_method.upper(), app.current_event.path
+        allowed = allowed_methods(app, path)
+        if allowed:  # a known route, another method: 405 with the methods it takes (RFC 9110 15.5.6)
+            return Response(status_code=405, content_type=content_types.APPLICATION_JSON,
+                            headers={"Allow": ", ".join(allowed)},
+                            body=json.dumps({"error": "method_not_allowed",
+                                             "message": f"{path} does not take {method[:16]}; it takes {', '.join(allowed)}"}))
+        return _error(404, "not_found", f"no route {method[:16]} {path[:200]}")
 
     @app.exception_handler(ServiceError)
     def _service_error(exc: ServiceError) -> Response:

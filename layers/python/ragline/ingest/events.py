@@ -26,7 +26,7 @@ from ..models import document_id
 from ..observability import logger, metric, reason_class
 from .pipeline import IngestItem
 
-_TENANT_KEY = re.compile(r"^tenants/([A-Za-z0-9][\w.@:+-]{0,127})/(.+)$")
+_TENANT_KEY = re.compile(r"^tenants/([A-Za-z0-9][\w.@:+-]{0,127})/(.+)\Z")  # \Z, not $: $ also matches before a final newline
 GROUPS_METADATA = "ragline-groups"
 
 

@@ -33,7 +33,7 @@ from ...ports import SearchIndex
 
 SHARED = "shared-index"
 OWN = "index-per-tenant"
-_PLAIN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+_PLAIN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}\Z")  # \Z, not $: $ also matches before a final newline
 
 
 def tenant_slug(tenant: str) -> str:
