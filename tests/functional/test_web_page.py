@@ -59,7 +59,10 @@ def test_page_is_served_without_a_token_and_ops_stats_are_tenant_scoped(site):
     assert status == 200 and ctype.startswith("text/html") and b"<title>Ragline</title>" in body
     assert not re.search(rb"""(src|href)\s*=\s*["']?(https?:)?//""", body)  # nothing fetched from elsewhere
     assert get(base + "/v1/ops/stats")[0] == 401
-    user = mint_token(app.settings, "acme", "ann")
+    member = mint_token(app.settings, "acme", "bob")
+    status, _, body = get(base + "/v1/ops/stats?days=7", member)
+    assert status == 403 and b"admins" in body  # a tenant's figures are its admins'
+    user = mint_token(app.settings, "acme", "ann", ["admins"])
     status, _, body = get(base + "/v1/ops/stats?days=7", user)
     stats = json.loads(body)
     assert status == 200 and stats["tenant"] == "acme" and set(stats["documents"]) == {"acme"}
@@ -75,7 +78,7 @@ def test_ask_through_the_page_in_headless_chromium(site):
         pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     base, app = site
-    token = mint_token(app.settings, "acme", "ann")
+    token = mint_token(app.settings, "acme", "ann", ["admins"])  # the operations tab is the admins'
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)

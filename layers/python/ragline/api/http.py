@@ -265,6 +265,9 @@ def build_resolver(service: ServiceProvider, settings_provider: Callable[[], Any
         from ..operations.figures import figures
 
         who = principal()
+        # the tenant's costs, latency and document counts (of documents its members may not all
+        # see) are the tenant admins' view
+        service().require_admin(who, "reading the operating figures")
         if all_tenants and settings_provider().admin_scope not in who.scopes:
             from ..errors import Forbidden
 
