@@ -519,3 +519,36 @@ def test_budget_alert_is_raised_once_a_day(ledger):
     assert ledger.first_alert("acme", "2025-03-10", "soft")
     assert not ledger.first_alert("acme", "2025-03-10", "soft")
     assert ledger.first_alert("acme", "2025-03-11", "soft") and ledger.first_alert("beta", "2025-03-10", "soft")
+
+
+def test_budget_seed_counts_spend_from_before_even_after_a_record_created_the_item(ledger, dynamodb_client,
+                                                                                    ledger_table):
+    """moto's server: the day's aggregate holds 4,000 nano-dollars of spend from before budgets
+    were reserved (written directly, as an older release did); a record then creates the budget
+    item with its own 1,000. The first reservation adds the 4,000 once."""
+    day = "2025-03-10"
+    dynamodb_client.put_item(TableName=ledger_table, Item={
+        "pk": {"S": "tenant#acme"}, "sk": {"S": f"day#{day}#model#haiku#purpose#generation"},
+        "tenant": {"S": "acme"}, "day": {"S": day}, "model_id": {"S": "haiku"}, "purpose": {"S": "generation"},
+        "input_tokens": {"N": "10"}, "output_tokens": {"N": "1"}, "cost_usd_nanos": {"N": "4000"}, "calls": {"N": "1"}})
+    ledger.record("acme", "new", [Usage(model_id="haiku", purpose="generation", cost_usd=1000e-9)])
+    assert _committed(dynamodb_client, ledger_table, "acme", day) == 1000  # not seeded yet
+    assert not ledger.reserve("acme", day, 6000, 10_000)  # 5,000 + 6,000 > 10,000
+    assert _committed(dynamodb_client, ledger_table, "acme", day) == 5000
+    assert ledger.reserve("acme", day, 5000, 10_000) and not ledger.reserve("acme", day, 1, 10_000)
+
+
+def test_budget_updates_retry_a_transaction_conflict():
+    """botocore Stubber (moto never raises it): real DynamoDB answers an UpdateItem that collides
+    with an ongoing TransactWriteItems on the same item with TransactionConflictException."""
+    client = boto3.session.Session().client("dynamodb", region_name="us-east-1",
+                                            aws_access_key_id="x", aws_secret_access_key="x")
+    store = DynamoLedgerStore("ledger", client=client, settings=Settings(), sleep=lambda s: None)
+    with Stubber(client) as stub:
+        for _ in range(2):
+            stub.add_client_error("update_item", service_error_code="TransactionConflictException",
+                                  service_message="Transaction is ongoing for the item", http_status_code=400)
+            stub.add_response("update_item", {})
+        assert store.reserve("acme", "2026-12-07", 1000, 10_000) is True
+        store.release("acme", "2026-12-07", 1000)
+        stub.assert_no_pending_responses()

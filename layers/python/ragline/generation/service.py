@@ -125,31 +125,56 @@ class GenerationService:
             notes.append(state.note or "budget spent; answered by the cheaper tier")
             if chosen.tier == LARGE:
                 chosen = Route(SMALL, f"downgraded from large ({chosen.reason}): budget spent")
-        tier = self.tier(chosen.tier)
-        context = self._select_context(list(hits[: tier.max_passages]), tier.context_token_budget)
+        reservation = None
+        while True:
+            tier = self.tier(chosen.tier)
+            context = self._select_context(list(hits[: tier.max_passages]), tier.context_token_budget)
+            primary = self._model(chosen.tier)
+            if primary is None or not context:
+                logger().info("route", extra={"route": chosen.tier, "route_reason": chosen.reason, "tenant": tenant,
+                                              "passages": len(context), "context_budget": tier.context_token_budget})
+                gen = self.extractive.answer(question, context)
+                return GenerationResult(gen, context, [], chosen, notes)
+            # the fallback unless it is the very endpoint that failed (the same model in another
+            # region is another endpoint)
+            chain = [primary] + ([self.fallback] if self.fallback is not None
+                                 and _endpoint(self.fallback) != _endpoint(primary) else [])
+            prompt = build_prompt(question, context)
+            system_prompt = system or SYSTEM
+            if not self.budget.can_reserve(state):
+                break
+            # a hard budget: reserve the worst case first. Within the budget: against the limit;
+            # in downgrade mode a request that does not fit goes to the cheaper tier, which may
+            # spend up to twice the limit; otherwise it is refused (429)
+            worst = self._worst_case_usd(chain, system_prompt, prompt, tier)
+            downgrading = self.settings.costs.hard_limit_action == "downgrade"
+            ceiling = 2 * state.hard_usd if downgrading and (state.downgrade or chosen.tier == SMALL) else state.hard_usd
+            reservation = self.budget.try_reserve(tenant, worst, ceiling)
+            if reservation is None and downgrading and ceiling == state.hard_usd:
+                chosen = Route(SMALL, f"downgraded from large ({chosen.reason}): this request's worst case would pass "
+                                      "the daily budget")
+                notes.append("the daily budget has too little room left for the large tier; answered by the cheaper tier")
+                continue
+            if reservation is None:
+                raise self.budget.refuse(tenant, state, worst, ceiling)
+            break
         logger().info("route", extra={"route": chosen.tier, "route_reason": chosen.reason, "tenant": tenant,
                                       "passages": len(context), "context_budget": tier.context_token_budget})
-        primary = self._model(chosen.tier)
-        if primary is None or not context:
-            gen = self.extractive.answer(question, context)
-            return GenerationResult(gen, context, [], chosen, notes)
-        # the fallback unless it is the very endpoint that failed (the same model in another
-        # region is another endpoint)
-        chain = [primary] + ([self.fallback] if self.fallback is not None
-                             and _endpoint(self.fallback) != _endpoint(primary) else [])
-        prompt = build_prompt(question, context)
-        system_prompt = system or SYSTEM
-        # with a hard budget: reserve the worst case (raises BudgetExceeded when it does not fit)
-        reservation = None
-        if state.hard_usd is not None:
-            reservation = self.budget.reserve(tenant, state, self._worst_case_usd(chain, system_prompt, prompt, tier))
         try:
             result = self._generate(chain, question, context, chosen, notes, system_prompt, prompt, tier)
         except BaseException:
-            self.budget.release(tenant, reservation)
+            self._release_quietly(tenant, reservation)
             raise
         result.reservation = reservation
         return result
+
+    def _release_quietly(self, tenant: str, reservation: Reservation | None) -> None:
+        """Give a reservation back; a failure to do so is logged, never raised over the request's
+        own error (the reservation then stays counted for the day: it errs on refusing)."""
+        try:
+            self.budget.release(tenant, reservation)
+        except Exception:  # noqa: BLE001
+            logger().exception("budget reservation not released", extra={"tenant": tenant})
 
     # tiktoken's cl100k counts fewer tokens than some providers' tokenizers for the same text
     # (Claude's by ~10-20% on English): the worst case allows for 30% more
@@ -223,10 +248,14 @@ class GenerationService:
                                     input_text=question))
         calls.extend(u.model_copy() for u in usages)
         priced = [self.prices.priced(u) for u in calls]
-        if reservation is not None:  # the reservation is released in the same write
-            self.ledger.record(tenant, query_id, priced, release=(reservation.day, reservation.nanos))
-        elif priced:
-            self.ledger.record(tenant, query_id, priced)
+        try:
+            if reservation is not None:  # the reservation is released in the same write
+                self.ledger.record(tenant, query_id, priced, release=(reservation.day, reservation.nanos))
+            elif priced:
+                self.ledger.record(tenant, query_id, priced)
+        except BaseException:
+            self._release_quietly(tenant, reservation)
+            raise
         if priced:
             self.budget.after_record(tenant)
             cost = sum(u.cost_usd for u in priced)

@@ -12,8 +12,10 @@ pass a hard limit together. So, where the ledger offers it (both shipped ledgers
 that is about to call a model first *reserves* its worst-case cost (its prompt's tokens plus the
 tier's maximum output, at the dearest model it may fail over to) against the limit, atomically
 (a transaction in SQLite, a conditional ``ADD`` in DynamoDB); recording its real usage releases
-the reservation in the same write. A request whose worst case does not fit is refused (or, in
-downgrade mode, refused at the 2x ceiling), so the recorded spend never passes the limit. A
+the reservation in the same write. A request whose worst case does not fit is refused (in downgrade
+mode it is answered by the cheaper tier, whose worst case may reach twice the limit, and
+refused past that). What a request spends before its reservation (the query embedding, a
+rerank) is not reserved, so concurrent requests can pass the limit by those small amounts. A
 process that dies between reserving and recording leaves its reservation counted for that day
 (at most one request's worst case each): it errs on refusing, never on overspending.
 """
@@ -66,8 +68,9 @@ class BudgetGuard:
 
     OPERATOR_PURPOSES = OPERATOR_PURPOSES
 
-    def spent_today(self, tenant: str) -> float:
-        return sum(r["cost_usd"] for r in self.ledger.totals(tenant, 1) if r.get("purpose") not in self.OPERATOR_PURPOSES)
+    def spent_today(self, tenant: str, *, consistent: bool = False) -> float:
+        rows = self.ledger.totals(tenant, 1, consistent=True) if consistent else self.ledger.totals(tenant, 1)
+        return sum(r["cost_usd"] for r in rows if r.get("purpose") not in self.OPERATOR_PURPOSES)
 
     def _soft_alert(self, tenant: str, spent: float, soft: float) -> None:
         first = getattr(self.ledger, "first_alert", None)
@@ -77,23 +80,28 @@ class BudgetGuard:
         logger().warning("tenant over its soft budget", extra={
             "alert": "BudgetSoftLimit", "tenant": tenant, "spent_usd": round(spent, 6), "soft_budget_usd": soft})
 
-    def reserve(self, tenant: str, state: BudgetState, worst_case_usd: float) -> Reservation | None:
-        """Reserve a request's worst-case cost against the hard limit (None: no hard limit, or a
-        ledger that cannot reserve). Raises BudgetExceeded when it does not fit."""
-        reserve = getattr(self.ledger, "reserve", None)
-        if state.hard_usd is None or reserve is None:
-            return None
-        ceiling = 2 * state.hard_usd if self.settings.hard_limit_action == "downgrade" else state.hard_usd
+    def can_reserve(self, state: BudgetState) -> bool:
+        return state.hard_usd is not None and getattr(self.ledger, "reserve", None) is not None
+
+    def try_reserve(self, tenant: str, worst_case_usd: float, ceiling_usd: float) -> Reservation | None:
+        """Reserve ``worst_case_usd`` if today's committed spend stays within ``ceiling_usd``
+        (None when it does not fit)."""
         nanos = max(1, round(worst_case_usd * NANOS))
         day = today()
-        if not reserve(tenant, day, nanos, round(ceiling * NANOS)):
-            metric("BudgetHardLimit", 1)
-            raise BudgetExceeded(
-                f"daily budget of {usd(state.hard_usd)} for tenant {tenant} would be passed by this request "
-                f"(up to {usd(worst_case_usd)}) on top of what is spent or in flight today; "
-                "requests resume tomorrow (UTC) or when the budget is raised"
-            )
-        return Reservation(day, nanos)
+        return Reservation(day, nanos) if self.ledger.reserve(tenant, day, nanos, round(ceiling_usd * NANOS)) else None
+
+    def refuse(self, tenant: str, state: BudgetState, worst_case_usd: float, ceiling_usd: float) -> BudgetExceeded:
+        metric("BudgetHardLimit", 1)
+        what = (f"daily budget of {usd(state.hard_usd)} for tenant {tenant}" if ceiling_usd == state.hard_usd else
+                f"downgrade ceiling of {usd(ceiling_usd)} (twice the daily budget of {usd(state.hard_usd)}) for tenant {tenant}")
+        if worst_case_usd > ceiling_usd:
+            return BudgetExceeded(
+                f"this request could cost up to {usd(worst_case_usd)}, more than the whole {what}: it can never "
+                "fit; raise the budget or lower the tier's max_output_tokens or context_token_budget")
+        return BudgetExceeded(
+            f"{what} would be passed by this request (up to {usd(worst_case_usd)}) on top of what is spent and in "
+            f"flight today ({usd(state.spent_usd)} recorded before it); requests resume as spending settles, "
+            "tomorrow (UTC), or when the budget is raised")
 
     def release(self, tenant: str, reservation: Reservation | None) -> None:
         if reservation is not None:
@@ -103,7 +111,8 @@ class BudgetGuard:
         """The request whose record passes the soft limit raises the alert (once a day)."""
         soft = self.settings.budget(self.settings.soft_budget_usd, tenant)
         if soft is not None:
-            spent = self.spent_today(tenant)
+            # a consistent read: the record just written must be in it, or the crossing is missed
+            spent = self.spent_today(tenant, consistent=True)
             if spent >= soft:
                 self._soft_alert(tenant, spent, soft)
 

@@ -436,61 +436,81 @@ class DynamoLedgerStore(_Table):
         # sorts before "day#...", so totals() never reads it
         return f"budget#{day}"
 
-    def _budget_update(self, tenant: str, day: str, nanos: int) -> dict[str, Any]:
+    def _budget_update(self, tenant: str, day: str, nanos: int, recorded: int = 0) -> dict[str, Any]:
+        """ADD ``nanos`` to the day's committed spend (and ``recorded`` to what records added)."""
+        values = {":tenant": _s(tenant), ":day": _s(day), ":n": {"N": str(nanos)},
+                  ":exp": {"N": str(int((self.now() + timedelta(days=3)).timestamp()))}}
+        add = "ADD #c :n"
+        if recorded:
+            add += ", #r :rec"
+            values[":rec"] = {"N": str(recorded)}
         return {
             "TableName": self.table,
             "Key": {"pk": _s(self._pk(tenant)), "sk": _s(self._budget_sk(day))},
-            "UpdateExpression": "SET #tenant = :tenant, #day = :day, #exp = if_not_exists(#exp, :exp) ADD #c :n",
+            "UpdateExpression": f"SET #tenant = :tenant, #day = :day, #exp = if_not_exists(#exp, :exp) {add}",
             "ExpressionAttributeNames": {"#tenant": "tenant", "#day": "day", "#exp": "expires_at",
-                                         "#c": "committed_nanos"},
-            "ExpressionAttributeValues": {":tenant": _s(tenant), ":day": _s(day), ":n": {"N": str(nanos)},
-                                          ":exp": {"N": str(int((self.now() + timedelta(days=3)).timestamp()))}},
+                                         "#c": "committed_nanos", "#r": "recorded_nanos", "#s": "seeded"},
+            "ExpressionAttributeValues": values,
         }
 
-    def reserve(self, tenant: str, day: str, nanos: int, limit_nanos: int) -> bool:
-        """Add ``nanos`` to the day's committed spend (recorded spend plus requests in flight) if
-        it stays within ``limit_nanos``: one conditional ADD, so concurrent requests serialise.
-        The first reservation of a day seeds the item from the day's aggregates (operator
-        purposes aside), so spend recorded before budgets were reserved still counts."""
-        from ...ledger.budget import OPERATOR_PURPOSES
-
-        update = self._budget_update(tenant, day, nanos)
-        update["ConditionExpression"] = "attribute_exists(#c) AND #c <= :room"
-        update["ExpressionAttributeValues"][":room"] = {"N": str(limit_nanos - nanos)}
-        for _ in range(8):
+    def _update_budget(self, update: dict[str, Any]) -> bool:
+        """One UpdateItem on a budget item: True when written, False when its condition failed.
+        The item is also in every record()'s transaction, so a TransactionConflict is retried."""
+        if "#r" not in update["UpdateExpression"] and "#r" not in update.get("ConditionExpression", ""):
+            update["ExpressionAttributeNames"].pop("#r", None)
+        if "#s" not in update["UpdateExpression"] and "#s" not in update.get("ConditionExpression", ""):
+            update["ExpressionAttributeNames"].pop("#s", None)
+        for attempt in range(1, self.conflict_attempts + 1):
             try:
                 self.client.update_item(**update)
                 return True
             except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
+                code = error_code(exc)
+                if code == "ConditionalCheckFailedException":
+                    return False
+                if code != "TransactionConflictException" or attempt == self.conflict_attempts:
                     self._fail(exc)
             except BotoCoreError as exc:
                 self._fail(exc)
+            self.sleep(self._rng.uniform(0, min(1.0, 0.02 * 2**attempt)))
+        return False
+
+    def reserve(self, tenant: str, day: str, nanos: int, limit_nanos: int) -> bool:
+        """Add ``nanos`` to the day's committed spend (recorded spend plus requests in flight) if
+        it stays within ``limit_nanos``: one conditional ADD, so concurrent requests serialise.
+        Until a day's item is *seeded*, spend recorded before budgets were reserved (the day of
+        an upgrade) is added to it once: the day's aggregates (operator purposes aside) less
+        what records already added (``recorded_nanos``), conditional on neither changing."""
+        from ...ledger.budget import OPERATOR_PURPOSES
+
+        update = self._budget_update(tenant, day, nanos)
+        update["ConditionExpression"] = "attribute_exists(#s) AND #c <= :room"
+        update["ExpressionAttributeValues"][":room"] = {"N": str(limit_nanos - nanos)}
+        key = {"pk": _s(self._pk(tenant)), "sk": _s(self._budget_sk(day))}
+        for _ in range(8):
+            if self._update_budget(update):
+                return True
             try:
-                item = self.client.get_item(TableName=self.table, ConsistentRead=True, Key={
-                    "pk": _s(self._pk(tenant)), "sk": _s(self._budget_sk(day))}).get("Item")
+                item = self.client.get_item(TableName=self.table, ConsistentRead=True, Key=key).get("Item")
             except (ClientError, BotoCoreError) as exc:
                 self._fail(exc)
-            if item is not None and "committed_nanos" in item:
+            if item is not None and "seeded" in item:
                 if int(item["committed_nanos"]["N"]) + nanos > limit_nanos:
                     return False  # the day's spend is known and this request does not fit
-                continue  # seeded (or released) since our update: try again
+                continue  # released since our update: try again
+            recorded = int(item["recorded_nanos"]["N"]) if item and "recorded_nanos" in item else 0
             spent = sum(round(r["cost_usd"] * NANOS) for r in self.totals(tenant, 1, consistent=True)
                         if r["purpose"] not in OPERATOR_PURPOSES and r["day"] == day)
-            seed = self._budget_update(tenant, day, spent)
-            seed["ConditionExpression"] = "attribute_not_exists(#c)"
-            try:
-                self.client.update_item(**seed)
-            except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":  # seeded by another request
-                    self._fail(exc)
+            seed = self._budget_update(tenant, day, spent - recorded)
+            seed["UpdateExpression"] = seed["UpdateExpression"].replace("SET ", "SET #s = :true, ", 1)
+            seed["ExpressionAttributeValues"][":true"] = {"BOOL": True}
+            seed["ConditionExpression"] = "attribute_not_exists(#s) AND (attribute_not_exists(#r) OR #r = :rec0)"
+            seed["ExpressionAttributeValues"][":rec0"] = {"N": str(recorded)}
+            self._update_budget(seed)  # a failed condition: seeded, or recorded meanwhile; look again
         return False
 
     def release(self, tenant: str, day: str, nanos: int) -> None:
-        try:
-            self.client.update_item(**self._budget_update(tenant, day, -nanos))
-        except (ClientError, BotoCoreError) as exc:
-            self._fail(exc)
+        self._update_budget(self._budget_update(tenant, day, -nanos))
 
     def first_alert(self, tenant: str, day: str, kind: str) -> bool:
         """True for the first caller of the day only (a conditional put)."""
@@ -600,10 +620,18 @@ class DynamoLedgerStore(_Table):
         # reservation it releases, in the same transaction
         from ...ledger.budget import OPERATOR_PURPOSES
 
-        budget = {day: sum(r["cost_usd_nanos"] for r in rows if r["purpose"] not in OPERATOR_PURPOSES)}
+        cost = sum(r["cost_usd_nanos"] for r in rows if r["purpose"] not in OPERATOR_PURPOSES)
+        budget = {day: [cost, cost]}  # day -> [committed delta, recorded delta]
         if release:
-            budget[release[0]] = budget.get(release[0], 0) - release[1]
-        items.extend({"Update": self._budget_update(tenant, d, n)} for d, n in sorted(budget.items()) if n)
+            budget.setdefault(release[0], [0, 0])[0] -= release[1]
+        for d, (n, rec) in sorted(budget.items()):
+            if n or rec:
+                update = self._budget_update(tenant, d, n, rec)
+                if "#s" not in update["UpdateExpression"]:
+                    update["ExpressionAttributeNames"].pop("#s")
+                if not rec:
+                    update["ExpressionAttributeNames"].pop("#r")
+                items.append({"Update": update})
         self._transact(items, query_id)
 
     def _transact(self, items: list[dict[str, Any]], query_id: str) -> None:

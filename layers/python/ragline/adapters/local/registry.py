@@ -152,8 +152,9 @@ class SqliteLedger(SqliteStore):
     );
     -- budget spend per tenant and UTC day: what was recorded (operator purposes aside) plus the
     -- worst-case cost of requests in flight, so concurrent requests cannot all pass a hard limit
-    CREATE TABLE IF NOT EXISTS budget_day (
+    CREATE TABLE IF NOT EXISTS budget_spend (
       tenant TEXT NOT NULL, day TEXT NOT NULL, committed_nanos INTEGER NOT NULL DEFAULT 0,
+      recorded_nanos INTEGER NOT NULL DEFAULT 0, seeded INTEGER NOT NULL DEFAULT 0,
       PRIMARY KEY (tenant, day)
     );
     CREATE TABLE IF NOT EXISTS budget_alerts (
@@ -194,25 +195,32 @@ class SqliteLedger(SqliteStore):
             c.close()
 
     @staticmethod
-    def _add_committed(c, tenant: str, day: str, nanos: int) -> None:
-        if nanos:
-            c.execute("""INSERT INTO budget_day (tenant, day, committed_nanos) VALUES (?,?,?)
-                         ON CONFLICT(tenant, day) DO UPDATE SET committed_nanos = committed_nanos + excluded.committed_nanos""",
-                      (tenant, day, nanos))
+    def _add_committed(c, tenant: str, day: str, nanos: int, recorded: int = 0) -> None:
+        if nanos or recorded:
+            c.execute("""INSERT INTO budget_spend (tenant, day, committed_nanos, recorded_nanos) VALUES (?,?,?,?)
+                         ON CONFLICT(tenant, day) DO UPDATE SET
+                         committed_nanos = committed_nanos + excluded.committed_nanos,
+                         recorded_nanos = recorded_nanos + excluded.recorded_nanos""",
+                      (tenant, day, nanos, recorded))
 
     def reserve(self, tenant: str, day: str, nanos: int, limit_nanos: int) -> bool:
-        """Add ``nanos`` to the day's committed spend if it stays within ``limit_nanos``."""
+        """Add ``nanos`` to the day's committed spend if it stays within ``limit_nanos``. Until the
+        day is *seeded*, spend recorded before budgets were reserved (the day of an upgrade) is
+        added once: the day's aggregates (operator purposes aside) less what records added."""
         with self.tx() as c:
-            row = c.execute("SELECT committed_nanos FROM budget_day WHERE tenant=? AND day=?", (tenant, day)).fetchone()
-            if row is None:  # the first of the day (or a ledger from before budgets were reserved)
-                seeded = c.execute(
+            row = c.execute("SELECT committed_nanos, recorded_nanos, seeded FROM budget_spend WHERE tenant=? AND day=?",
+                            (tenant, day)).fetchone()
+            committed, recorded, seeded = (row[0], row[1], row[2]) if row else (0, 0, 0)
+            if not seeded:
+                spent = c.execute(
                     f"SELECT COALESCE(SUM(cost_nanos), 0) FROM usage_daily WHERE tenant=? AND day=? "
                     f"AND purpose NOT IN ({','.join('?' * len(OPERATOR_PURPOSES))})",
                     (tenant, day, *sorted(OPERATOR_PURPOSES))).fetchone()[0]
-                c.execute("INSERT INTO budget_day (tenant, day, committed_nanos) VALUES (?,?,?)", (tenant, day, seeded))
-                committed = seeded
-            else:
-                committed = row[0]
+                committed += spent - recorded
+                c.execute("""INSERT INTO budget_spend (tenant, day, committed_nanos, recorded_nanos, seeded)
+                             VALUES (?,?,?,?,1) ON CONFLICT(tenant, day) DO UPDATE SET
+                             committed_nanos = excluded.committed_nanos, seeded = 1""",
+                          (tenant, day, committed, recorded))
             if committed + nanos > limit_nanos:
                 return False
             self._add_committed(c, tenant, day, nanos)
@@ -241,8 +249,8 @@ class SqliteLedger(SqliteStore):
                     (tenant, f"{query_id}#{record_id}")).rowcount == 0:
                 return  # recorded before: not counted twice
             # the request's reservation becomes its real cost, in the same transaction
-            self._add_committed(c, tenant, day, sum(round(u.cost_usd * NANOS) for u in usages
-                                                    if u.purpose not in OPERATOR_PURPOSES))
+            cost = sum(round(u.cost_usd * NANOS) for u in usages if u.purpose not in OPERATOR_PURPOSES)
+            self._add_committed(c, tenant, day, cost, cost)
             if release:
                 self._add_committed(c, tenant, release[0], -release[1])
             for u in usages:
@@ -264,7 +272,8 @@ class SqliteLedger(SqliteStore):
                     (tenant, day, u.model_id, u.purpose, u.input_tokens, u.output_tokens, nanos, int(u.estimated)),
                 )
 
-    def totals(self, tenant: str, days: int) -> list[dict[str, Any]]:
+    def totals(self, tenant: str, days: int, *, consistent: bool = False) -> list[dict[str, Any]]:
+        # SQLite reads are always consistent
         since = (datetime.now(UTC).date() - timedelta(days=max(days, 1) - 1)).isoformat()
         rows = self.conn().execute(
             """SELECT day, model_id, purpose, input_tokens, output_tokens, cost_nanos, calls, estimated_calls
