@@ -84,6 +84,7 @@ API_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/v1/documents/upload-url"),
     ("POST", "/v1/feedback"),
     ("GET", "/v1/usage"),
+    ("GET", "/v1/ops/stats"),
 )
 
 

