@@ -177,3 +177,15 @@ def test_concurrent_requests(api):
     for th in threads:
         th.join()
     assert results == [200] * 8
+
+
+def test_an_upload_content_type_must_be_the_extensions_own(api):
+    base, app = api
+    admin = tok(app, groups=["admins"])
+    for ctype in ("text/html", "text/plain\r\nX-Evil: 1", "application/x-msdownload"):
+        status, out = call(base, "POST", "/v1/documents/upload-url", token=admin,
+                           body={"filename": "notes.txt", "size": 10, "content_type": ctype})
+        assert status in (400, 422) and "content_type" in out["message"], (ctype, out)
+    status, out = call(base, "POST", "/v1/documents/upload-url", token=admin,
+                       body={"filename": "notes.txt", "size": 10, "content_type": "Text/Plain; charset=utf-8"})
+    assert status == 200 and out["fields"]["Content-Type"] == "Text/Plain; charset=utf-8"

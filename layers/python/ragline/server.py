@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -226,7 +227,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         event = http_event(method, self.path, dict(self.headers.items()), body, claims, self.client_address[0])
         try:
-            result = self.server.query_handler.lambda_handler(event, LambdaContext("query"))
+            # one request at a time through the handler, as one Lambda instance serves them: its
+            # Powertools resolver (and logger, metrics) keep the current event on themselves, so two
+            # requests at once could run with each other's claims, another tenant's principal
+            with self.server.query_lock:
+                result = self.server.query_handler.lambda_handler(event, LambdaContext("query"))
         except Exception:  # noqa: BLE001 - the handler maps errors itself; this is a last resort
             self._json_error(500, "internal_error", "an internal error occurred")
             return
@@ -263,6 +268,7 @@ class LocalApiServer(ThreadingHTTPServer):
     def __init__(self, host: str, port: int):
         super().__init__((host, port), _Handler)
         self.query_handler = load_handler("query")
+        self.query_lock = threading.Lock()
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080) -> None:

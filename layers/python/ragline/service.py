@@ -288,7 +288,14 @@ class Ragline:
             raise InvalidInput(f"unsupported file type {ext or '(none)'}; allowed: {', '.join(sorted(SUPPORTED))}")
         if size <= 0 or size > self.settings.max_upload_bytes:
             raise InvalidInput(f"size must be between 1 and {self.settings.max_upload_bytes} bytes")
-        ctype = content_type or UPLOAD_TYPES.get(ext, "application/octet-stream")
+        expected = UPLOAD_TYPES.get(ext, "application/octet-stream")
+        # the signed Content-Type becomes the object's: the extension's own type (parameters
+        # such as a charset allowed), never free text (no "text/html" for a .txt, no CR/LF)
+        if content_type and content_type.split(";")[0].strip().lower() != expected:
+            raise InvalidInput(f"content_type for a {ext} file must be {expected}, not {content_type[:80]!r}")
+        if content_type and any(ch in content_type for ch in "\r\n"):
+            raise InvalidInput("content_type must be one line")
+        ctype = content_type or expected
         groups = sorted(set(groups or []))
         if groups and not set(groups) <= principal.groups and self.settings.admin_scope not in principal.scopes:
             # an admin of the tenant shares with groups of theirs; the admin scope with any group
