@@ -157,7 +157,7 @@ def main() -> int:
         base = f"http://127.0.0.1:{srv.server_address[1]}"
         assert urlsplit(base).hostname == "127.0.0.1"
         threading.Thread(target=srv.serve_forever, daemon=True).start()
-        token = mint_token(settings, "acme", "loadtest", [])
+        token = mint_token(settings, "acme", "loadtest", ["admins"])  # uploads are the admins'
         rec = Recorder()
         print(f"setup {setup_s:.1f}s ({len(corpus)} sample docs, model {app.pipeline.embedder.model_id}); "
               f"{args.users} users for {args.duration:.0f}s against {base}", flush=True)
