@@ -22,11 +22,13 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict
 
+from ..errors import NotFound
 from ..models import document_id
 from ..observability import logger, metric, reason_class
 from .pipeline import IngestItem
 
-_TENANT_KEY = re.compile(r"^tenants/([A-Za-z0-9][\w.@:+-]{0,127})/(.+)\Z")  # \Z, not $: $ also matches before a final newline
+# \Z, not $: $ also matches before a final newline; ASCII: no look-alike tenants ("acm\u0435")
+_TENANT_KEY = re.compile(r"^tenants/([A-Za-z0-9][\w.@:+-]{0,127})/(.+)\Z", re.ASCII)
 GROUPS_METADATA = "ragline-groups"
 
 
@@ -77,7 +79,13 @@ class S3Notification(_Lenient):
 
 def tenant_of(key: str) -> tuple[str, str] | None:
     m = _TENANT_KEY.match(key)
-    return (m.group(1), m.group(2)) if m else None
+    if not m:
+        return None
+    # a "." or ".." segment (or an empty one) could leave the tenant's prefix in a store that
+    # resolves paths ("tenants/acme/../globex/x" is globex's file): such a key is no tenant's
+    if any(part in ("", ".", "..") for part in m.group(2).split("/")):
+        return None
+    return (m.group(1), m.group(2))
 
 
 def _seq_le(a: str, b: str) -> bool:
@@ -134,7 +142,12 @@ def handle_s3_record(app, record) -> EventResult:
     if not name.startswith("ObjectCreated"):
         return EventResult("ignored", key=key, tenant=tenant, reason=f"event {name} is not handled")
     version_id = record.s3.object.versionId
-    blob = app.blobs.get(key, version_id)  # transient errors propagate: SQS retries
+    try:
+        blob = app.blobs.get(key, version_id)  # transient errors propagate: SQS retries
+    except NotFound:
+        # deleted (or its version purged) before this event was handled: it can never succeed,
+        # and its ObjectRemoved event does the clean-up
+        return EventResult("ignored", key=key, tenant=tenant, reason="the object no longer exists")
     groups = tuple(g for g in (blob.metadata.get(GROUPS_METADATA, "") or "").split(",") if g)
     out = app.pipeline.ingest(
         IngestItem(tenant=tenant, key=key, data=blob.data, groups=groups, content_type=blob.content_type,

@@ -296,9 +296,32 @@ def extract_html(html: str) -> ExtractedDocument:
 
 
 # ---------------------------------------------------------------- DOCX
+# A DOCX is a zip: a 112 KB upload can unpack to 34 MB of XML that takes minutes and half a GB
+# to parse (a 500 KB one, over 2.5 GB). The unpacked size is checked before parsing.
+DOCX_MAX_UNPACKED_BYTES = 64 * 1024 * 1024
+DOCX_MAX_RATIO = 100  # unpacked / packed, over the whole archive
+DOCX_MAX_ENTRIES = 10_000
+
+
+def _check_docx_archive(data: bytes) -> None:
+    try:
+        entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip: python-docx says so below
+    unpacked = sum(e.file_size for e in entries)
+    packed = max(1, sum(e.compress_size for e in entries))
+    if len(entries) > DOCX_MAX_ENTRIES or unpacked > DOCX_MAX_UNPACKED_BYTES or (
+            unpacked > 8 * 1024 * 1024 and unpacked / packed > DOCX_MAX_RATIO):
+        raise DocumentRejected(
+            "failed", f"the Word document is too large when unpacked ({unpacked / 1e6:.0f} MB from "
+                      f"{len(data) / 1e3:.0f} KB, {len(entries)} parts; the limit is "
+                      f"{DOCX_MAX_UNPACKED_BYTES // (1024 * 1024)} MB)")
+
+
 def extract_docx(data: bytes) -> ExtractedDocument:
     """Paragraphs and tables in document order; headings (Heading n styles) start sections;
     each table row becomes one ``cell | cell`` line so tables stay searchable as text."""
+    _check_docx_archive(data)
     try:
         import docx
         from docx.table import Table

@@ -1,0 +1,77 @@
+"""S3 event edge cases through ``ingest.events.handle_s3_message`` and the DOCX extractor
+(local adapters, hashing embedder; S3 notification bodies shaped as S3 sends them)."""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.parse
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from ragline.errors import DocumentRejected
+from ragline.ingest.events import handle_s3_message, tenant_of
+from ragline.ingest.extract import extract
+from ragline.ingest.pipeline import IngestItem
+from ragline.models import Principal
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ingest_docs"
+
+
+def s3_event(name: str, key: str, sequencer: str = "0A") -> str:
+    return json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": name, "s3": {
+        "bucket": {"name": "docs"},
+        "object": {"key": urllib.parse.quote_plus(key), "sequencer": sequencer, "eTag": "e"}}}]})
+
+
+@pytest.mark.parametrize("key", ["tenants/acme/../globex/secret.md", "tenants/acme/./x.md", "tenants/acme//x.md",
+                                 "tenants/acm\u0435/x.md", "tenants/\uff41cme/x.md"])
+def test_a_key_that_could_leave_its_tenant_or_look_like_another_is_no_tenants(key):
+    assert tenant_of(key) is None
+
+
+def test_a_dot_dot_key_cannot_index_another_tenants_file(app):
+    # the directory blob store resolves paths: tenants/acme/../globex/secret.md is globex's file
+    app.blobs.put("tenants/globex/secret.md", b"# Secret\n\nGlobex merger closes in March.\n", "text/markdown")
+    (result,) = handle_s3_message(app, s3_event("ObjectCreated:Put", "tenants/acme/../globex/secret.md"))
+    assert result.action == "rejected"
+    hits, _ = app.retriever.search(Principal(tenant="acme", user="u").scope(), "merger")
+    assert hits == []
+
+
+def test_a_create_for_an_object_already_gone_is_acknowledged_not_retried(app):
+    (result,) = handle_s3_message(app, s3_event("ObjectCreated:Put", "tenants/acme/gone now.md"))
+    assert result.action == "ignored" and "no longer exists" in result.reason
+
+
+def _docx_bomb(paragraphs: int) -> bytes:
+    src = zipfile.ZipFile(SHARED / "docx" / "docling__lorem_ipsum.docx")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "word/document.xml":
+                head, tail = data.decode().split("<w:body>", 1)
+                data = (head + "<w:body>" + "<w:p><w:r><w:t>x</w:t></w:r></w:p>" * paragraphs + tail).encode()
+            z.writestr(info, data)
+    return out.getvalue()
+
+
+def test_a_docx_that_unpacks_to_tens_of_megabytes_is_refused_before_parsing():
+    if not SHARED.exists():
+        pytest.skip("../shared/data is not beside the project")
+    bomb = _docx_bomb(300_000)  # ~100 KB on disk, ~10 MB of XML
+    with pytest.raises(DocumentRejected) as err:
+        extract("tenants/acme/bomb.docx", bomb)
+    assert err.value.status == "failed" and "too large when unpacked" in err.value.reason
+    # an ordinary document still reads
+    assert extract("tenants/acme/ok.docx", (SHARED / "docx" / "docling__lorem_ipsum.docx").read_bytes()).sections
+
+
+def test_ingesting_the_bomb_records_a_failed_document_with_the_reason(app):
+    if not SHARED.exists():
+        pytest.skip("../shared/data is not beside the project")
+    out = app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/bomb.docx", data=_docx_bomb(300_000)))
+    assert out.status == "failed" and "too large when unpacked" in (out.reason or "")
