@@ -75,3 +75,21 @@ def test_ingesting_the_bomb_records_a_failed_document_with_the_reason(app):
         pytest.skip("../shared/data is not beside the project")
     out = app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/bomb.docx", data=_docx_bomb(300_000)))
     assert out.status == "failed" and "too large when unpacked" in (out.reason or "")
+
+
+def _versioned(name: str, key: str, sequencer: str, version: str) -> str:
+    return json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": name, "s3": {
+        "bucket": {"name": "docs"}, "object": {"key": key, "sequencer": sequencer, "versionId": version}}}]})
+
+
+def test_the_same_bytes_uploaded_again_move_the_registry_to_the_new_version(app):
+    key = "tenants/acme/rules.md"
+    app.blobs.put(key, b"# Rules\n\nParcels to Norway need a customs form.\n", "text/markdown")
+    handle_s3_message(app, _versioned("ObjectCreated:Put", key, "0000000010", "v1"))
+    (again,) = handle_s3_message(app, _versioned("ObjectCreated:Put", key, "0000000030", "v2"))
+    assert again.action == "unchanged"
+    # a late, older delete marker is stale; purging the old, non-current version leaves the doc
+    (late,) = handle_s3_message(app, _versioned("ObjectRemoved:DeleteMarkerCreated", key, "0000000020", "dm"))
+    (purge,) = handle_s3_message(app, _versioned("ObjectRemoved:Delete", key, "0000000040", "v1"))
+    assert late.action == "stale" and purge.action == "ignored"
+    assert app.registry.list("acme")[0].source_version_id == "v2"

@@ -69,6 +69,12 @@ class IngestOutcome:
         }
 
 
+def _newer(a: str, b: str) -> bool:
+    """S3 sequencers are hex strings comparable after left-padding to the same length."""
+    n = max(len(a), len(b))
+    return a.rjust(n, "0").upper() > b.rjust(n, "0").upper()
+
+
 @dataclass(slots=True)
 class _Prepared:
     item: IngestItem
@@ -165,6 +171,13 @@ class IngestPipeline:
             and existing.chunker == settings_fp
             and sorted(existing.groups) == sorted(item.groups)
         ):
+            # the same bytes uploaded again are a newer object version: the registry follows it,
+            # or a late event for the version in between (a delete marker, a purge of the old
+            # version) would be taken as newer than what is indexed
+            if item.sequencer and (not existing.source_sequencer or _newer(item.sequencer, existing.source_sequencer)):
+                self.registry.put(existing.model_copy(update={
+                    "source_sequencer": item.sequencer,
+                    "source_version_id": item.source_version_id or existing.source_version_id}))
             return IngestOutcome(
                 path=label, tenant=item.tenant, doc_id=doc, status=DocStatus.UNCHANGED.value,
                 reason=f"same content as the {existing.status.value} version", version=sha,
