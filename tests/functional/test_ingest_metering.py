@@ -168,8 +168,12 @@ def test_cli_ingest_then_usage_shows_the_ingest_embedding_cost(make_app, tmp_pat
         ingested = CliRunner().invoke(cli, ["ingest", str(src), "--tenant", "acme", "--json"])
         shown = CliRunner().invoke(cli, ["usage", "--tenant", "acme", "--days", "1", "--json"])
         other = CliRunner().invoke(cli, ["usage", "--tenant", "globex", "--days", "1", "--json"])
+        # a tenant name that would leave tenants/ (or none) is refused before anything is written
+        bad = [CliRunner().invoke(cli, ["ingest", str(src), "--tenant", t]) for t in ("../x", "", "acme/../globex")]
     finally:
         factory.use(None)
+    assert all(b.exit_code != 0 and "not a tenant name" in b.output for b in bad), [b.output for b in bad]
+    assert not (tmp_path / "home" / "blobs" / "x").exists()
     assert ingested.exit_code == 0, ingested.output
     body = json.loads(shown.stdout)
     rows = [r for r in body["rows"] if r["purpose"] == INGEST_PURPOSE]

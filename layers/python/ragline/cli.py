@@ -83,6 +83,12 @@ def ingest(
     files = _walk(paths)
     grp = tuple(_groups(groups))
     try:
+        from .ingest.events import tenant_of
+
+        # the same rule the ingest Lambda applies to object keys: no "../x", no empty tenant
+        parsed = tenant_of(f"tenants/{tenant}/x")
+        if parsed is None or parsed[0] != tenant:
+            raise ValueError(f"{tenant!r} is not a tenant name (letters, digits and . _ @ : + -, up to 128)")
         ragline = _app()
         for g in grp:
             _principal(tenant, "cli", g)  # validates the names
