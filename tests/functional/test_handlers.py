@@ -10,6 +10,7 @@ import pytest
 from ragline_testing import REPO
 
 from ragline import factory
+from ragline.models import Principal
 from ragline.server import LambdaContext, load_handler
 
 EVENTS = REPO / "events"
@@ -46,7 +47,9 @@ def test_s3_put_then_delete_through_sqs(ingest_handler, installed):
     assert docs[0].status.value == "indexed" and docs[0].source_version_id == "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"
     out = ingest_handler.lambda_handler(ev("s3_delete_via_sqs.json"), LambdaContext("ingest"))
     assert out == {"batchItemFailures": []}
-    assert installed.registry.list("acme") == []
+    # only a tombstone is left (it orders a late, older create as stale)
+    assert [r.status.value for r in installed.registry.list("acme")] == ["deleted"]
+    assert installed.list_documents(Principal(tenant="acme", user="u")) == []
     assert installed.index.all_chunk_ids("acme", docs[0].doc_id) == []
 
 

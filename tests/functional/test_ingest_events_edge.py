@@ -93,3 +93,19 @@ def test_the_same_bytes_uploaded_again_move_the_registry_to_the_new_version(app)
     (purge,) = handle_s3_message(app, _versioned("ObjectRemoved:Delete", key, "0000000040", "v1"))
     assert late.action == "stale" and purge.action == "ignored"
     assert app.registry.list("acme")[0].source_version_id == "v2"
+
+
+def test_a_delete_then_an_older_create_delivered_late_does_not_bring_the_document_back(app):
+    key = "tenants/acme/policy.md"
+    app.blobs.put(key, b"# Policy\n\nInvoices are kept for ten years.\n", "text/markdown")
+    handle_s3_message(app, _versioned("ObjectCreated:Put", key, "0000000010", "v1"))
+    (deleted,) = handle_s3_message(app, _versioned("ObjectRemoved:DeleteMarkerCreated", key, "0000000020", "dm"))
+    assert deleted.action == "deleted"
+    # SQS redelivers the older create after the delete (the version is still readable by id)
+    (late,) = handle_s3_message(app, _versioned("ObjectCreated:Put", key, "0000000010", "v1"))
+    assert late.action == "stale"
+    who = Principal(tenant="acme", user="u")
+    assert app.list_documents(who) == [] and app.retriever.search(who.scope(), "invoices")[0] == []
+    # a newer upload of the key is indexed again
+    (again,) = handle_s3_message(app, _versioned("ObjectCreated:Put", key, "0000000030", "v2"))
+    assert again.action == "indexed" and [d.source_key for d in app.list_documents(who)] == [key]

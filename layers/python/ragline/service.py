@@ -250,12 +250,13 @@ class Ragline:
     # ------------------------------------------------------------------ documents
     def list_documents(self, principal: Principal) -> list[DocumentRecord]:
         scope = principal.scope()
-        return [r for r in self.registry.list(principal.tenant) if scope.can_see(frozenset(r.groups))]
+        return [r for r in self.registry.list(principal.tenant)
+                if r.status != DocStatus.DELETED and scope.can_see(frozenset(r.groups))]
 
     def get_document(self, principal: Principal, doc_id: str) -> DocumentRecord:
         rec = self.registry.get(principal.tenant, doc_id)
         # the same answer for "absent" and "not yours": existence is not revealed
-        if rec is None or not principal.scope().can_see(frozenset(rec.groups)):
+        if rec is None or rec.status == DocStatus.DELETED or not principal.scope().can_see(frozenset(rec.groups)):
             raise NotFound(f"no document {doc_id}")
         return rec
 

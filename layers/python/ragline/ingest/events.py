@@ -127,7 +127,7 @@ def handle_s3_record(app, record) -> EventResult:
     if (sequencer and existing is not None and existing.source_sequencer and not retry_of_failed
             and _seq_le(sequencer, existing.source_sequencer)):
         logger().info("stale event skipped", extra={"key": key, "sequencer": sequencer})
-        return EventResult("stale", key=key, tenant=tenant, doc_id=doc, reason="an newer version is already indexed")
+        return EventResult("stale", key=key, tenant=tenant, doc_id=doc, reason="a newer event for this key was handled already")
     removed_version = record.s3.object.versionId
     if (name == "ObjectRemoved:Delete" and removed_version and existing is not None
             and existing.source_version_id and removed_version != existing.source_version_id):
@@ -136,7 +136,7 @@ def handle_s3_record(app, record) -> EventResult:
         return EventResult("ignored", key=key, tenant=tenant, doc_id=doc,
                            reason=f"version {removed_version} is not the indexed one")
     if name.startswith("ObjectRemoved"):
-        out = app.pipeline.delete(tenant, key)
+        out = app.pipeline.delete(tenant, key, sequencer=sequencer)
         metric("DocumentsDeleted", 1)
         return EventResult("deleted", key=key, tenant=tenant, doc_id=out.doc_id)
     if not name.startswith("ObjectCreated"):

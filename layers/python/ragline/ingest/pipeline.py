@@ -136,13 +136,26 @@ class IngestPipeline:
                 pending, pending_chunks = [], 0
         yield from self._commit_batch(pending)
 
-    def delete(self, tenant: str, key: str) -> IngestOutcome:
+    def delete(self, tenant: str, key: str, *, sequencer: str | None = None) -> IngestOutcome:
         doc = document_id(tenant, key)
-        return self.delete_document(tenant, doc, key)
+        return self.delete_document(tenant, doc, key, sequencer=sequencer)
 
-    def delete_document(self, tenant: str, doc_id: str, label: str | None = None) -> IngestOutcome:
+    def delete_document(self, tenant: str, doc_id: str, label: str | None = None, *,
+                        sequencer: str | None = None) -> IngestOutcome:
+        """Remove a document's chunks, record and cached answers. With the S3 event's
+        ``sequencer`` the record becomes a tombstone (status ``deleted``, no chunks) that keeps
+        it, so an older create delivered late (SQS does not keep order) is seen as stale
+        instead of bringing the document back."""
         removed = self.index.delete_document(tenant, doc_id)
-        self.registry.delete(tenant, doc_id)
+        existing = self.registry.get(tenant, doc_id) if sequencer else None
+        if sequencer and (existing is None or not existing.source_sequencer
+                          or _newer(sequencer, existing.source_sequencer)):
+            self.registry.put(DocumentRecord(
+                tenant=tenant, doc_id=doc_id, source_key=label or (existing.source_key if existing else doc_id),
+                status=DocStatus.DELETED, source_sequencer=sequencer,
+                created_at=existing.created_at if existing else utcnow(), reason="deleted"))
+        else:
+            self.registry.delete(tenant, doc_id)
         if self.cache is not None:
             self.cache.invalidate_document(tenant, doc_id)
         log.info("document deleted", extra={"tenant": tenant, "doc_id": doc_id, "chunks_removed": removed})

@@ -55,7 +55,8 @@ def figures(app, tenant: str | None = None, *, days: int = 7, limit: int = 50000
     for t in tenants:
         counts: dict[str, int] = {}
         for r in app.registry.list(t):
-            counts[r.status.value] = counts.get(r.status.value, 0) + 1
+            if r.status.value != "deleted":  # tombstones of deleted documents
+                counts[r.status.value] = counts.get(r.status.value, 0) + 1
         docs[t] = counts
     out["documents"] = docs
     queries_by = defaultdict(int)
