@@ -5,7 +5,7 @@ is reported in ``batchItemFailures`` so SQS retries only it and, after ``maxRece
 moves it to the dead-letter queue. Permanent document problems are recorded in the registry
 by the pipeline and the record succeeds, so a poison file never loops. With an idempotency
 table configured, a duplicate delivery of the same object version does no work (Powertools
-idempotency, DynamoDB persistence, keyed on bucket + key + version id or eTag + event name).
+idempotency, DynamoDB persistence, keyed on bucket + key + version id or eTag + sequencer + event name).
 """
 
 from __future__ import annotations
@@ -49,8 +49,11 @@ def _idempotent(fn):
 
     store = DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
     config = IdempotencyConfig(
+        # the sequencer too: in an unversioned bucket the same bytes uploaded again (after a
+        # delete) have the same eTag, and must not be taken for a redelivery of the first upload
         event_key_jmespath="[Records[0].s3.bucket.name, Records[0].s3.object.key, "
-        "Records[0].s3.object.versionId || Records[0].s3.object.eTag, Records[0].eventName, Event]",
+        "Records[0].s3.object.versionId || Records[0].s3.object.eTag, Records[0].s3.object.sequencer, "
+        "Records[0].eventName, Event]",
         raise_on_no_idempotency_key=False,
         expires_after_seconds=24 * 3600,
     )
