@@ -21,6 +21,21 @@ def need_shared(path: Path) -> Path:
     return path
 
 
+class FakeTime:
+    """A clock and a sleep that advances it: retries cost no wall time, budgets still apply."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 class HashEmbedder:
     """Bag-of-words hashed into 384 dims, L2-normalised: texts sharing words are close. Not a
     language model, but deterministic and instant, which is what functional tests need."""

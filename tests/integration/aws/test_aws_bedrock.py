@@ -23,6 +23,7 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
+from ragline_testing import FakeTime
 
 from ragline.adapters.aws import BedrockChatModel, BedrockEmbedder, BedrockReranker, RetryPolicy
 from ragline.adapters.aws.bedrock import bedrock_config
@@ -36,19 +37,6 @@ HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 RERANK = "amazon.rerank-v1:0"
 
 
-class FakeTime:
-    """A clock and a sleep that advances it: retries cost no wall time, budgets still apply."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class MaxJitter(random.Random):

@@ -18,6 +18,7 @@ from botocore.exceptions import (
     SSLError,
 )
 from botocore.stub import Stubber
+from ragline_testing import FakeTime
 
 from ragline.adapters.aws import BedrockChatModel, RetryPolicy, bedrock
 from ragline.adapters.aws._boto import is_transient
@@ -37,17 +38,6 @@ HITS = [SearchHit(chunk_id=f"d:v:{i:05d}", doc_id="d", version="v", text=f"Invoi
                   source_key="policy.md", score=1.0 - i / 10) for i in range(3)]
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def converse_ok(text: str = "Ten years [1].", tin: int = 700, tout: int = 5) -> dict:

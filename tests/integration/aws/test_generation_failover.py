@@ -11,6 +11,7 @@ from __future__ import annotations
 import boto3
 import pytest
 from botocore.stub import Stubber
+from ragline_testing import FakeTime
 
 from ragline.adapters.aws import BedrockChatModel, RetryPolicy
 from ragline.adapters.aws.bedrock import bedrock_config
@@ -24,17 +25,6 @@ HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 NOVA = "amazon.nova-lite-v1:0"
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def converse_ok(text: str, tin: int, tout: int) -> dict:
