@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from ragline_testing import need_shared
 
 from ragline.errors import DocumentRejected
 from ragline.ingest.events import handle_s3_message, tenant_of
@@ -20,10 +21,20 @@ from ragline.models import Principal
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ingest_docs"
 
 
-def s3_event(name: str, key: str, sequencer: str = "0A") -> str:
-    return json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": name, "s3": {
-        "bucket": {"name": "docs"},
-        "object": {"key": urllib.parse.quote_plus(key), "sequencer": sequencer, "eTag": "e"}}}]})
+def s3_event(name: str, key: str, sequencer: str = "0A", version: str | None = None) -> str:
+    """An S3 notification as S3 sends it (the key URL-encoded)."""
+    obj = {"key": urllib.parse.quote_plus(key), "sequencer": sequencer, "eTag": "e"}
+    if version:
+        obj["versionId"] = version
+    return json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": name, "s3": {"bucket": {"name": "docs"},
+                                                                                      "object": obj}}]})
+
+
+def indexed(app, key: str, body: bytes) -> None:
+    """``key`` uploaded (version v1, sequencer 10) and its create event handled."""
+    app.blobs.put(key, body, "text/markdown")
+    (out,) = handle_s3_message(app, s3_event("ObjectCreated:Put", key, "0000000010", "v1"))
+    assert out.action == "indexed"
 
 
 @pytest.mark.parametrize("key", ["tenants/acme/../globex/secret.md", "tenants/acme/./x.md", "tenants/acme//x.md",
@@ -46,8 +57,13 @@ def test_a_create_for_an_object_already_gone_is_acknowledged_not_retried(app):
     assert result.action == "ignored" and "no longer exists" in result.reason
 
 
-def _docx_bomb(paragraphs: int) -> bytes:
-    src = zipfile.ZipFile(SHARED / "docx" / "docling__lorem_ipsum.docx")
+@pytest.fixture(scope="module")
+def lorem_docx() -> Path:
+    return need_shared(SHARED / "docx" / "docling__lorem_ipsum.docx")
+
+
+def _docx_bomb(src_path: Path, paragraphs: int) -> bytes:
+    src = zipfile.ZipFile(src_path)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
         for info in src.infolist():
@@ -59,53 +75,43 @@ def _docx_bomb(paragraphs: int) -> bytes:
     return out.getvalue()
 
 
-def test_a_docx_that_unpacks_to_tens_of_megabytes_is_refused_before_parsing():
-    if not SHARED.exists():
-        pytest.skip("../shared/data is not beside the project")
-    bomb = _docx_bomb(300_000)  # ~100 KB on disk, ~10 MB of XML
+def test_a_docx_that_unpacks_to_tens_of_megabytes_is_refused_before_parsing(lorem_docx):
+    bomb = _docx_bomb(lorem_docx, 300_000)  # ~100 KB on disk, ~10 MB of XML
     with pytest.raises(DocumentRejected) as err:
         extract("tenants/acme/bomb.docx", bomb)
     assert err.value.status == "failed" and "too large when unpacked" in err.value.reason
     # an ordinary document still reads
-    assert extract("tenants/acme/ok.docx", (SHARED / "docx" / "docling__lorem_ipsum.docx").read_bytes()).sections
+    assert extract("tenants/acme/ok.docx", lorem_docx.read_bytes()).sections
 
 
-def test_ingesting_the_bomb_records_a_failed_document_with_the_reason(app):
-    if not SHARED.exists():
-        pytest.skip("../shared/data is not beside the project")
-    out = app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/bomb.docx", data=_docx_bomb(300_000)))
+def test_ingesting_the_bomb_records_a_failed_document_with_the_reason(app, lorem_docx):
+    out = app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/bomb.docx",
+                                         data=_docx_bomb(lorem_docx, 300_000)))
     assert out.status == "failed" and "too large when unpacked" in (out.reason or "")
-
-
-def _versioned(name: str, key: str, sequencer: str, version: str) -> str:
-    return json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": name, "s3": {
-        "bucket": {"name": "docs"}, "object": {"key": key, "sequencer": sequencer, "versionId": version}}}]})
 
 
 def test_the_same_bytes_uploaded_again_move_the_registry_to_the_new_version(app):
     key = "tenants/acme/rules.md"
-    app.blobs.put(key, b"# Rules\n\nParcels to Norway need a customs form.\n", "text/markdown")
-    handle_s3_message(app, _versioned("ObjectCreated:Put", key, "0000000010", "v1"))
-    (again,) = handle_s3_message(app, _versioned("ObjectCreated:Put", key, "0000000030", "v2"))
+    indexed(app, key, b"# Rules\n\nParcels to Norway need a customs form.\n")
+    (again,) = handle_s3_message(app, s3_event("ObjectCreated:Put", key, "0000000030", "v2"))
     assert again.action == "unchanged"
     # a late, older delete marker is stale; purging the old, non-current version leaves the doc
-    (late,) = handle_s3_message(app, _versioned("ObjectRemoved:DeleteMarkerCreated", key, "0000000020", "dm"))
-    (purge,) = handle_s3_message(app, _versioned("ObjectRemoved:Delete", key, "0000000040", "v1"))
+    (late,) = handle_s3_message(app, s3_event("ObjectRemoved:DeleteMarkerCreated", key, "0000000020", "dm"))
+    (purge,) = handle_s3_message(app, s3_event("ObjectRemoved:Delete", key, "0000000040", "v1"))
     assert late.action == "stale" and purge.action == "ignored"
     assert app.registry.list("acme")[0].source_version_id == "v2"
 
 
 def test_a_delete_then_an_older_create_delivered_late_does_not_bring_the_document_back(app):
     key = "tenants/acme/policy.md"
-    app.blobs.put(key, b"# Policy\n\nInvoices are kept for ten years.\n", "text/markdown")
-    handle_s3_message(app, _versioned("ObjectCreated:Put", key, "0000000010", "v1"))
-    (deleted,) = handle_s3_message(app, _versioned("ObjectRemoved:DeleteMarkerCreated", key, "0000000020", "dm"))
+    indexed(app, key, b"# Policy\n\nInvoices are kept for ten years.\n")
+    (deleted,) = handle_s3_message(app, s3_event("ObjectRemoved:DeleteMarkerCreated", key, "0000000020", "dm"))
     assert deleted.action == "deleted"
     # SQS redelivers the older create after the delete (the version is still readable by id)
-    (late,) = handle_s3_message(app, _versioned("ObjectCreated:Put", key, "0000000010", "v1"))
+    (late,) = handle_s3_message(app, s3_event("ObjectCreated:Put", key, "0000000010", "v1"))
     assert late.action == "stale"
     who = Principal(tenant="acme", user="u")
     assert app.list_documents(who) == [] and app.retriever.search(who.scope(), "invoices")[0] == []
     # a newer upload of the key is indexed again
-    (again,) = handle_s3_message(app, _versioned("ObjectCreated:Put", key, "0000000030", "v2"))
+    (again,) = handle_s3_message(app, s3_event("ObjectCreated:Put", key, "0000000030", "v2"))
     assert again.action == "indexed" and [d.source_key for d in app.list_documents(who)] == [key]

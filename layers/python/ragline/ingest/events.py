@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import NotFound
 from ..models import document_id
 from ..observability import logger, metric, reason_class
-from .pipeline import IngestItem
+from .pipeline import IngestItem, sequencer_newer
 
 # \Z, not $: $ also matches before a final newline; ASCII: no look-alike tenants ("acm\u0435")
 _TENANT_KEY = re.compile(r"^tenants/([A-Za-z0-9][\w.@:+-]{0,127})/(.+)\Z", re.ASCII)
@@ -89,9 +89,7 @@ def tenant_of(key: str) -> tuple[str, str] | None:
 
 
 def _seq_le(a: str, b: str) -> bool:
-    """S3 sequencers are hex strings comparable after left-padding to the same length."""
-    n = max(len(a), len(b))
-    return a.rjust(n, "0").upper() <= b.rjust(n, "0").upper()
+    return not sequencer_newer(a, b)
 
 
 def handle_s3_message(app, body: str | dict[str, Any]) -> list[EventResult]:

@@ -69,8 +69,9 @@ class IngestOutcome:
         }
 
 
-def _newer(a: str, b: str) -> bool:
-    """S3 sequencers are hex strings comparable after left-padding to the same length."""
+def sequencer_newer(a: str, b: str) -> bool:
+    """Whether S3 event sequencer ``a`` is later than ``b`` (hex strings, comparable after
+    left-padding to the same length)."""
     n = max(len(a), len(b))
     return a.rjust(n, "0").upper() > b.rjust(n, "0").upper()
 
@@ -149,7 +150,7 @@ class IngestPipeline:
         removed = self.index.delete_document(tenant, doc_id)
         existing = self.registry.get(tenant, doc_id) if sequencer else None
         if sequencer and (existing is None or not existing.source_sequencer
-                          or _newer(sequencer, existing.source_sequencer)):
+                          or sequencer_newer(sequencer, existing.source_sequencer)):
             self.registry.put(DocumentRecord(
                 tenant=tenant, doc_id=doc_id, source_key=label or (existing.source_key if existing else doc_id),
                 status=DocStatus.DELETED, source_sequencer=sequencer,
@@ -187,7 +188,7 @@ class IngestPipeline:
             # the same bytes uploaded again are a newer object version: the registry follows it,
             # or a late event for the version in between (a delete marker, a purge of the old
             # version) would be taken as newer than what is indexed
-            if item.sequencer and (not existing.source_sequencer or _newer(item.sequencer, existing.source_sequencer)):
+            if item.sequencer and (not existing.source_sequencer or sequencer_newer(item.sequencer, existing.source_sequencer)):
                 self.registry.put(existing.model_copy(update={
                     "source_sequencer": item.sequencer,
                     "source_version_id": item.source_version_id or existing.source_version_id}))
