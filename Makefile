@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[aws,local,infra,dev]'
+	$(BIN)/python -m ragline.adapters.local.onnx_minilm --export --if-missing
 	rm -f $(VENV)/.installed-*
 	touch $@
 
