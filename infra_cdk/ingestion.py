@@ -68,6 +68,8 @@ class Ingestion(Construct):
                 "RAGLINE_REGISTRY_TABLE": tables.registry.table_name,
                 "RAGLINE_LEDGER_TABLE": tables.ledger.table_name,
                 "RAGLINE_IDEMPOTENCY_TABLE": tables.idempotency.table_name,
+                # the queue's redrive limit: the last delivery marks the document failed
+                "RAGLINE_INGEST_MAX_RECEIVE_COUNT": str(config.max_receive_count),
                 "RAGLINE_CACHE_TABLE": tables.cache.table_name,  # invalidation on new versions and deletes
                 # required by ragline.settings for backend=aws (no access granted here)
                 "RAGLINE_QUERY_LOG_TABLE": tables.query_log.table_name,

@@ -2,7 +2,8 @@
 
 A record whose processing raises (a transient error: throttling, timeout, a dependency down)
 is reported in ``batchItemFailures`` so SQS retries only it and, after ``maxReceiveCount``,
-moves it to the dead-letter queue. Permanent document problems are recorded in the registry
+moves it to the dead-letter queue; on that last delivery the document's registry entry is marked
+``failed`` with the error, so it does not stay ``processing`` (a redrive runs it again). Permanent document problems are recorded in the registry
 by the pipeline and the record succeeds, so a poison file never loops. With an idempotency
 table configured, a duplicate delivery of the same object version does no work (Powertools
 idempotency, DynamoDB persistence, keyed on bucket + key + version id or eTag + sequencer + event name).
@@ -11,12 +12,13 @@ idempotency, DynamoDB persistence, keyed on bucket + key + version id or eTag + 
 from __future__ import annotations
 
 import json
+import os
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from ragline import factory
-from ragline.ingest.events import handle_s3_message
+from ragline.ingest.events import handle_s3_message, mark_dead_lettered
 from ragline.observability import logger, metrics, tracer
 from ragline.runtime import invocation_deadline
 
@@ -76,8 +78,30 @@ def _handler():
     return _handle
 
 
+def _last_delivery(record: SQSRecord) -> int | None:
+    """The delivery count when this is the message's last delivery before the redrive policy
+    moves it to the dead-letter queue (``RAGLINE_INGEST_MAX_RECEIVE_COUNT`` is the queue's
+    ``maxReceiveCount``, set by the CDK stack), else None."""
+    limit = int(os.environ.get("RAGLINE_INGEST_MAX_RECEIVE_COUNT") or 0)
+    try:
+        count = int(record.attributes.approximate_receive_count or 0)
+    except (TypeError, ValueError):
+        return None
+    return count if limit and count >= limit else None
+
+
 def record_handler(record: SQSRecord) -> list[dict]:
-    results = _handler()(record.body)
+    try:
+        results = _handler()(record.body)
+    except Exception as exc:
+        attempts = _last_delivery(record)
+        if attempts is not None:
+            # the document must not stay "processing" while its event sits in the dead-letter queue
+            try:
+                mark_dead_lettered(factory.default(), record.body, f"{type(exc).__name__}: {exc}", attempts)
+            except Exception:  # noqa: BLE001 - best effort: the message still goes to the DLQ
+                logger().exception("could not mark the dead-lettered document failed")
+        raise
     for r in results:
         logger().info("s3 event processed", extra=r)
     return results

@@ -115,3 +115,67 @@ def test_a_delete_then_an_older_create_delivered_late_does_not_bring_the_documen
     # a newer upload of the key is indexed again
     (again,) = handle_s3_message(app, s3_event("ObjectCreated:Put", key, "0000000030", "v2"))
     assert again.action == "indexed" and [d.source_key for d in app.list_documents(who)] == [key]
+
+
+def test_dead_lettering_marks_only_this_events_attempt_and_no_other_tenants(app):
+    """``mark_dead_lettered`` (the ingest handler calls it on a message's last delivery): an
+    event older than what the registry holds leaves it alone, the same key in another tenant is
+    untouched, and a document this event never reached gets a failed record with the reason."""
+    from ragline.ingest.events import mark_dead_lettered
+    from ragline.models import document_id
+
+    indexed(app, "tenants/acme/kept.md", b"# Kept\n\nInvoices are kept ten years.\n")
+    indexed(app, "tenants/globex/kept.md", b"# Kept\n\nGlobex keeps invoices five years.\n")
+    acme, globex = (document_id(t, f"tenants/{t}/kept.md") for t in ("acme", "globex"))
+    # an older event (sequencer 09 < 10) of acme's key died: the newer indexed version stands
+    assert mark_dead_lettered(app, s3_event("ObjectCreated:Put", "tenants/acme/kept.md", "0000000009"), "boom", 5) == []
+    assert app.registry.get("acme", acme).status.value == "indexed"
+    # a newer one died: acme's record says so; globex's same key is not touched
+    (r,) = mark_dead_lettered(app, s3_event("ObjectCreated:Put", "tenants/acme/kept.md", "0000000011"),
+                              "ModelError: throttled", 5)
+    doc = app.registry.get("acme", acme)
+    assert r.action == "failed" and doc.status.value == "failed" and doc.flags["dead_lettered"] == 1
+    assert "all 5 deliveries" in doc.reason and "throttled" in doc.reason
+    assert app.registry.get("globex", globex).status.value == "indexed"
+    assert "dead_lettered" not in app.registry.get("globex", globex).flags
+    # a document whose event died before any registry write
+    (r,) = mark_dead_lettered(app, s3_event("ObjectCreated:Put", "tenants/acme/new one.md", "0000000012"), "x", 3)
+    assert app.registry.get("acme", document_id("acme", "tenants/acme/new one.md")).status.value == "failed"
+    # deletes, test events and keys outside the layout are not marked
+    assert mark_dead_lettered(app, s3_event("ObjectRemoved:Delete", "tenants/acme/kept.md", "0000000013"), "x", 5) == []
+    assert mark_dead_lettered(app, json.dumps({"Event": "s3:TestEvent"}), "x", 5) == []
+    assert mark_dead_lettered(app, s3_event("ObjectCreated:Put", "elsewhere/x.md", "0000000014"), "x", 5) == []
+    # the redrive of the dead event runs again (not "stale", not "unchanged") and indexes it
+    app.blobs.put("tenants/acme/kept.md", b"# Kept\n\nInvoices are kept eleven years.\n", "text/markdown")
+    (again,) = handle_s3_message(app, s3_event("ObjectCreated:Put", "tenants/acme/kept.md", "0000000011", "v2"))
+    assert again.action == "indexed", again
+    assert "dead_lettered" not in app.registry.get("acme", acme).flags
+
+
+def test_a_redrive_after_a_failed_publish_reprocesses_the_same_bytes(app, monkeypatch):
+    """The attempt died after the registry said "processing" (the search backend down at publish),
+    so the failed record holds this very version: the redrive must index it, not call it unchanged."""
+    from ragline.ingest.events import mark_dead_lettered
+    from ragline.models import document_id
+
+    key = "tenants/acme/moved.md"
+    indexed(app, key, b"# Moved\n\nThe archive is in Berlin.\n")
+    app.blobs.put(key, b"# Moved\n\nThe archive is in Lisbon now.\n", "text/markdown")
+    real = app.index.publish
+
+    def down(*a, **k):
+        raise ConnectionError("search backend unreachable")
+
+    monkeypatch.setattr(app.index, "publish", down)
+    event = s3_event("ObjectCreated:Put", key, "0000000011", "v2")
+    with pytest.raises(ConnectionError):
+        handle_s3_message(app, event)
+    doc_id = document_id("acme", key)
+    assert app.registry.get("acme", doc_id).status.value == "processing"
+    mark_dead_lettered(app, event, "ConnectionError: search backend unreachable", 5)
+    assert app.registry.get("acme", doc_id).status.value == "failed"
+    monkeypatch.setattr(app.index, "publish", real)
+    (again,) = handle_s3_message(app, event)
+    assert again.action == "indexed", again
+    hits, _ = app.retriever.search(Principal(tenant="acme", user="u").scope(), "archive Lisbon")
+    assert hits and "Lisbon" in hits[0].text

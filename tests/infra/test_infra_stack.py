@@ -229,6 +229,11 @@ def test_function_specific_settings(synth: Synth):
     env = {n: synth.resources[fn_id(synth, n)]["Properties"]["Environment"]["Variables"] for n in RAGLINE_FUNCTIONS}
     tables = synth.stack.tables
     assert env["ingest"]["RAGLINE_IDEMPOTENCY_TABLE"] == {"Ref": synth.logical_id(tables.idempotency)}
+    # the handler marks a document failed on the delivery the redrive policy dead-letters
+    [queue] = [r for r in synth.resources.values() if r["Type"] == "AWS::SQS::Queue"
+               and "RedrivePolicy" in r["Properties"]]
+    limit = queue["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+    assert env["ingest"]["RAGLINE_INGEST_MAX_RECEIVE_COUNT"] == str(limit) == "5"
     assert env["query"]["RAGLINE_QUERY_LOG_TABLE"] == {"Ref": synth.logical_id(tables.query_log)}
     assert env["query"]["RAGLINE_CLAIM_TENANT"] == "custom:tenant"
     assert env["evaluate"]["RAGLINE_LEDGER_TABLE"] == {"Ref": synth.logical_id(tables.ledger)}

@@ -346,6 +346,40 @@ def test_poison_message_reaches_the_dlq_through_the_redrive_policy(stack, monkey
     assert doc is None or doc.status.value != "indexed"
 
 
+def test_a_dead_lettered_document_says_failed_and_a_redrive_indexes_it(stack, monkeypatch):
+    """moto's SQS server with the real redrive policy: on the last delivery the handler marks the
+    document failed (it used to stay "processing"); moving the dead letter back, with the model
+    healthy again, indexes it."""
+    poller = LambdaSqsPoller(stack)
+    poller.drain()
+    monkeypatch.setenv("RAGLINE_INGEST_MAX_RECEIVE_COUNT", str(stack.queues.max_receive_count))
+    real = stack.embedder.embed_documents
+
+    def throttled(texts):
+        raise ModelError("embedding model test/hash-embedder throttled after 4 attempts")
+
+    monkeypatch.setattr(stack.embedder, "embed_documents", throttled)
+    key = "tenants/acme/policies/dead letter.md"
+    put(stack, key, RETENTION)
+    deliveries = poller.drain()
+    assert len(deliveries) == stack.queues.max_receive_count
+    doc_id = document_id(TENANT, key)
+    doc = stack.app.registry.get(TENANT, doc_id)
+    assert doc is not None and doc.status.value == "failed", doc
+    assert "dead-letter queue" in doc.reason and "throttled" in doc.reason
+    assert doc.flags.get("dead_lettered") == 1
+    assert ask(stack, "How long are invoices kept?", tenant="globex")["citations"] == []  # nobody else's
+    # the redrive: the dead letter goes back to the queue and the model works again
+    monkeypatch.setattr(stack.embedder, "embed_documents", real)
+    [dead] = stack.sqs.receive_message(QueueUrl=stack.queues.dlq_url, MaxNumberOfMessages=10).get("Messages", [])
+    stack.sqs.send_message(QueueUrl=stack.queues.url, MessageBody=dead["Body"])
+    stack.sqs.delete_message(QueueUrl=stack.queues.dlq_url, ReceiptHandle=dead["ReceiptHandle"])
+    assert [d.failed_ids for d in poller.drain()] == [[]]
+    doc = stack.app.registry.get(TENANT, doc_id)
+    assert doc.status.value == "indexed", doc
+    assert doc.chunk_ids and "dead_lettered" not in doc.flags
+
+
 def test_partial_batch_failure_reports_only_the_failed_message(stack, monkeypatch):
     poller = LambdaSqsPoller(stack)
     poller.drain()

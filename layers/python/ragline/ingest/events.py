@@ -30,6 +30,7 @@ from .pipeline import IngestItem, sequencer_newer
 # \Z, not $: $ also matches before a final newline; ASCII: no look-alike tenants ("acm\u0435")
 _TENANT_KEY = re.compile(r"^tenants/([A-Za-z0-9][\w.@:+-]{0,127})/(.+)\Z", re.ASCII)
 GROUPS_METADATA = "ragline-groups"
+DEAD_LETTERED_FLAG = "dead_lettered"
 
 
 @dataclass(slots=True)
@@ -119,7 +120,9 @@ def handle_s3_record(app, record) -> EventResult:
     # stale: older than what the registry holds -- but the *same* event finding its own
     # "processing" record is SQS redelivering an attempt that failed midway (e.g. the search
     # backend was down between registry write and publish); it must run again, not be skipped
-    retry_of_failed = (existing is not None and existing.status.value == "processing"
+    # (or, after a redrive, its record marked failed when the event was dead-lettered)
+    retry_of_failed = (existing is not None
+                       and (existing.status.value == "processing" or existing.flags.get(DEAD_LETTERED_FLAG))
                        and sequencer is not None and existing.source_sequencer is not None
                        and _seq_le(existing.source_sequencer, sequencer))
     if (sequencer and existing is not None and existing.source_sequencer and not retry_of_failed
@@ -161,3 +164,51 @@ def handle_s3_record(app, record) -> EventResult:
         metric("IngestLagSeconds", max(0.0, lag), "Seconds")
         logger().info("document searchable", extra={"key": key, "ingest_lag_s": round(lag, 3)})
     return EventResult(out.status, key=key, tenant=tenant, doc_id=out.doc_id, reason=out.reason)
+
+
+def mark_dead_lettered(app, body: str | dict[str, Any], error: str, attempts: int) -> list[EventResult]:
+    """The last delivery of a message failed and SQS moves it to the dead-letter queue: record
+    that in each document's registry entry, so it says ``failed`` with the reason instead of
+    ``processing`` forever. The record is flagged ``dead_lettered``, which lets a redrive of the
+    same event run again (it is not taken for a stale or an unchanged one). Only creates are
+    marked, and only while the registry still holds this event's attempt (or nothing): a newer
+    version, or a write that raced this one (a conditional put), is left alone."""
+    from ..errors import StaleWrite
+    from ..models import DocStatus, DocumentRecord
+
+    msg = json.loads(body) if isinstance(body, str) else body
+    if msg.get("Event") == "s3:TestEvent":
+        return []
+    out: list[EventResult] = []
+    for record in S3Notification.model_validate(msg).Records:
+        key = unquote_plus(record.s3.object.key)
+        parsed = tenant_of(key)
+        if parsed is None or not record.eventName.startswith("ObjectCreated"):
+            continue
+        tenant = parsed[0]
+        doc = document_id(tenant, key)
+        sequencer = getattr(record.s3.object, "sequencer", None)
+        existing = app.registry.get(tenant, doc)
+        if existing is not None:
+            newer = (existing.source_sequencer and (not sequencer or sequencer_newer(existing.source_sequencer, sequencer)))
+            done = existing.status != DocStatus.PROCESSING and not existing.flags.get(DEAD_LETTERED_FLAG)
+            if newer or (done and existing.source_sequencer == sequencer):
+                continue  # a newer version owns the record, or this event's attempt finished after all
+        reason = (f"ingestion failed on all {attempts} deliveries and the event went to the dead-letter queue "
+                  f"(last error: {error[:300]}); redrive the queue or upload the file again")
+        base = existing or DocumentRecord(tenant=tenant, doc_id=doc, source_key=key, status=DocStatus.FAILED)
+        failed = base.model_copy(update={
+            "status": DocStatus.FAILED, "reason": reason,
+            "source_sequencer": sequencer or base.source_sequencer,
+            "source_version_id": record.s3.object.versionId or base.source_version_id,
+            "flags": {**base.flags, DEAD_LETTERED_FLAG: 1},
+        })
+        try:
+            app.registry.put(failed, expected_version=existing.version if existing else None)
+        except StaleWrite:
+            continue  # another writer got there first: its record stands
+        logger().warning("document dead-lettered", extra={"tenant": tenant, "doc_id": doc, "key": key,
+                                                          "attempts": attempts, "error": error[:300]})
+        metric("DocumentsDeadLettered", 1)
+        out.append(EventResult("failed", key=key, tenant=tenant, doc_id=doc, reason=reason))
+    return out
