@@ -181,6 +181,7 @@ class IngestPipeline:
             existing is not None
             and existing.version == sha
             and existing.status != DocStatus.PROCESSING
+            and not existing.flags.get("dead_lettered")  # its attempt died; a redrive runs it again
             and existing.embedding_model == self.embedder.model_id
             and existing.chunker == settings_fp
             and sorted(existing.groups) == sorted(item.groups)
