@@ -162,17 +162,24 @@ class NumpyMiniLM:
         return self._encode(texts, batch_size)
 
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        encs = self.tokenizer.encode_batch(list(texts))
-        order = np.argsort([len(e.ids) for e in encs])
         out = np.zeros((len(texts), self.hidden), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            n = max(len(encs[i].ids) for i in idx)
-            ids = np.zeros((len(idx), n), dtype=np.int64)
-            mask = np.zeros((len(idx), n), dtype=np.float32)
-            for row, i in enumerate(idx):
-                e = encs[i].ids
-                ids[row, : len(e)] = e
-                mask[row, : len(e)] = 1.0
+        for idx, ids, mask in padded_batches(self.tokenizer, texts, batch_size, np.float32):
             out[idx] = self._forward(ids, mask)
         return out
+
+
+def padded_batches(tokenizer, texts: list[str], batch_size: int, mask_dtype):
+    """Tokenise ``texts`` and yield ``(positions, ids, mask)`` batches of similar lengths (sorted,
+    so little padding), zero-padded to each batch's longest; both engines feed on these."""
+    encs = tokenizer.encode_batch(list(texts))
+    order = np.argsort([len(e.ids) for e in encs])
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        n = max(len(encs[i].ids) for i in idx)
+        ids = np.zeros((len(idx), n), dtype=np.int64)
+        mask = np.zeros((len(idx), n), dtype=mask_dtype)
+        for row, i in enumerate(idx):
+            e = encs[i].ids
+            ids[row, : len(e)] = e
+            mask[row, : len(e)] = 1
+        yield idx, ids, mask

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .minilm import padded_batches
+
 log = logging.getLogger(__name__)
 
 FINGERPRINT_KEY = "ragline.source_fingerprint"
@@ -84,18 +86,8 @@ class OnnxMiniLM:
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.hidden), dtype=np.float32)
-        encs = self.tokenizer.encode_batch(list(texts))
-        order = np.argsort([len(e.ids) for e in encs])
         out = np.zeros((len(texts), self.hidden), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            n = max(len(encs[i].ids) for i in idx)
-            ids = np.zeros((len(idx), n), dtype=np.int64)
-            mask = np.zeros((len(idx), n), dtype=np.int64)
-            for row, i in enumerate(idx):
-                e = encs[i].ids
-                ids[row, : len(e)] = e
-                mask[row, : len(e)] = 1
+        for idx, ids, mask in padded_batches(self.tokenizer, texts, batch_size, np.int64):
             out[idx] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return out
 
