@@ -44,7 +44,9 @@ def test_ingest_logs_the_object_key_as_correlation_id_and_emits_lag_and_failure_
     lg = logger()
     lg.setLevel("INFO")
     stream = io.StringIO()  # the Logger's handler was bound to whatever stdout existed at creation
-    old_stream = lg.registered_handler.setStream(stream)
+    # swapped by hand: setStream() flushes the old stream, which may be an earlier test's
+    # captured stdout, closed by now (test order under xdist decides)
+    old_stream, lg.registered_handler.stream = lg.registered_handler.stream, stream
     try:
         handler = load_handler("ingest")
         ev = json.loads((REPO / "events" / "s3_put_via_sqs.json").read_text())
@@ -74,7 +76,7 @@ def test_ingest_logs_the_object_key_as_correlation_id_and_emits_lag_and_failure_
     finally:
         factory.use(None)
         lg.setLevel("WARNING")
-        lg.registered_handler.setStream(old_stream)
+        lg.registered_handler.stream = old_stream
 
 
 def test_reason_classes_are_a_small_fixed_set():

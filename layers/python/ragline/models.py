@@ -51,6 +51,7 @@ class DocStatus(StrEnum):
     PROCESSING = "processing"
     INDEXED = "indexed"
     UNCHANGED = "unchanged"  # reported by an ingest run, never stored
+    SUPERSEDED = "superseded"  # reported by an ingest run, never stored: a concurrent newer one won
     FAILED = "failed"
     UNSUPPORTED = "unsupported"
     NO_TEXT = "no_text"
@@ -89,6 +90,11 @@ class DocumentRecord(BaseModel):
     chunker: str | None = None
     pii: dict[str, int] = Field(default_factory=dict)
     flags: dict[str, int] = Field(default_factory=dict)
+    # the ingestion attempt that holds (or last held) the record: every writer that changes
+    # what the document is sets a new one, and an attempt's later writes are conditional on
+    # its own, so an attempt overtaken by a newer upload or a delete finds out (never stored
+    # in the index, never shown)
+    attempt: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -96,6 +102,7 @@ class DocumentRecord(BaseModel):
         data = self.model_dump(mode="json")
         data["chunks"] = len(self.chunk_ids)
         data.pop("chunk_ids")
+        data.pop("attempt", None)
         return data
 
 

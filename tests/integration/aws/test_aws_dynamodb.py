@@ -118,6 +118,65 @@ def test_registry_only_one_of_many_racing_writers_wins(registry):
     assert registry.get("acme", "doc_1").version == winners[0]
 
 
+def test_registry_attempt_claim_is_a_condition_on_the_stored_attempt(registry):
+    # the ingestion claim: "write only if the record still holds the attempt I read"
+    registry.put(_record(attempt="a1"), expected_attempt=None)  # nothing there yet
+    registry.put(_record(version="v2", attempt="a2"), expected_attempt="a1")
+    with pytest.raises(StaleWrite) as info:  # a worker that also read a1 lost to a2
+        registry.put(_record(version="v3", attempt="a3"), expected_attempt="a1")
+    assert "'a2'" in info.value.message
+    with pytest.raises(StaleWrite):  # "nothing there" is wrong now
+        registry.put(_record(attempt="a4"), expected_attempt=None)
+    stored = registry.get("acme", "doc_1")
+    assert (stored.version, stored.attempt) == ("v2", "a2")
+    # both conditions together: each must hold
+    with pytest.raises(StaleWrite):
+        registry.put(_record(version="v5", attempt="a5"), expected_version="v1", expected_attempt="a2")
+    registry.put(_record(version="v5", attempt="a5"), expected_version="v2", expected_attempt="a2")
+    # a record deleted meanwhile fails an attempt condition (the attempt was overtaken by a delete)
+    registry.delete("acme", "doc_1")
+    with pytest.raises(StaleWrite):
+        registry.put(_record(attempt="a6"), expected_attempt="a5")
+    assert registry.get("acme", "doc_1") is None
+    # a record written before attempts existed (no attribute) counts as "no attempt"
+    registry.put(_record(doc_id="doc_legacy"))
+    registry.put(_record(doc_id="doc_legacy", attempt="b1"), expected_attempt=None)
+    assert registry.get("acme", "doc_legacy").attempt == "b1"
+
+
+def test_an_older_upload_overtaken_mid_commit_stands_down_on_the_dynamodb_registry(registry, tmp_path):
+    # the pipeline's claim protocol over DynamoDB conditional writes (moto server) with the
+    # local index: the newer upload runs whole while the older one has staged
+    from ragline_testing import HashEmbedder
+
+    from ragline.adapters.local.index import LocalHybridIndex
+    from ragline.ingest.pipeline import IngestItem, IngestPipeline
+    from ragline.models import SearchRequest, TenantScope
+
+    emb = HashEmbedder()
+    index = LocalHybridIndex(tmp_path / "index.db", emb.dimensions)
+    pipeline = IngestPipeline(registry=registry, index=index, embedder=emb)
+    key = "tenants/acme/runbook.md"
+    real_stage = index.stage
+    state = {"armed": True}
+
+    def stage(chunks):
+        real_stage(chunks)
+        if state.pop("armed", False):
+            newer = pipeline.ingest(IngestItem(tenant="acme", key=key, sequencer="0000000020",
+                                               data=b"# Runbook\n\nUse the violet switch.\n"))
+            assert newer.status == "indexed"
+
+    index.stage = stage
+    older = pipeline.ingest(IngestItem(tenant="acme", key=key, sequencer="0000000010",
+                                       data=b"# Runbook\n\nUse the amber switch.\n"))
+    assert older.status == "superseded"
+    hits = index.search(TenantScope(tenant="acme"), SearchRequest(text="switch", vector=emb.embed_query("switch")))
+    assert hits and all("violet" in h.text for h in hits)
+    rec = registry.get("acme", older.doc_id)
+    assert rec.status == DocStatus.INDEXED and sorted(rec.chunk_ids) == sorted(index.all_chunk_ids("acme", older.doc_id))
+
+
 def test_registry_list_pages_through_a_tenant_and_delete_removes(registry):
     big = "y" * 50_000  # ~50 KB items: 1 MB query pages hold ~20, so 45 items need several pages
     for i in range(45):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,7 +36,7 @@ DEAD_LETTERED_FLAG = "dead_lettered"
 
 @dataclass(slots=True)
 class EventResult:
-    action: str  # ignored | rejected | indexed | unchanged | failed | unsupported | no_text | deleted | stale
+    action: str  # ignored | rejected | indexed | unchanged | failed | unsupported | no_text | deleted | stale | superseded
     key: str | None = None
     tenant: str | None = None
     doc_id: str | None = None
@@ -125,8 +126,14 @@ def handle_s3_record(app, record) -> EventResult:
                        and (existing.status.value == "processing" or existing.flags.get(DEAD_LETTERED_FLAG))
                        and sequencer is not None and existing.source_sequencer is not None
                        and _seq_le(existing.source_sequencer, sequencer))
+    # the delete writes its tombstone before it removes the chunks (so a newer upload racing it
+    # keeps the document): a redelivery after a failure in between finds its own tombstone and
+    # must remove them, not skip (deleting is idempotent)
+    retry_of_delete = (existing is not None and name.startswith("ObjectRemoved")
+                       and existing.status.value == "deleted" and sequencer is not None
+                       and existing.source_sequencer == sequencer)
     if (sequencer and existing is not None and existing.source_sequencer and not retry_of_failed
-            and _seq_le(sequencer, existing.source_sequencer)):
+            and not retry_of_delete and _seq_le(sequencer, existing.source_sequencer)):
         logger().info("stale event skipped", extra={"key": key, "sequencer": sequencer})
         return EventResult("stale", key=key, tenant=tenant, doc_id=doc, reason="a newer event for this key was handled already")
     removed_version = record.s3.object.versionId
@@ -138,6 +145,8 @@ def handle_s3_record(app, record) -> EventResult:
                            reason=f"version {removed_version} is not the indexed one")
     if name.startswith("ObjectRemoved"):
         out = app.pipeline.delete(tenant, key, sequencer=sequencer)
+        if out.status == "superseded":  # a newer upload raced this delete and keeps the document
+            return EventResult("stale", key=key, tenant=tenant, doc_id=doc, reason=out.reason)
         metric("DocumentsDeleted", 1)
         return EventResult("deleted", key=key, tenant=tenant, doc_id=out.doc_id)
     if not name.startswith("ObjectCreated"):
@@ -202,9 +211,10 @@ def mark_dead_lettered(app, body: str | dict[str, Any], error: str, attempts: in
             "source_sequencer": sequencer or base.source_sequencer,
             "source_version_id": record.s3.object.versionId or base.source_version_id,
             "flags": {**base.flags, DEAD_LETTERED_FLAG: 1},
+            "attempt": uuid.uuid4().hex,  # what the document is has changed (see DocumentRecord.attempt)
         })
         try:
-            app.registry.put(failed, expected_version=existing.version if existing else None)
+            app.registry.put(failed, expected_attempt=existing.attempt if existing else None)
         except StaleWrite:
             continue  # another writer got there first: its record stands
         logger().warning("document dead-lettered", extra={"tenant": tenant, "doc_id": doc, "key": key,

@@ -4,6 +4,12 @@ Per document: hash -> skip if unchanged -> extract -> sanitise -> chunk -> embed
 across documents; each document's tokens charged to its tenant in the cost ledger) -> stage chunks invisibly -> record the version -> publish (old version gone
 in the same step) -> invalidate cache entries that cited the document.
 
+Concurrent attempts on one document (two uploads of a key in quick succession, an upload
+racing a delete, a duplicate delivery) are ordered through the registry: an attempt claims the
+record with a conditional write naming the attempt it read (``expected_attempt``), checks the
+claim is still its own before it publishes and writes its result conditionally on it. An attempt
+overtaken by a newer one stands down (``superseded``) and removes only what it staged.
+
 Permanent problems with a document (corrupt, encrypted, unsupported, no text, over a limit)
 end as a registry record with a status and a reason, and the call succeeds. Transient
 problems (a dependency unavailable, a model throttled) raise, so the caller retries.
@@ -13,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from ..errors import DocumentRejected
+from ..errors import DependencyUnavailable, DocumentRejected, StaleWrite
 from ..ledger.ingest_meter import IngestMeter
 from ..models import Chunk, DocStatus, DocumentRecord, chunk_id, document_id, utcnow
 from ..ports import CacheStore, DocumentRegistry, Embedder, SearchIndex
@@ -28,6 +35,17 @@ from .pii import PiiStep
 from .sanitize import clean_text, find_injection, neutralise
 
 log = logging.getLogger("ragline.ingest")
+
+_CLAIM_TRIES = 5  # conditional writes lost in a row before an attempt gives up (and is retried)
+_REJECTED = (DocStatus.DELETED, DocStatus.FAILED, DocStatus.UNSUPPORTED, DocStatus.NO_TEXT)
+
+
+class _Restart(Exception):
+    """The registry record changed between ``_prepare``'s read and its write: prepare again."""
+
+
+def _new_attempt() -> str:
+    return uuid.uuid4().hex
 
 
 @dataclass(slots=True)
@@ -74,6 +92,14 @@ def sequencer_newer(a: str, b: str) -> bool:
     left-padding to the same length)."""
     n = max(len(a), len(b))
     return a.rjust(n, "0").upper() > b.rjust(n, "0").upper()
+
+
+def _overtaken(sequencer: str | None, current: DocumentRecord | None) -> bool:
+    """After losing a conditional write: whether the writer that got there first handled an
+    event at least as new as this one (then this attempt stands down). Without sequencers (local
+    ingestion) there is no order to keep, and the later writer wins."""
+    return bool(current is not None and sequencer and current.source_sequencer
+                and not sequencer_newer(sequencer, current.source_sequencer))
 
 
 @dataclass(slots=True)
@@ -123,7 +149,7 @@ class IngestPipeline:
         pending: list[_Prepared] = []
         pending_chunks = 0
         for item in items:
-            prepared_or_outcome = self._prepare(item)
+            prepared_or_outcome = self._prepare_fresh(item)
             if isinstance(prepared_or_outcome, IngestOutcome):
                 # flush earlier documents first so outcomes stay in input order
                 yield from self._commit_batch(pending)
@@ -146,24 +172,47 @@ class IngestPipeline:
         """Remove a document's chunks, record and cached answers. With the S3 event's
         ``sequencer`` the record becomes a tombstone (status ``deleted``, no chunks) that keeps
         it, so an older create delivered late (SQS does not keep order) is seen as stale
-        instead of bringing the document back."""
-        removed = self.index.delete_document(tenant, doc_id)
-        existing = self.registry.get(tenant, doc_id) if sequencer else None
-        if sequencer and (existing is None or not existing.source_sequencer
-                          or sequencer_newer(sequencer, existing.source_sequencer)):
-            self.registry.put(DocumentRecord(
-                tenant=tenant, doc_id=doc_id, source_key=label or (existing.source_key if existing else doc_id),
-                status=DocStatus.DELETED, source_sequencer=sequencer,
-                created_at=existing.created_at if existing else utcnow(), reason="deleted"))
+        instead of bringing the document back. The tombstone is written first, conditionally
+        on the attempt read: an upload newer than this delete that raced it keeps the document
+        (and an upload still in flight finds its claim gone and stands down)."""
+        path = label or doc_id
+        if sequencer:
+            existing = self.registry.get(tenant, doc_id)
+            for _ in range(_CLAIM_TRIES):
+                if existing is not None and existing.source_sequencer and sequencer_newer(existing.source_sequencer, sequencer):
+                    log.info("delete superseded", extra={"tenant": tenant, "doc_id": doc_id, "sequencer": sequencer})
+                    return IngestOutcome(path=path, tenant=tenant, doc_id=doc_id, status=DocStatus.SUPERSEDED.value,
+                                         reason="a newer upload of this document was handled meanwhile; it stays")
+                tombstone = DocumentRecord(
+                    tenant=tenant, doc_id=doc_id, source_key=label or (existing.source_key if existing else doc_id),
+                    status=DocStatus.DELETED, source_sequencer=sequencer, attempt=_new_attempt(),
+                    created_at=existing.created_at if existing else utcnow(), reason="deleted")
+                try:
+                    self.registry.put(tombstone, expected_attempt=existing.attempt if existing else None)
+                    break
+                except StaleWrite:
+                    existing = self.registry.get(tenant, doc_id)
+            else:
+                raise DependencyUnavailable(f"document {doc_id} kept changing during its delete; retry later")
+            removed = self.index.delete_document(tenant, doc_id)
         else:
+            removed = self.index.delete_document(tenant, doc_id)
             self.registry.delete(tenant, doc_id)
         if self.cache is not None:
             self.cache.invalidate_document(tenant, doc_id)
         log.info("document deleted", extra={"tenant": tenant, "doc_id": doc_id, "chunks_removed": removed})
-        return IngestOutcome(path=label or doc_id, tenant=tenant, doc_id=doc_id, status=DocStatus.DELETED.value, chunks=removed)
+        return IngestOutcome(path=path, tenant=tenant, doc_id=doc_id, status=DocStatus.DELETED.value, chunks=removed)
 
     # ------------------------------------------------------------------ stages
-    def _prepare(self, item: IngestItem) -> _Prepared | IngestOutcome:
+    def _prepare_fresh(self, item: IngestItem) -> _Prepared | IngestOutcome:
+        for attempt in range(_CLAIM_TRIES):
+            try:
+                return self._prepare(item, after_conflict=attempt > 0)
+            except _Restart:
+                continue
+        raise DependencyUnavailable(f"document {item.key} kept changing under concurrent ingestion; retry later")
+
+    def _prepare(self, item: IngestItem, *, after_conflict: bool = False) -> _Prepared | IngestOutcome:
         doc = document_id(item.tenant, item.key)
         label = item.label or item.key
         try:
@@ -172,6 +221,8 @@ class IngestPipeline:
             return self._reject(item, doc, None, None, DocumentRejected("failed", f"the file could not be read: {exc.strerror or exc}"))
         sha = hashlib.sha256(data).hexdigest()
         existing = self.registry.get(item.tenant, doc)
+        if after_conflict and _overtaken(item.sequencer, existing):
+            return self._superseded_outcome(item, doc, existing)
         # what produced the chunks: chunker settings and, when not "allow", the tenant's PII policy
         # (a policy change must reprocess unchanged bytes)
         settings_fp = self.chunker_settings.fingerprint()
@@ -190,9 +241,13 @@ class IngestPipeline:
             # or a late event for the version in between (a delete marker, a purge of the old
             # version) would be taken as newer than what is indexed
             if item.sequencer and (not existing.source_sequencer or sequencer_newer(item.sequencer, existing.source_sequencer)):
-                self.registry.put(existing.model_copy(update={
-                    "source_sequencer": item.sequencer,
-                    "source_version_id": item.source_version_id or existing.source_version_id}))
+                try:
+                    self.registry.put(existing.model_copy(update={
+                        "source_sequencer": item.sequencer,
+                        "source_version_id": item.source_version_id or existing.source_version_id}),
+                        expected_attempt=existing.attempt)
+                except StaleWrite:
+                    raise _Restart from None  # another attempt wrote since the read: decide again
             return IngestOutcome(
                 path=label, tenant=item.tenant, doc_id=doc, status=DocStatus.UNCHANGED.value,
                 reason=f"same content as the {existing.status.value} version", version=sha,
@@ -275,26 +330,72 @@ class IngestPipeline:
                 offset += 1
             yield self._commit(p)
 
+    def _claim(self, record: DocumentRecord, seen: DocumentRecord | None, sequencer: str | None
+               ) -> DocumentRecord | None | bool:
+        """Write ``record`` (carrying a new attempt) if the registry still holds the attempt of
+        ``seen``. Returns the record the claim replaced (None: there was none), or False when a
+        writer at least as new got there first."""
+        for _ in range(_CLAIM_TRIES):
+            try:
+                self.registry.put(record, expected_attempt=seen.attempt if seen is not None else None)
+                return seen
+            except StaleWrite:
+                seen = self.registry.get(record.tenant, record.doc_id)
+                if _overtaken(sequencer, seen):
+                    return False
+        raise DependencyUnavailable(f"document {record.doc_id} kept changing under concurrent ingestion; retry later")
+
+    def _superseded_outcome(self, item: IngestItem, doc: str, current: DocumentRecord | None) -> IngestOutcome:
+        what = "a delete" if current is None or current.status == DocStatus.DELETED else "a newer upload"
+        log.info("ingestion superseded", extra={"tenant": item.tenant, "doc_id": doc, "sequencer": item.sequencer,
+                                                "by": current.source_sequencer if current else None})
+        return IngestOutcome(
+            path=item.label or item.key, tenant=item.tenant, doc_id=doc, status=DocStatus.SUPERSEDED.value,
+            reason=f"{what} of this document was handled while this one ran; it stands",
+            version=current.version if current else None)
+
     def _commit(self, p: _Prepared) -> IngestOutcome:
         rec = p.record
-        # 1. the registry says a new version is being processed (a crash leaves it visible as such)
-        self.registry.put(rec.model_copy(update={"chunk_ids": []}))
+        rec.attempt = attempt = _new_attempt()
+        # 1. claim: the registry says a new version is being processed (a crash leaves it
+        #    visible as such); conditional on the attempt _prepare read
+        replaced = self._claim(rec.model_copy(update={"chunk_ids": []}), p.previous, p.item.sequencer)
+        if replaced is False:
+            return self._superseded_outcome(p.item, rec.doc_id, self.registry.get(rec.tenant, rec.doc_id))
+        p.previous = prev = replaced
         # the same version processed again into fewer chunks (or after an attempt that did not
         # finish): the chunk ids are (doc, version, ordinal), so staging overwrites the earlier
         # rows' ids but an index whose publish removes only *other* versions (OpenSearch) would
         # keep the ordinals no longer made live, with their old text and ACL (e.g. unredacted)
-        prev = p.previous
         if prev is not None and prev.version == rec.version and (
                 prev.status != DocStatus.INDEXED or len(prev.chunk_ids) > len(p.chunks)):
             self.index.delete_document(rec.tenant, rec.doc_id)
-        # 2. chunks written invisibly
-        self.index.stage(p.chunks)
-        # 3. one step: the new version becomes the only visible one
-        self.index.publish(rec.tenant, rec.doc_id, rec.version or "")
+        for _ in range(_CLAIM_TRIES):
+            # 2. chunks written invisibly
+            self.index.stage(p.chunks)
+            # a newer upload, a delete or a rejection since the claim: this attempt stands down
+            current = self.registry.get(rec.tenant, rec.doc_id)
+            if current is None or current.attempt != attempt:
+                if current is None or current.version != rec.version:  # same content: the ids are shared
+                    self.index.discard(rec.tenant, rec.doc_id, rec.version or "")
+                return self._superseded_outcome(p.item, rec.doc_id, current)
+            # 3. one step: the new version becomes the only visible one
+            made_live = self.index.publish(rec.tenant, rec.doc_id, rec.version or "")
+            if made_live is None or made_live >= len(p.chunks):
+                break
+            # a concurrent (older) attempt's publish or delete removed rows staged here before
+            # they went live: stage them again while the claim is still this attempt's
+            log.warning("staged chunks removed by a concurrent attempt; staging again",
+                        extra={"tenant": rec.tenant, "doc_id": rec.doc_id, "made_live": made_live, "staged": len(p.chunks)})
+        else:
+            raise DependencyUnavailable(f"document {rec.doc_id}: staged chunks kept disappearing; retry later")
         rec.status = DocStatus.INDEXED
         rec.reason = None
         rec.chunk_ids = [c.chunk_id for c in p.chunks]
-        self.registry.put(rec)
+        try:
+            self.registry.put(rec, expected_attempt=attempt)
+        except StaleWrite:
+            return self._lost_after_publish(p)
         # any re-processing of a known document invalidates the answers that cited it: a new
         # version, but also the same bytes with other groups, another PII policy, chunker or
         # embedding model (all of which _prepare would otherwise have skipped as unchanged), so
@@ -310,19 +411,53 @@ class IngestPipeline:
             version=rec.version, chunks=len(p.chunks), pages=rec.pages, flags=dict(rec.flags),
         )
 
+    def _lost_after_publish(self, p: _Prepared) -> IngestOutcome:
+        """This attempt published, then found its claim taken (between its last check and its
+        publish). Put the index back in line with whoever holds the record now."""
+        rec = p.record
+        current = self.registry.get(rec.tenant, rec.doc_id)
+        if current is None or current.status in _REJECTED:
+            # deleted or rejected meanwhile: the chunks this publish made live are not the document
+            self.index.delete_document(rec.tenant, rec.doc_id)
+        elif current.status == DocStatus.INDEXED:
+            # the other attempt finished first: if its publish came before this one, the index
+            # holds this attempt's chunks under its record. Rare (its whole commit between this
+            # attempt's check and publish); logged for an operator rather than guessed at
+            log.error("ingestion race lost after publish; reprocess the document if its chunks look stale",
+                      extra={"tenant": rec.tenant, "doc_id": rec.doc_id, "version": rec.version,
+                             "holder_version": current.version})
+        # else another attempt is processing: its publish replaces these chunks
+        if self.cache is not None:
+            self.cache.invalidate_document(rec.tenant, rec.doc_id)
+        return self._superseded_outcome(p.item, rec.doc_id, current)
+
     def _reject(self, item: IngestItem, doc: str, record: DocumentRecord | None, existing: DocumentRecord | None,
                 rej: DocumentRejected) -> IngestOutcome:
         """A document that cannot be indexed as it is: record why; the previous version's chunks
-        go too (the object now holds this content, so the old text is no longer the document)."""
+        go too (the object now holds this content, so the old text is no longer the document).
+        The same claim as a commit: "processing" first, conditionally on the attempt read, then
+        the chunks go, then the verdict (a crash in between leaves it "processing", which a
+        retried delivery runs again, never a verdict beside the old chunks)."""
         status = DocStatus(rej.status)
         if record is None:
-            record = DocumentRecord(tenant=item.tenant, doc_id=doc, source_key=item.key, status=status)
+            record = DocumentRecord(tenant=item.tenant, doc_id=doc, source_key=item.key, status=status,
+                                    created_at=existing.created_at if existing else utcnow())
+        record.attempt = attempt = _new_attempt()
+        record.chunk_ids = []
+        replaced = self._claim(record.model_copy(update={"status": DocStatus.PROCESSING, "reason": None}),
+                               existing, item.sequencer)
+        if replaced is False:
+            return self._superseded_outcome(item, doc, self.registry.get(item.tenant, doc))
         record.status = status
         record.reason = rej.reason
-        record.chunk_ids = []
         self.index.delete_document(item.tenant, doc)
-        self.registry.put(record)
-        if self.cache is not None and existing is not None:
+        try:
+            self.registry.put(record, expected_attempt=attempt)
+        except StaleWrite:
+            # a newer attempt claimed meanwhile; the chunks deleted here were the old version's
+            # or rows it staged, which its publish check stages again
+            return self._superseded_outcome(item, doc, self.registry.get(item.tenant, doc))
+        if self.cache is not None and replaced is not None:
             self.cache.invalidate_document(item.tenant, doc)
         log.info("document not indexed", extra={"tenant": item.tenant, "doc_id": doc, "status": status.value, "reason": rej.reason})
         return IngestOutcome(

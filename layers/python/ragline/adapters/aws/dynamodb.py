@@ -175,27 +175,47 @@ class DynamoRegistry(_Table):
         item = response.get("Item")
         return self._from_item(item) if item else None
 
-    def put(self, record: DocumentRecord, *, expected_version: str | None = _UNSET) -> None:
+    def put(self, record: DocumentRecord, *, expected_version: str | None = _UNSET,
+            expected_attempt: str | None = _UNSET) -> None:
         """Write ``record``. With ``expected_version`` the write only happens if the stored record
         is absent or still at that version (``None``: absent or never versioned), so a worker
-        holding a stale read can never overwrite a newer write; it gets :class:`StaleWrite`."""
+        holding a stale read can never overwrite a newer write; it gets :class:`StaleWrite`.
+        With ``expected_attempt`` the stored record must hold that ingestion ``attempt`` (the
+        claim an ingestion has on the document; ``None``: absent, or a record without one)."""
         kwargs: dict[str, Any] = {"TableName": self.table, "Item": self._to_item(record)}
+        conditions: list[str] = []
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
         if expected_version is not _UNSET:
-            kwargs["ExpressionAttributeNames"] = {"#v": "version"}
-            kwargs["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+            names["#v"] = "version"
             if expected_version is None:
-                kwargs["ConditionExpression"] = "attribute_not_exists(pk) OR attribute_not_exists(#v)"
+                conditions.append("attribute_not_exists(pk) OR attribute_not_exists(#v)")
             else:
-                kwargs["ConditionExpression"] = "attribute_not_exists(pk) OR #v = :expected"
-                kwargs["ExpressionAttributeValues"] = {":expected": _s(expected_version)}
+                conditions.append("attribute_not_exists(pk) OR #v = :expected")
+                values[":expected"] = _s(expected_version)
+        if expected_attempt is not _UNSET:
+            names["#a"] = "attempt"
+            if expected_attempt is None:
+                conditions.append("attribute_not_exists(pk) OR attribute_not_exists(#a)")
+            else:
+                conditions.append("#a = :attempt")  # absent fails: the document was deleted meanwhile
+                values[":attempt"] = _s(expected_attempt)
+        if conditions:
+            kwargs["ConditionExpression"] = " AND ".join(f"({c})" for c in conditions)
+            kwargs["ExpressionAttributeNames"] = names
+            kwargs["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+            if values:
+                kwargs["ExpressionAttributeValues"] = values
         try:
             self.client.put_item(**kwargs)
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                current = from_item(exc.response.get("Item") or {}).get("version")
+                old = from_item(exc.response.get("Item") or {})
                 raise StaleWrite(
                     f"document {record.doc_id} was changed by another writer "
-                    f"(expected version {expected_version!r}, found {current!r})"
+                    + (f"(expected version {expected_version!r}, found {old.get('version')!r})"
+                       if expected_version is not _UNSET else
+                       f"(expected attempt {expected_attempt!r}, found {old.get('attempt')!r})")
                 ) from exc
             self._fail(exc)
         except BotoCoreError as exc:

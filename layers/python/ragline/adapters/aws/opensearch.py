@@ -376,10 +376,13 @@ class OpenSearchIndex:
             raise DependencyUnavailable(f"search index {what} failed: {response['failures'][0]}")
         return int(response.get("deleted", 0))
 
-    def publish(self, tenant: str, doc_id: str, version: str, *, attempts: int = 3) -> None:
+    def publish(self, tenant: str, doc_id: str, version: str, *, attempts: int = 3) -> int | None:
         """Make ``version`` the document's only visible version: flip its chunks to live, then
         delete every other version's chunks. Between the two steps both versions are briefly
-        visible (never neither), which is the safer side for a reader."""
+        visible (never neither), which is the safer side for a reader. Returns how many
+        chunks were flipped to live (the pipeline checks it against what it staged), or None
+        when the response does not say."""
+        made_live: int | None = 0
         query = {
             "bool": {
                 "filter": [
@@ -399,6 +402,8 @@ class OpenSearchIndex:
             )
             if response.get("failures"):
                 raise DependencyUnavailable(f"search index publish failed: {response['failures'][0]}")
+            if made_live is not None:
+                made_live = made_live + int(response["updated"]) if "updated" in response else None
             # a conflict means a chunk changed under us; it still matches live=false, so go again
             if not response.get("version_conflicts"):
                 break
@@ -414,6 +419,7 @@ class OpenSearchIndex:
                 }
             },
         )
+        return made_live
 
     def discard(self, tenant: str, doc_id: str, version: str) -> None:
         """Remove a staged (not live) version, e.g. after a failed ingest."""

@@ -294,7 +294,11 @@ class LocalHybridIndex:
                 self._term_ids.clear()  # ids inserted by the rolled-back transaction do not exist
                 raise
 
-    def publish(self, tenant: str, doc_id: str, version: str) -> None:
+    def publish(self, tenant: str, doc_id: str, version: str) -> int:
+        """Make the staged rows of ``version`` the document's only rows; returns how many rows
+        were made live (0: nothing was staged, e.g. a concurrent attempt's publish or delete
+        removed them, which the pipeline checks)."""
+        made_live = 0
         with self._write_lock:
             c = self._conn()
             c.execute("BEGIN IMMEDIATE")
@@ -308,18 +312,19 @@ class LocalHybridIndex:
                     # of the document goes, those of the same version processed earlier (old ACL,
                     # old redaction, ordinals the new chunking no longer makes) included
                     self._delete_where(c, "tenant=? AND doc_id=? AND live=1", (tenant, doc_id))
-                    c.execute(
+                    made_live = c.execute(
                         "UPDATE chunks SET live=1, chunk_id = CASE WHEN substr(chunk_id, -?) = ? "
                         "THEN substr(chunk_id, 1, length(chunk_id) - ?) ELSE chunk_id END "
                         "WHERE tenant=? AND doc_id=? AND version=? AND live=0",
                         (len(_STAGED), _STAGED, len(_STAGED), tenant, doc_id, version),
-                    )
+                    ).rowcount
                 self._delete_where(c, "tenant=? AND doc_id=? AND version<>?", (tenant, doc_id, version))
                 self._bump(c, tenant)
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
+        return made_live
 
     def discard(self, tenant: str, doc_id: str, version: str) -> None:
         with self._write_lock:

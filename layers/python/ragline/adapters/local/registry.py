@@ -33,22 +33,31 @@ class SqliteRegistry(SqliteStore):
         ).fetchone()
         return DocumentRecord.model_validate_json(row[0]) if row else None
 
-    def put(self, record: DocumentRecord, *, expected_version: Any = _UNSET) -> None:
+    def put(self, record: DocumentRecord, *, expected_version: Any = _UNSET, expected_attempt: Any = _UNSET) -> None:
         """Write a record. With ``expected_version`` (None meaning "no record yet"), the write
         happens only if the stored version is still that one: a stale writer cannot overwrite a
-        newer version."""
+        newer version. With ``expected_attempt`` the stored record's ingestion ``attempt`` must
+        be that one (None: no record, or one without an attempt): the claim an ingestion holds
+        on a document, which any other writer's claim replaces."""
         record.updated_at = utcnow()
         body = record.model_dump_json()
         with self.tx() as c:
-            if expected_version is not self._UNSET:
+            if expected_version is not self._UNSET or expected_attempt is not self._UNSET:
                 row = c.execute(
-                    "SELECT version FROM documents WHERE tenant=? AND doc_id=?", (record.tenant, record.doc_id)
+                    "SELECT version, record FROM documents WHERE tenant=? AND doc_id=?", (record.tenant, record.doc_id)
                 ).fetchone()
                 current = row[0] if row else None
-                if (row is None and expected_version is not None) or (row is not None and current != expected_version):
+                if expected_version is not self._UNSET and (
+                        (row is None and expected_version is not None) or (row is not None and current != expected_version)):
                     raise StaleWrite(
                         f"document {record.doc_id} is at version {str(current)[:12]}, not {str(expected_version)[:12]}"
                     )
+                if expected_attempt is not self._UNSET:
+                    attempt = json.loads(row[1]).get("attempt") if row else None
+                    if (row is None and expected_attempt is not None) or (row is not None and attempt != expected_attempt):
+                        raise StaleWrite(
+                            f"document {record.doc_id} is held by ingestion attempt {attempt!r}, not {expected_attempt!r}"
+                        )
             c.execute(
                 """INSERT INTO documents (tenant, doc_id, version, status, source_key, record, updated_at)
                    VALUES (?,?,?,?,?,?,?) ON CONFLICT(tenant, doc_id) DO UPDATE SET version=excluded.version,

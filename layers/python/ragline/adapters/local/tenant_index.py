@@ -108,8 +108,8 @@ class TenantRoutedIndex:
             raise InvalidInput(f"one staging batch must hold one tenant's chunks; this one mixes {len(tenants)}")
         self.for_tenant(next(iter(tenants)), write=True).stage(chunks)
 
-    def publish(self, tenant: str, doc_id: str, version: str) -> None:
-        self.for_tenant(tenant).publish(tenant, doc_id, version)
+    def publish(self, tenant: str, doc_id: str, version: str) -> int | None:
+        return self.for_tenant(tenant).publish(tenant, doc_id, version)
 
     def discard(self, tenant: str, doc_id: str, version: str) -> None:
         self.for_tenant(tenant).discard(tenant, doc_id, version)
