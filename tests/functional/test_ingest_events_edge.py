@@ -141,8 +141,8 @@ def test_dead_lettering_marks_only_this_events_attempt_and_no_other_tenants(app)
     # a document whose event died before any registry write
     (r,) = mark_dead_lettered(app, s3_event("ObjectCreated:Put", "tenants/acme/new one.md", "0000000012"), "x", 3)
     assert app.registry.get("acme", document_id("acme", "tenants/acme/new one.md")).status.value == "failed"
-    # deletes, test events and keys outside the layout are not marked
-    assert mark_dead_lettered(app, s3_event("ObjectRemoved:Delete", "tenants/acme/kept.md", "0000000013"), "x", 5) == []
+    # test events, keys outside the layout and deletes of keys never indexed are not marked
+    assert mark_dead_lettered(app, s3_event("ObjectRemoved:Delete", "tenants/acme/never.md", "0000000013"), "x", 5) == []
     assert mark_dead_lettered(app, json.dumps({"Event": "s3:TestEvent"}), "x", 5) == []
     assert mark_dead_lettered(app, s3_event("ObjectCreated:Put", "elsewhere/x.md", "0000000014"), "x", 5) == []
     # the redrive of the dead event runs again (not "stale", not "unchanged") and indexes it
@@ -150,6 +150,38 @@ def test_dead_lettering_marks_only_this_events_attempt_and_no_other_tenants(app)
     (again,) = handle_s3_message(app, s3_event("ObjectCreated:Put", "tenants/acme/kept.md", "0000000011", "v2"))
     assert again.action == "indexed", again
     assert "dead_lettered" not in app.registry.get("acme", acme).flags
+
+
+def test_a_dead_lettered_delete_says_so_and_its_redrive_removes_the_chunks(app, monkeypatch):
+    """A delete whose index removal failed on every delivery: the record must not go on saying
+    "indexed" (nor "deleted") while the object's chunks are still searchable; the redrive of that
+    delete event runs again and removes them. Another tenant's same key is not touched."""
+    from ragline.ingest.events import mark_dead_lettered
+    from ragline.models import document_id
+
+    key = "tenants/acme/gone.md"
+    indexed(app, key, b"# Gone\n\nThe vault code is 4471.\n")
+    indexed(app, "tenants/globex/gone.md", b"# Gone\n\nGlobex vault code is 9902.\n")
+    real = app.index.delete_document
+    monkeypatch.setattr(app.index, "delete_document", lambda *a: (_ for _ in ()).throw(ConnectionError("search down")))
+    event = s3_event("ObjectRemoved:Delete", key, "0000000020")
+    with pytest.raises(ConnectionError):
+        handle_s3_message(app, event)
+    (r,) = mark_dead_lettered(app, event, "ConnectionError: search down", 5)
+    rec = app.registry.get("acme", document_id("acme", key))
+    assert r.action == "failed" and rec.status.value == "failed" and rec.flags["dead_lettered"] == 1
+    assert "still be searchable" in rec.reason and "search down" in rec.reason
+    # an older create arriving now is stale against the dead delete's sequencer
+    assert handle_s3_message(app, s3_event("ObjectCreated:Put", key, "0000000015", "v0"))[0].action == "stale"
+    monkeypatch.setattr(app.index, "delete_document", real)
+    (again,) = handle_s3_message(app, event)
+    assert again.action == "deleted"
+    hits, _ = app.retriever.search(Principal(tenant="acme", user="u").scope(), "vault code")
+    assert hits == []
+    assert app.registry.get("acme", document_id("acme", key)).status.value == "deleted"
+    other, _ = app.retriever.search(Principal(tenant="globex", user="u").scope(), "vault code")
+    assert other and "9902" in other[0].text
+    assert app.registry.get("globex", document_id("globex", "tenants/globex/gone.md")).status.value == "indexed"
 
 
 def test_a_redrive_after_a_failed_publish_reprocesses_the_same_bytes(app, monkeypatch):

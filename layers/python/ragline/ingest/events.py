@@ -178,10 +178,11 @@ def handle_s3_record(app, record) -> EventResult:
 def mark_dead_lettered(app, body: str | dict[str, Any], error: str, attempts: int) -> list[EventResult]:
     """The last delivery of a message failed and SQS moves it to the dead-letter queue: record
     that in each document's registry entry, so it says ``failed`` with the reason instead of
-    ``processing`` forever. The record is flagged ``dead_lettered``, which lets a redrive of the
-    same event run again (it is not taken for a stale or an unchanged one). Only creates are
-    marked, and only while the registry still holds this event's attempt (or nothing): a newer
-    version, or a write that raced this one (a conditional put), is left alone."""
+    ``processing`` forever (a create), or instead of ``indexed`` / ``deleted`` while the removed
+    object's chunks may still be searchable (a delete). The record is flagged ``dead_lettered``,
+    which lets a redrive of the same event run again (it is not taken for a stale or an
+    unchanged one). Only while the registry still holds this event's attempt (or nothing, for a
+    create): a newer version, or a write that raced this one (a conditional put), is left alone."""
     from ..errors import StaleWrite
     from ..models import DocStatus, DocumentRecord
 
@@ -192,24 +193,32 @@ def mark_dead_lettered(app, body: str | dict[str, Any], error: str, attempts: in
     for record in S3Notification.model_validate(msg).Records:
         key = unquote_plus(record.s3.object.key)
         parsed = tenant_of(key)
-        if parsed is None or not record.eventName.startswith("ObjectCreated"):
+        removal = record.eventName.startswith("ObjectRemoved")
+        if parsed is None or not (removal or record.eventName.startswith("ObjectCreated")):
             continue
         tenant = parsed[0]
         doc = document_id(tenant, key)
         sequencer = getattr(record.s3.object, "sequencer", None)
         existing = app.registry.get(tenant, doc)
+        if removal and existing is None:
+            continue  # nothing was indexed under the key: nothing left behind
         if existing is not None:
             newer = (existing.source_sequencer and (not sequencer or sequencer_newer(existing.source_sequencer, sequencer)))
             done = existing.status != DocStatus.PROCESSING and not existing.flags.get(DEAD_LETTERED_FLAG)
-            if newer or (done and existing.source_sequencer == sequencer):
+            if newer or (not removal and done and existing.source_sequencer == sequencer):
                 continue  # a newer version owns the record, or this event's attempt finished after all
-        reason = (f"ingestion failed on all {attempts} deliveries and the event went to the dead-letter queue "
-                  f"(last error: {error[:300]}); redrive the queue or upload the file again")
+        if removal:
+            reason = (f"the object was deleted but removing it from the index failed on all {attempts} deliveries "
+                      f"and the event went to the dead-letter queue (last error: {error[:300]}); its chunks may "
+                      "still be searchable: redrive the queue")
+        else:
+            reason = (f"ingestion failed on all {attempts} deliveries and the event went to the dead-letter queue "
+                      f"(last error: {error[:300]}); redrive the queue or upload the file again")
         base = existing or DocumentRecord(tenant=tenant, doc_id=doc, source_key=key, status=DocStatus.FAILED)
         failed = base.model_copy(update={
             "status": DocStatus.FAILED, "reason": reason,
             "source_sequencer": sequencer or base.source_sequencer,
-            "source_version_id": record.s3.object.versionId or base.source_version_id,
+            "source_version_id": (None if removal else record.s3.object.versionId) or base.source_version_id,
             "flags": {**base.flags, DEAD_LETTERED_FLAG: 1},
             "attempt": uuid.uuid4().hex,  # what the document is has changed (see DocumentRecord.attempt)
         })
@@ -218,6 +227,7 @@ def mark_dead_lettered(app, body: str | dict[str, Any], error: str, attempts: in
         except StaleWrite:
             continue  # another writer got there first: its record stands
         logger().warning("document dead-lettered", extra={"tenant": tenant, "doc_id": doc, "key": key,
+                                                          "event": record.eventName,
                                                           "attempts": attempts, "error": error[:300]})
         metric("DocumentsDeadLettered", 1)
         out.append(EventResult("failed", key=key, tenant=tenant, doc_id=doc, reason=reason))
