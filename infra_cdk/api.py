@@ -233,6 +233,11 @@ class QueryApi(Construct):
         )
         for method, path in cfg.API_ROUTES:
             self.http_api.add_routes(path=path, methods=[apigwv2.HttpMethod[method]], integration=integration)
+        # every path also takes ANY (a method route wins over it), so a known path called with
+        # another method reaches the function, which answers 405 with an Allow header, instead
+        # of API Gateway's bare 404 "Not Found" (behind the same authorizer: 401 without a token)
+        for path in dict.fromkeys(path for _, path in cfg.API_ROUTES):
+            self.http_api.add_routes(path=path, methods=[apigwv2.HttpMethod.ANY], integration=integration)
 
         self.access_log_group = logs.LogGroup(
             self,

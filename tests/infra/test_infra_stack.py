@@ -147,8 +147,10 @@ def test_every_route_requires_the_jwt_authorizer(synth: Synth):
     assert jwt["Audience"] == [{"Ref": synth.logical_id(identity.client)}]
     assert synth.logical_id(identity.user_pool) in json.dumps(jwt["Issuer"])
     routes = synth.of_type("AWS::ApiGatewayV2::Route")
+    # each method route, and ANY on each path so another method gets the function's 405
+    paths = dict.fromkeys(path for _, path in cfg.API_ROUTES)
     assert sorted(r["Properties"]["RouteKey"] for r in routes.values()) == sorted(
-        f"{method} {path}" for method, path in cfg.API_ROUTES
+        [f"{method} {path}" for method, path in cfg.API_ROUTES] + [f"ANY {path}" for path in paths]
     )
     # every route the API document offers is deployed (the ops figures once were not)
     spec = json.loads((Path(__file__).resolve().parents[2] / "functions" / "query" / "openapi.json").read_text())
