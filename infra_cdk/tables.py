@@ -34,8 +34,8 @@ QUERY_LOG_BY_TENANT = "by_tenant_time"
 QUERY_LOG_BY_DAY = "by_day_time"
 
 TABLE_SCHEMAS: dict[str, TableSchema] = {
-    # pk = tenant, sk = doc_id
-    "Registry": TableSchema("pk", "sk"),
+    # pk = tenant, sk = doc_id; a deleted document's tombstone expires (RAGLINE_TOMBSTONE_DAYS)
+    "Registry": TableSchema("pk", "sk", "expires_at"),
     # pk = tenant, sk = query_id; newest-first reads per tenant and per day
     "QueryLog": TableSchema(
         "pk", "sk", "expires_at",

@@ -211,3 +211,23 @@ def test_local_uploads_racing_on_threads_end_with_the_last_claim_and_a_consisten
     consistent(app, "acme", KEY)
     found = texts(app, query="revision failover procedure")
     assert len({t.split("Revision ")[1].split(" ")[0] for t in found}) == 1  # one revision, not a mix
+
+
+def test_local_tombstones_older_than_the_retention_are_removed_per_tenant(app):
+    """A deleted document's tombstone orders late events for ``tombstone_days``, then goes
+    (locally when another tombstone of the tenant is written; DynamoDB TTL on AWS)."""
+    reg = app.registry
+    for tenant in ("acme", "globex"):
+        upload(app, OLD, "0000000010", "v1", key=f"tenants/{tenant}/old.md")
+        handle_s3_message(app, s3_event("ObjectRemoved:Delete", f"tenants/{tenant}/old.md", "0000000011"))
+    upload(app, OLD, "0000000010", "v1", key="tenants/acme/kept.md")
+    # age every record past the retention
+    with reg.tx() as c:
+        c.execute("UPDATE documents SET updated_at='2020-01-01T00:00:00+00:00'")
+    upload(app, OLD, "0000000010", "v1", key="tenants/acme/next.md")
+    handle_s3_message(app, s3_event("ObjectRemoved:Delete", "tenants/acme/next.md", "0000000011"))
+    assert reg.get("acme", document_id("acme", "tenants/acme/old.md")) is None  # expired tombstone gone
+    assert reg.get("acme", document_id("acme", "tenants/acme/next.md")).status == DocStatus.DELETED  # fresh one kept
+    assert reg.get("acme", document_id("acme", "tenants/acme/kept.md")).status == DocStatus.INDEXED  # only tombstones
+    # another tenant's old tombstone is its own tenant's business
+    assert reg.get("globex", document_id("globex", "tenants/globex/old.md")).status == DocStatus.DELETED

@@ -128,7 +128,7 @@ def test_tables_in_every_configuration(any_synth: Synth):
         "idempotency": [("id", "HASH")],
         "cache": [("pk", "HASH"), ("sk", "RANGE")],
     }
-    expected_ttl = {"registry": None, "query_log": "expires_at", "ledger": "expires_at", "idempotency": "expiration",
+    expected_ttl = {"registry": "expires_at", "query_log": "expires_at", "ledger": "expires_at", "idempotency": "expiration",
                     "cache": "expires_at"}
     for logical_id, table in tables.items():
         name, props = by_id[logical_id], table["Properties"]

@@ -67,7 +67,7 @@ def _local_ports(settings: Settings) -> dict:
         "blobs": DirectoryBlobStore(home / "blobs"),
         "index": index,
         "embedder": embedder,
-        "registry": SqliteRegistry(home / "state.db"),
+        "registry": SqliteRegistry(home / "state.db", tombstone_days=settings.tombstone_days),
         "ledger": SqliteLedger(home / "state.db"),
         "query_log": SqliteQueryLog(home / "state.db"),
         "cache_store": SqliteCacheStore(home / "cache.db", embedder.dimensions),

@@ -232,6 +232,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 50 * 1024 * 1024
     max_pages_per_document: int = 2000
     max_chunks_per_document: int = 20000
+    # a deleted document's registry record (a tombstone: it orders late S3 events) is kept this
+    # long, then removed (DynamoDB TTL; locally when another tombstone of the tenant is written).
+    # It must outlive any event still in flight: SQS keeps messages (dead letters included,
+    # counted from their first enqueue) at most 14 days
+    tombstone_days: int = Field(default=30, ge=15)
 
     # PII at ingestion (ragline.ingest.pii): a policy per tenant, e.g.
     # RAGLINE_PII_POLICY='{"acme": "redact"}'; tenants not listed get the default

@@ -32,9 +32,8 @@ def _record(
         tenant=tenant,
         doc_id=doc_id,
         source_key=f"{tenant}/{doc_id}.pdf",
-        status=DocStatus.INDEXED,
         version=version,
-        **extra,
+        **{"status": DocStatus.INDEXED, **extra},
     )
 
 
@@ -175,6 +174,23 @@ def test_an_older_upload_overtaken_mid_commit_stands_down_on_the_dynamodb_regist
     assert hits and all("violet" in h.text for h in hits)
     rec = registry.get("acme", older.doc_id)
     assert rec.status == DocStatus.INDEXED and sorted(rec.chunk_ids) == sorted(index.all_chunk_ids("acme", older.doc_id))
+
+
+def test_registry_tombstones_carry_an_expiry_and_a_new_upload_drops_it(registry, dynamodb_client, registry_table):
+    import time as _time
+
+    registry.put(_record(doc_id="doc_gone", status=DocStatus.DELETED, version=None))
+    raw = dynamodb_client.get_item(TableName=registry_table, Key={"pk": {"S": "acme"}, "sk": {"S": "doc_gone"}})["Item"]
+    expires = int(raw["expires_at"]["N"])
+    assert abs(expires - (_time.time() + registry.tombstone_days * 86400)) < 60  # the table's TTL attribute
+    assert registry.get("acme", "doc_gone").status == DocStatus.DELETED  # the attribute is not a field
+    # the document uploaded again: the item is replaced whole, no expiry left on it
+    registry.put(_record(doc_id="doc_gone", status=DocStatus.INDEXED))
+    raw = dynamodb_client.get_item(TableName=registry_table, Key={"pk": {"S": "acme"}, "sk": {"S": "doc_gone"}})["Item"]
+    assert "expires_at" not in raw
+    registry.put(_record(doc_id="doc_live"))
+    raw = dynamodb_client.get_item(TableName=registry_table, Key={"pk": {"S": "acme"}, "sk": {"S": "doc_live"}})["Item"]
+    assert "expires_at" not in raw
 
 
 def test_registry_list_pages_through_a_tenant_and_delete_removes(registry):

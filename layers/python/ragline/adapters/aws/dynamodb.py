@@ -5,7 +5,7 @@ the low-level client (so tests can inject any client) through boto3's type seria
 
 Table shapes (what the infrastructure must create):
 
-* registry: ``pk`` = tenant, ``sk`` = doc_id.
+* registry: ``pk`` = tenant, ``sk`` = doc_id, TTL attribute ``expires_at`` (set on tombstones only).
 * query log: ``pk`` = tenant, ``sk`` = query_id, TTL attribute ``expires_at``; GSI
   ``by_tenant_time`` (``pk``, ``logged_at``) and GSI ``by_day_time`` (``log_day``, ``logged_at``),
   both projecting ALL.
@@ -33,7 +33,7 @@ from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ...errors import DependencyUnavailable, NotFound, StaleWrite  # StaleWrite re-exported
-from ...models import DocumentRecord, Usage, utcnow
+from ...models import DocStatus, DocumentRecord, Usage, utcnow
 from ...settings import Settings, get_settings
 from ._boto import LazyClient, boto3_client_factory, client_config, error_code, raise_translated
 
@@ -143,9 +143,9 @@ class DynamoRegistry(_Table):
         self, table: str | None = None, *, client: Any | None = None, settings: Settings | None = None
     ):
         super().__init__(table, client, settings)
+        self.tombstone_days = (settings or get_settings()).tombstone_days
 
-    @staticmethod
-    def _to_item(record: DocumentRecord) -> dict[str, Any]:
+    def _to_item(self, record: DocumentRecord) -> dict[str, Any]:
         data = record.model_dump(mode="json")
         chunk_ids = data.pop("chunk_ids")
         data.update(
@@ -154,12 +154,16 @@ class DynamoRegistry(_Table):
             chunk_count=len(chunk_ids),
             chunk_ids_z=zlib.compress(json.dumps(chunk_ids, separators=(",", ":")).encode(), 6),
         )
+        if record.status == DocStatus.DELETED:
+            # a tombstone expires (the table's TTL attribute); any later write replaces the item
+            # whole, so a document uploaded again carries no expiry
+            data["expires_at"] = int(time.time()) + self.tombstone_days * 86400
         return to_item(data)
 
     @staticmethod
     def _from_item(item: Mapping[str, Any]) -> DocumentRecord:
         data = from_item(item)
-        for key in ("pk", "sk", "chunk_count"):
+        for key in ("pk", "sk", "chunk_count", "expires_at"):
             data.pop(key, None)
         packed = data.pop("chunk_ids_z", None)
         data["chunk_ids"] = json.loads(zlib.decompress(packed)) if packed else []

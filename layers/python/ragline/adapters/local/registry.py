@@ -17,12 +17,21 @@ NANOS = 1_000_000_000
 
 
 class SqliteRegistry(SqliteStore):
+    """Document records in SQLite. A tombstone (a deleted document's record, which orders late
+    events) is removed ``tombstone_days`` after it was written, when another tombstone of the
+    same tenant is written (DynamoDB's TTL does this on AWS)."""
+
+    def __init__(self, path, *, tombstone_days: int = 30):
+        super().__init__(path)
+        self.tombstone_days = tombstone_days
+
     schema = """
     CREATE TABLE IF NOT EXISTS documents (
       tenant TEXT NOT NULL, doc_id TEXT NOT NULL, version TEXT, status TEXT NOT NULL,
       source_key TEXT NOT NULL, record TEXT NOT NULL, updated_at TEXT NOT NULL,
       PRIMARY KEY (tenant, doc_id)
     );
+    CREATE INDEX IF NOT EXISTS documents_by_status ON documents (tenant, status, updated_at);
     """
 
     _UNSET = object()
@@ -58,6 +67,10 @@ class SqliteRegistry(SqliteStore):
                         raise StaleWrite(
                             f"document {record.doc_id} is held by ingestion attempt {attempt!r}, not {expected_attempt!r}"
                         )
+            if record.status.value == "deleted":
+                cutoff = (record.updated_at - timedelta(days=self.tombstone_days)).isoformat()
+                c.execute("DELETE FROM documents WHERE tenant=? AND status='deleted' AND updated_at < ?",
+                          (record.tenant, cutoff))
             c.execute(
                 """INSERT INTO documents (tenant, doc_id, version, status, source_key, record, updated_at)
                    VALUES (?,?,?,?,?,?,?) ON CONFLICT(tenant, doc_id) DO UPDATE SET version=excluded.version,
