@@ -96,3 +96,37 @@ def sqlite_dump(*paths: Path) -> str:
         finally:
             conn.close()
     return "\n".join(out)
+
+
+def check_budget_leases(ledger, committed, day: str, now_s: float) -> None:
+    """The budget-lease contract both shipped ledgers keep (``committed(tenant)`` reads the day's
+    committed nano-dollars from the store itself): a reservation whose lease deadline has passed
+    (its request died) is reclaimed by the next reservation that does not fit, never one still
+    live, never another tenant's, and a release or record of a reclaimed lease gives nothing back
+    twice."""
+    from ragline.models import Usage
+
+    past, future = now_s - 1, now_s + 900
+    assert ledger.reserve("acme", day, 6000, 10_000, lease=("dead", past))  # its request then died
+    assert ledger.reserve("acme", day, 3000, 10_000, lease=("live", future))
+    assert ledger.reserve("beta", day, 9000, 10_000, lease=("beta-dead", past))
+    # 9,000 + 5,000 does not fit: the dead request's 6,000 is taken back, and then it does
+    assert ledger.reserve("acme", day, 5000, 10_000, lease=("new", future))
+    assert committed("acme") == 8000
+    assert committed("beta") == 9000  # another tenant's dead lease is its own tenant's business
+    ledger.release("acme", day, 6000, lease_id="dead")  # the dead request wakes up: nothing twice
+    assert committed("acme") == 8000
+    ledger.record("acme", "q-live", [Usage(model_id="m", purpose="generation", cost_usd=1000e-9)],
+                  release=(day, 3000, "live"))
+    assert committed("acme") == 6000  # 8,000 - 3,000 reserved + 1,000 spent
+    # a live lease is never taken: 6,000 + 5,000 does not fit and nothing has expired
+    assert not ledger.reserve("acme", day, 5000, 10_000, lease=("big", future))
+    assert committed("acme") == 6000
+    # a request that outlived its lease records its spend, without releasing what was reclaimed
+    assert ledger.reserve("acme", day, 4000, 10_000, lease=("slow", past))
+    assert ledger.reserve("acme", day, 1, 10_000, lease=("tiny", future))  # reclaims "slow"
+    assert committed("acme") == 6001
+    ledger.record("acme", "q-slow", [Usage(model_id="m", purpose="generation", cost_usd=2000e-9)],
+                  release=(day, 4000, "slow"))
+    assert committed("acme") == 8001
+    assert sum(r["cost_usd"] for r in ledger.totals("acme", 1, consistent=True)) * 1e9 == pytest.approx(3000)

@@ -438,3 +438,38 @@ def test_a_failed_ledger_write_releases_the_reservation(priced):
     with pytest.raises(DependencyUnavailable):
         app.ask(who(), SIMPLE, use_cache=False)
     assert failed and _committed_nanos(app) == sum(r["cost_nanos"] for r in app.ledger.records("acme"))
+
+
+def test_budget_reservations_are_leases_a_dead_request_cannot_hold_all_day(tmp_path):
+    """The SQLite ledger keeps the same lease contract as DynamoDB's (shared check)."""
+    import time
+    from datetime import UTC, datetime
+
+    from ragline_testing import check_budget_leases
+
+    from ragline.adapters.local.registry import SqliteLedger
+
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    day = datetime.now(UTC).date().isoformat()
+
+    def committed(tenant):
+        row = ledger.conn().execute("SELECT committed_nanos FROM budget_spend WHERE tenant=? AND day=?",
+                                    (tenant, day)).fetchone()
+        return row[0] if row else 0
+
+    check_budget_leases(ledger, committed, day, time.time())
+
+
+def test_a_request_that_died_holding_a_reservation_blocks_the_budget_only_until_its_lease_ends(priced):
+    # end to end: a process dies between reserving and recording (the reservation is made and
+    # never released); with a short lease the next request that does not fit takes it back
+    import time
+
+    app = priced(costs=CostSettings(price_table="test", hard_budget_usd={"acme": 0.0015}, reservation_lease_s=0.2))
+    guard = app.generation.budget
+    assert guard.try_reserve("acme", 0.0012, 0.0015) is not None  # ... and the process dies
+    with pytest.raises(BudgetExceeded):
+        app.ask(who(), SIMPLE, use_cache=False)
+    time.sleep(0.3)
+    assert app.ask(who(), SIMPLE, use_cache=False).model == "ragline/local-small"
+    assert _committed_nanos(app) == sum(r["cost_nanos"] for r in app.ledger.records("acme"))

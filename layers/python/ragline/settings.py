@@ -165,6 +165,10 @@ class CostSettings(BaseSettings):
     # at the hard limit: refuse with 429, or answer with the cheaper tier (then refuse when even
     # that one would be over twice the hard limit)
     hard_limit_action: Literal["refuse", "downgrade"] = "refuse"
+    # a request's budget reservation is held at most this long; past it the reservation is a
+    # dead request's (a crash, a killed process) and the next request that does not fit takes it
+    # back. Longer than any request can live (Lambda's limit is 15 minutes)
+    reservation_lease_s: float = Field(default=960.0, gt=0)
 
     def budget(self, table: dict[str, float], tenant: str) -> float | None:
         value = table.get(tenant, table.get("*"))

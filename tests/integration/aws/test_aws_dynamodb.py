@@ -590,6 +590,15 @@ def test_budget_first_reservation_of_a_day_counts_spend_recorded_before(ledger, 
     assert _committed(dynamodb_client, ledger_table, "acme", day) == 10_000
 
 
+def test_budget_reservations_are_leases_a_dead_request_cannot_hold_all_day(ledger, dynamodb_client, ledger_table, clock):
+    """moto's server: the lease items, their conditional deletes and the counter ADDs in one
+    transaction (the contract is shared with the SQLite ledger's test)."""
+    from ragline_testing import check_budget_leases
+
+    check_budget_leases(ledger, lambda t: _committed(dynamodb_client, ledger_table, t, "2025-03-10"),
+                        "2025-03-10", clock().timestamp())
+
+
 def test_budget_alert_is_raised_once_a_day(ledger):
     assert ledger.first_alert("acme", "2025-03-10", "soft")
     assert not ledger.first_alert("acme", "2025-03-10", "soft")

@@ -170,7 +170,7 @@ class GenerationService:
 
     def _release_quietly(self, tenant: str, reservation: Reservation | None) -> None:
         """Give a reservation back; a failure to do so is logged, never raised over the request's
-        own error (the reservation then stays counted for the day: it errs on refusing)."""
+        own error (the reservation then stays counted until its lease expires: it errs on refusing)."""
         try:
             self.budget.release(tenant, reservation)
         except Exception:  # noqa: BLE001
@@ -250,7 +250,7 @@ class GenerationService:
         priced = [self.prices.priced(u) for u in calls]
         try:
             if reservation is not None:  # the reservation is released in the same write
-                self.ledger.record(tenant, query_id, priced, release=(reservation.day, reservation.nanos))
+                self.ledger.record(tenant, query_id, priced, release=reservation.release_args())
             elif priced:
                 self.ledger.record(tenant, query_id, priced)
         except BaseException:

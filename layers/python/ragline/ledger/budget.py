@@ -15,13 +15,17 @@ tier's maximum output, at the dearest model it may fail over to) against the lim
 the reservation in the same write. A request whose worst case does not fit is refused (in downgrade
 mode it is answered by the cheaper tier, whose worst case may reach twice the limit, and
 refused past that). What a request spends before its reservation (the query embedding, a
-rerank) is not reserved, so concurrent requests can pass the limit by those small amounts. A
-process that dies between reserving and recording leaves its reservation counted for that day
-(at most one request's worst case each): it errs on refusing, never on overspending.
+rerank) is not reserved, so concurrent requests can pass the limit by those small amounts. Each
+reservation is held as a lease (``reservation_lease_s``, longer than a request can live): a
+process that dies between reserving and recording leaves its reservation counted only until
+that deadline, after which the next request that does not fit reclaims it. A reservation
+released after it was reclaimed gives nothing back twice.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -59,6 +63,10 @@ def today() -> str:
 class Reservation:
     day: str
     nanos: int
+    lease_id: str | None = None
+
+    def release_args(self) -> tuple[str, int, str | None]:
+        return (self.day, self.nanos, self.lease_id)
 
 
 class BudgetGuard:
@@ -88,7 +96,10 @@ class BudgetGuard:
         (None when it does not fit)."""
         nanos = max(1, round(worst_case_usd * NANOS))
         day = today()
-        return Reservation(day, nanos) if self.ledger.reserve(tenant, day, nanos, round(ceiling_usd * NANOS)) else None
+        lease_id = uuid.uuid4().hex
+        lease = (lease_id, time.time() + self.settings.reservation_lease_s)
+        ok = self.ledger.reserve(tenant, day, nanos, round(ceiling_usd * NANOS), lease=lease)
+        return Reservation(day, nanos, lease_id) if ok else None
 
     def refuse(self, tenant: str, state: BudgetState, worst_case_usd: float, ceiling_usd: float) -> BudgetExceeded:
         metric("BudgetHardLimit", 1)
@@ -105,7 +116,7 @@ class BudgetGuard:
 
     def release(self, tenant: str, reservation: Reservation | None) -> None:
         if reservation is not None:
-            self.ledger.release(tenant, reservation.day, reservation.nanos)
+            self.ledger.release(tenant, reservation.day, reservation.nanos, lease_id=reservation.lease_id)
 
     def after_record(self, tenant: str) -> None:
         """The request whose record passes the soft limit raises the alert (once a day)."""

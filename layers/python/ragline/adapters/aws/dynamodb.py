@@ -129,6 +129,10 @@ class _Table:
 # --- document registry --------------------------------------------------------------------------
 
 
+class _LeaseGone(Exception):
+    """A budget lease a write expected was reclaimed (its request outlived the deadline)."""
+
+
 class DynamoRegistry(_Table):
     """Document provenance, one item per (tenant, doc_id).
 
@@ -499,20 +503,98 @@ class DynamoLedgerStore(_Table):
             self.sleep(self._rng.uniform(0, min(1.0, 0.02 * 2**attempt)))
         return False
 
-    def reserve(self, tenant: str, day: str, nanos: int, limit_nanos: int) -> bool:
+    @staticmethod
+    def _lease_sk(day: str, lease_id: str) -> str:
+        # "lease#..." sorts after every "day#..." aggregate key, so totals() never reads it
+        return f"lease#{day}#{lease_id}"
+
+    def _lease_key(self, tenant: str, day: str, lease_id: str) -> dict[str, Any]:
+        return {"pk": _s(self._pk(tenant)), "sk": _s(self._lease_sk(day, lease_id))}
+
+    def _transact_budget(self, items: list[dict[str, Any]]) -> bool:
+        """A budget transaction: True when written, False when any condition failed; retried on
+        TransactionConflict (records write the same budget item)."""
+        for attempt in range(1, self.conflict_attempts + 1):
+            try:
+                self.client.transact_write_items(TransactItems=items)
+                return True
+            except ClientError as exc:
+                if error_code(exc) != "TransactionCanceledException":
+                    self._fail(exc)
+                codes = [r.get("Code") for r in exc.response.get("CancellationReasons", ())]
+                if "ConditionalCheckFailed" in codes:
+                    return False
+                if "TransactionConflict" not in codes or attempt == self.conflict_attempts:
+                    raise DependencyUnavailable(
+                        f"dynamodb table {self.table}: budget write cancelled ({', '.join(filter(None, codes))})"
+                    ) from exc
+            except BotoCoreError as exc:
+                self._fail(exc)
+            self.sleep(self._rng.uniform(0, min(1.0, 0.02 * 2**attempt)))
+        return False
+
+    def _clean(self, update: dict[str, Any]) -> dict[str, Any]:
+        """Drop the attribute names an update does not use (DynamoDB refuses unused ones)."""
+        for name in ("#r", "#s"):
+            if name not in update["UpdateExpression"] and name not in update.get("ConditionExpression", ""):
+                update["ExpressionAttributeNames"].pop(name, None)
+        return update
+
+    def _reclaim(self, tenant: str, day: str) -> int:
+        """Give back the day's reservations whose lease deadline has passed (requests that died
+        holding them): each in a transaction that deletes the lease, conditionally on it still
+        being there and expired, and ADDs its amount back, so a reservation is given back once
+        whoever else (its own release, another reclaimer) races this. Returns the nanos."""
+        now = self.now().timestamp()
+        leases = self._query_all(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": _s(self._pk(tenant)), ":prefix": _s(f"lease#{day}#")},
+            ConsistentRead=True,
+        )
+        total = 0
+        for item in leases:
+            data = from_item(item)
+            if float(data.get("deadline", now)) >= now:
+                continue
+            nanos = int(data["nanos"])
+            delete = {"Delete": {
+                "TableName": self.table, "Key": {"pk": item["pk"], "sk": item["sk"]},
+                "ConditionExpression": "attribute_exists(pk) AND #dl < :now",
+                "ExpressionAttributeNames": {"#dl": "deadline"},
+                "ExpressionAttributeValues": {":now": {"N": repr(now)}}}}
+            if self._transact_budget([delete, {"Update": self._clean(self._budget_update(tenant, day, -nanos))}]):
+                total += nanos
+        if total:
+            log.warning("budget reservations of dead requests reclaimed",
+                        extra={"tenant": tenant, "day": day, "nanos": total})
+        return total
+
+    def reserve(self, tenant: str, day: str, nanos: int, limit_nanos: int, *,
+                lease: tuple[str, float] | None = None) -> bool:
         """Add ``nanos`` to the day's committed spend (recorded spend plus requests in flight) if
         it stays within ``limit_nanos``: one conditional ADD, so concurrent requests serialise.
         Until a day's item is *seeded*, spend recorded before budgets were reserved (the day of
         an upgrade) is added to it once: the day's aggregates (operator purposes aside) less
-        what records already added (``recorded_nanos``), conditional on neither changing."""
+        what records already added (``recorded_nanos``), conditional on neither changing.
+        With ``lease`` (id, deadline as epoch seconds) the ADD and a lease item are one
+        transaction; a request that does not fit first reclaims the day's expired leases."""
         from ...ledger.budget import OPERATOR_PURPOSES
 
         update = self._budget_update(tenant, day, nanos)
         update["ConditionExpression"] = "attribute_exists(#s) AND #c <= :room"
         update["ExpressionAttributeValues"][":room"] = {"N": str(limit_nanos - nanos)}
+        lease_put = None
+        if lease is not None:
+            lease_put = {"Put": {"TableName": self.table, "Item": to_item({
+                "pk": self._pk(tenant), "sk": self._lease_sk(day, lease[0]), "tenant": tenant, "day": day,
+                "nanos": nanos, "deadline": float(lease[1]),
+                "expires_at": int((self.now() + timedelta(days=3)).timestamp())})}}
         key = {"pk": _s(self._pk(tenant)), "sk": _s(self._budget_sk(day))}
+        reclaimed = False
         for _ in range(8):
-            if self._update_budget(update):
+            if lease_put is None and self._update_budget(update):
+                return True
+            if lease_put is not None and self._transact_budget([{"Update": self._clean(dict(update))}, lease_put]):
                 return True
             try:
                 item = self.client.get_item(TableName=self.table, ConsistentRead=True, Key=key).get("Item")
@@ -520,6 +602,10 @@ class DynamoLedgerStore(_Table):
                 self._fail(exc)
             if item is not None and "seeded" in item:
                 if int(item["committed_nanos"]["N"]) + nanos > limit_nanos:
+                    if lease_put is not None and not reclaimed:
+                        reclaimed = True
+                        if self._reclaim(tenant, day):
+                            continue  # dead requests' reservations given back: try again
                     return False  # the day's spend is known and this request does not fit
                 continue  # released since our update: try again
             recorded = int(item["recorded_nanos"]["N"]) if item and "recorded_nanos" in item else 0
@@ -533,8 +619,15 @@ class DynamoLedgerStore(_Table):
             self._update_budget(seed)  # a failed condition: seeded, or recorded meanwhile; look again
         return False
 
-    def release(self, tenant: str, day: str, nanos: int) -> None:
-        self._update_budget(self._budget_update(tenant, day, -nanos))
+    def release(self, tenant: str, day: str, nanos: int, *, lease_id: str | None = None) -> None:
+        """Give a reservation back; with its lease, only while the lease is held (a reservation
+        reclaimed after its deadline was given back already)."""
+        if lease_id is None:
+            self._update_budget(self._budget_update(tenant, day, -nanos))
+            return
+        delete = {"Delete": {"TableName": self.table, "Key": self._lease_key(tenant, day, lease_id),
+                             "ConditionExpression": "attribute_exists(pk)"}}
+        self._transact_budget([delete, {"Update": self._clean(self._budget_update(tenant, day, -nanos))}])
 
     def first_alert(self, tenant: str, day: str, kind: str) -> bool:
         """True for the first caller of the day only (a conditional put)."""
@@ -552,13 +645,17 @@ class DynamoLedgerStore(_Table):
             self._fail(exc)
 
     def record(self, tenant: str, query_id: str, usages: Sequence[Any], *, record_id: str | None = None,
-               release: tuple[str, int] | None = None) -> None:
+               release: tuple[str, int] | tuple[str, int, str | None] | None = None) -> None:
+        """Record a request's usage in one transaction; ``release`` (day, nanos[, lease id])
+        gives its reservation back in it (the lease deleted, conditionally on it still being
+        held: if it was reclaimed meanwhile, the record is written without the release)."""
         if not tenant or not query_id:
             raise ValueError("a ledger record needs a tenant and a query_id")
         parsed = [_as_usage(u) for u in usages]
+        lease_id = release[2] if release and len(release) > 2 else None
         if not parsed:
             if release:
-                self.release(tenant, *release)
+                self.release(tenant, release[0], release[1], lease_id=lease_id)
             return
         rows = [
             {
@@ -580,7 +677,7 @@ class DynamoLedgerStore(_Table):
             g[2] += row["cost_usd_nanos"]
             g[3] += 1
             g[4] += int(row["estimated"])
-        if len(groups) + 3 > _MAX_TRANSACT_ITEMS:  # + the request item and up to two budget days
+        if len(groups) + 4 > _MAX_TRANSACT_ITEMS:  # + the request item, up to two budget days, a lease
             raise ValueError(f"too many (model, purpose) pairs in one record: {len(groups)}")
 
         now = self.now().astimezone(UTC)
@@ -648,19 +745,28 @@ class DynamoLedgerStore(_Table):
         budget = {day: [cost, cost]}  # day -> [committed delta, recorded delta]
         if release:
             budget.setdefault(release[0], [0, 0])[0] -= release[1]
-        for d, (n, rec) in sorted(budget.items()):
-            if n or rec:
-                update = self._budget_update(tenant, d, n, rec)
-                if "#s" not in update["UpdateExpression"]:
-                    update["ExpressionAttributeNames"].pop("#s")
-                if not rec:
-                    update["ExpressionAttributeNames"].pop("#r")
-                items.append({"Update": update})
-        self._transact(items, query_id)
+        def budget_items(with_release: bool) -> list[dict[str, Any]]:
+            deltas = {day: [cost, cost]}  # day -> [committed delta, recorded delta]
+            if release and with_release:
+                deltas.setdefault(release[0], [0, 0])[0] -= release[1]
+            out = [{"Update": self._clean(self._budget_update(tenant, d, n, rec))}
+                   for d, (n, rec) in sorted(deltas.items()) if n or rec]
+            if release and with_release and lease_id is not None:
+                out.append({"Delete": {"TableName": self.table, "Key": self._lease_key(tenant, release[0], lease_id),
+                                       "ConditionExpression": "attribute_exists(pk)"}})
+            return out
 
-    def _transact(self, items: list[dict[str, Any]], query_id: str) -> None:
+        try:
+            self._transact(items + budget_items(True), query_id, lease_index=len(items) + len(budget_items(True)) - 1
+                           if lease_id is not None else None)
+        except _LeaseGone:
+            # reclaimed after its deadline (the request outlived its lease): given back already
+            self._transact(items + budget_items(False), query_id)
+
+    def _transact(self, items: list[dict[str, Any]], query_id: str, *, lease_index: int | None = None) -> None:
         """Run the transaction; retry on TransactionConflict (concurrent writers on the same
-        aggregate), treat a failed condition on the request item as 'already recorded'."""
+        aggregate), treat a failed condition on the request item as 'already recorded' and one
+        on the lease at ``lease_index`` as :class:`_LeaseGone`."""
         for attempt in range(1, self.conflict_attempts + 1):
             try:
                 self.client.transact_write_items(TransactItems=items)
@@ -672,6 +778,8 @@ class DynamoLedgerStore(_Table):
                 if codes and codes[0] == "ConditionalCheckFailed":
                     log.info("usage of query %s already recorded; not counting it twice", query_id)
                     return
+                if lease_index is not None and len(codes) > lease_index and codes[lease_index] == "ConditionalCheckFailed":
+                    raise _LeaseGone from exc
                 retryable = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
                 if not any(c in retryable for c in codes) or attempt == self.conflict_attempts:
                     raise DependencyUnavailable(

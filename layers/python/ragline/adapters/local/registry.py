@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,8 @@ from ...errors import StaleWrite
 from ...ledger.budget import OPERATOR_PURPOSES
 from ...models import DocumentRecord, Usage, utcnow
 from .sqlite import SqliteStore
+
+log = logging.getLogger("ragline.ledger")
 
 NANOS = 1_000_000_000
 
@@ -179,6 +182,12 @@ class SqliteLedger(SqliteStore):
       recorded_nanos INTEGER NOT NULL DEFAULT 0, seeded INTEGER NOT NULL DEFAULT 0,
       PRIMARY KEY (tenant, day)
     );
+    -- one row per reservation in flight, so a process that died holding one does not keep it
+    -- counted all day: past its deadline it is reclaimed by the next request that does not fit
+    CREATE TABLE IF NOT EXISTS budget_leases (
+      tenant TEXT NOT NULL, day TEXT NOT NULL, lease_id TEXT NOT NULL, nanos INTEGER NOT NULL,
+      deadline REAL NOT NULL, PRIMARY KEY (tenant, day, lease_id)
+    );
     CREATE TABLE IF NOT EXISTS budget_alerts (
       tenant TEXT NOT NULL, day TEXT NOT NULL, kind TEXT NOT NULL, PRIMARY KEY (tenant, day, kind)
     );
@@ -225,10 +234,14 @@ class SqliteLedger(SqliteStore):
                          recorded_nanos = recorded_nanos + excluded.recorded_nanos""",
                       (tenant, day, nanos, recorded))
 
-    def reserve(self, tenant: str, day: str, nanos: int, limit_nanos: int) -> bool:
+    def reserve(self, tenant: str, day: str, nanos: int, limit_nanos: int, *,
+                lease: tuple[str, float] | None = None) -> bool:
         """Add ``nanos`` to the day's committed spend if it stays within ``limit_nanos``. Until the
         day is *seeded*, spend recorded before budgets were reserved (the day of an upgrade) is
-        added once: the day's aggregates (operator purposes aside) less what records added."""
+        added once: the day's aggregates (operator purposes aside) less what records added.
+        With ``lease`` (id, deadline as epoch seconds) the reservation is held under that id
+        until released or recorded; a request that does not fit first reclaims the day's leases
+        past their deadline (requests that died holding them)."""
         with self.tx() as c:
             row = c.execute("SELECT committed_nanos, recorded_nanos, seeded FROM budget_spend WHERE tenant=? AND day=?",
                             (tenant, day)).fetchone()
@@ -243,14 +256,40 @@ class SqliteLedger(SqliteStore):
                              VALUES (?,?,?,?,1) ON CONFLICT(tenant, day) DO UPDATE SET
                              committed_nanos = excluded.committed_nanos, seeded = 1""",
                           (tenant, day, committed, recorded))
+            if committed + nanos > limit_nanos and lease is not None:
+                committed -= self._reclaim(c, tenant, day)
             if committed + nanos > limit_nanos:
                 return False
             self._add_committed(c, tenant, day, nanos)
+            if lease is not None:
+                c.execute("INSERT INTO budget_leases (tenant, day, lease_id, nanos, deadline) VALUES (?,?,?,?,?)",
+                          (tenant, day, lease[0], nanos, float(lease[1])))
             return True
 
-    def release(self, tenant: str, day: str, nanos: int) -> None:
+    def _reclaim(self, c, tenant: str, day: str) -> int:
+        """Give back the day's reservations past their deadline; returns the nanos reclaimed."""
+        rows = c.execute("SELECT lease_id, nanos FROM budget_leases WHERE tenant=? AND day=? AND deadline < ?",
+                         (tenant, day, time.time())).fetchall()
+        if not rows:
+            return 0
+        c.executemany("DELETE FROM budget_leases WHERE tenant=? AND day=? AND lease_id=?",
+                      [(tenant, day, r[0]) for r in rows])
+        total = sum(r[1] for r in rows)
+        self._add_committed(c, tenant, day, -total)
+        log.warning("budget reservations of dead requests reclaimed",
+                    extra={"tenant": tenant, "day": day, "leases": len(rows), "nanos": total})
+        return total
+
+    def _give_back(self, c, tenant: str, day: str, nanos: int, lease_id: str | None) -> None:
+        """Release a reservation: with a lease, only if it is still held (not reclaimed)."""
+        if lease_id is not None and c.execute(
+                "DELETE FROM budget_leases WHERE tenant=? AND day=? AND lease_id=?", (tenant, day, lease_id)).rowcount == 0:
+            return  # reclaimed after its deadline: given back already
+        self._add_committed(c, tenant, day, -nanos)
+
+    def release(self, tenant: str, day: str, nanos: int, *, lease_id: str | None = None) -> None:
         with self.tx() as c:
-            self._add_committed(c, tenant, day, -nanos)
+            self._give_back(c, tenant, day, nanos, lease_id)
 
     def first_alert(self, tenant: str, day: str, kind: str) -> bool:
         """True for the first caller of the day only (an alert is raised once per tenant and day)."""
@@ -259,11 +298,13 @@ class SqliteLedger(SqliteStore):
                              (tenant, day, kind)).rowcount == 1
 
     def record(self, tenant: str, query_id: str, usages: Sequence[Usage], *, record_id: str | None = None,
-               release: tuple[str, int] | None = None) -> None:
+               release: tuple[str, int] | tuple[str, int, str | None] | None = None) -> None:
+        """Record a request's usage; ``release`` (day, nanos[, lease id]) gives its reservation
+        back in the same transaction."""
         day = datetime.now(UTC).date().isoformat()
         if not usages:
             if release:
-                self.release(tenant, *release)
+                self.release(tenant, release[0], release[1], lease_id=release[2] if len(release) > 2 else None)
             return
         with self.tx() as c:
             if record_id is not None and c.execute(
@@ -274,7 +315,7 @@ class SqliteLedger(SqliteStore):
             cost = sum(round(u.cost_usd * NANOS) for u in usages if u.purpose not in OPERATOR_PURPOSES)
             self._add_committed(c, tenant, day, cost, cost)
             if release:
-                self._add_committed(c, tenant, release[0], -release[1])
+                self._give_back(c, tenant, release[0], release[1], release[2] if len(release) > 2 else None)
             for u in usages:
                 nanos = round(u.cost_usd * NANOS)
                 c.execute(
