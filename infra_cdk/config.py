@@ -172,7 +172,24 @@ CONTEXT_DEFAULTS: dict[str, Any] = {
     "ragline:queueAgeAlarmSeconds": 900,
     "ragline:queryP99AlarmMs": 10000,
     "ragline:skipLayerBundling": False,
+    # more RAGLINE_* settings for every function, e.g. budgets and rate limits:
+    # {"RAGLINE_COST_HARD_BUDGET_USD": {"acme": 20}, "RAGLINE_GENERATION_RATE_LIMITS": {...}}
+    "ragline:functionSettings": "",
 }
+
+# RAGLINE_* variables the stack sets itself (from its resources and its own context keys):
+# ragline:functionSettings may not set them (tests/infra checks the list against the synth)
+STACK_SETTINGS = frozenset({
+    "RAGLINE_BACKEND", "RAGLINE_STAGE", "RAGLINE_REGION", "RAGLINE_HOME", "RAGLINE_LAYER_PYTHON",
+    "RAGLINE_DOCUMENTS_BUCKET", "RAGLINE_REGISTRY_TABLE", "RAGLINE_LEDGER_TABLE", "RAGLINE_QUERY_LOG_TABLE",
+    "RAGLINE_IDEMPOTENCY_TABLE", "RAGLINE_CACHE_TABLE", "RAGLINE_OPENSEARCH_ENDPOINT", "RAGLINE_OPENSEARCH_SERVICE",
+    "RAGLINE_JWT_ISSUER", "RAGLINE_JWT_AUDIENCE", "RAGLINE_CLAIM_TENANT", "RAGLINE_CLAIM_GROUPS",
+    "RAGLINE_INGEST_MAX_RECEIVE_COUNT", "RAGLINE_BEDROCK_EMBEDDING_MODEL", "RAGLINE_BEDROCK_EMBEDDING_DIMENSIONS",
+    "RAGLINE_BEDROCK_CHAT_MODEL_SMALL", "RAGLINE_BEDROCK_CHAT_MODEL_LARGE", "RAGLINE_BEDROCK_CHAT_MODEL_FALLBACK",
+    "RAGLINE_BEDROCK_CHAT_MODEL_FALLBACK_REGION", "RAGLINE_BEDROCK_RERANK_MODEL", "RAGLINE_CACHE_THRESHOLD",
+    "RAGLINE_DAILY_BUDGET_USD", "RAGLINE_TENANT_ISOLATION", "RAGLINE_TENANT_ISOLATION_OVERRIDES",
+})
+_SETTING_NAME_RE = re.compile(r"^RAGLINE_[A-Z0-9_]+$")
 
 PRODUCTION_STAGES = frozenset({"prod", "production"})
 TENANT_ISOLATION_MODES = ("shared-index", "index-per-tenant")
@@ -189,6 +206,86 @@ _VALID_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 54
 
 class ConfigError(ValueError):
     """A context value is missing or invalid; the message names the key."""
+
+
+def _known_settings() -> dict[str, type]:
+    """Every RAGLINE_* variable ``ragline.settings`` reads, with the class that reads it."""
+    from pydantic_settings import BaseSettings
+
+    from ragline import settings as rs
+
+    known: dict[str, type] = {}
+    for cls in vars(rs).values():
+        if not (isinstance(cls, type) and issubclass(cls, BaseSettings) and cls.__module__ == rs.__name__):
+            continue
+        prefix = cls.model_config.get("env_prefix") or ""
+        if not prefix:
+            continue  # a tier: set inside its parent's JSON, never as a variable of its own
+        for name, info in cls.model_fields.items():
+            nested = isinstance(info.annotation, type) and issubclass(info.annotation, BaseSettings)
+            if not nested:
+                known[f"{prefix}{name}".upper()] = cls
+    return known
+
+
+def _as_function_settings(key: str, value: Any) -> str:
+    """``ragline:functionSettings``: a JSON object of extra RAGLINE_* variables (objects and
+    arrays given as JSON, encoded), each one ``ragline.settings`` knows and the stack does not
+    set itself, validated by the settings classes the functions use, so a typo or a bad value
+    fails the synth instead of every Lambda's cold start. Returns the canonical JSON."""
+    if value in (None, ""):
+        return ""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key} is not JSON: {exc}") from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must be a JSON object of RAGLINE_* settings")
+    env: dict[str, str] = {}
+    for name, raw in value.items():
+        if not isinstance(name, str) or not _SETTING_NAME_RE.match(name):
+            raise ConfigError(f"{key}: {name!r} is not a RAGLINE_* variable name")
+        if name in STACK_SETTINGS:
+            raise ConfigError(f"{key}: {name} is set by the stack itself (use its own ragline:* context key)")
+        if isinstance(raw, (dict, list)):
+            env[name] = json.dumps(raw, sort_keys=True, separators=(",", ":"))
+        elif isinstance(raw, bool):
+            env[name] = "true" if raw else "false"
+        elif isinstance(raw, (int, float, str)):
+            env[name] = str(raw)
+        else:
+            raise ConfigError(f"{key}: {name} must be a string, number, boolean, object or array")
+    known = _known_settings()
+    unknown = sorted(set(env) - set(known))
+    if unknown:
+        import difflib
+
+        hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, known, n=1)) else u
+                 for u in unknown]
+        raise ConfigError(f"{key}: no such setting: {', '.join(hints)}")
+    # each class parses its own variables exactly as it will in Lambda (the environment of the
+    # synth left out: only these values are read)
+    import os
+
+    from pydantic import ValidationError
+
+    saved = {k: v for k, v in os.environ.items() if k.startswith("RAGLINE_")}
+    try:
+        for k in saved:
+            del os.environ[k]
+        os.environ.update(env)
+        for cls in dict.fromkeys(known[name] for name in env):
+            try:
+                cls()
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+                raise ConfigError(f"{key}: invalid value: {problems}") from None
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+        os.environ.update(saved)
+    return json.dumps(env, sort_keys=True)
 
 
 def _as_bool(key: str, value: Any) -> bool:
@@ -278,6 +375,7 @@ class RaglineConfig:
     queue_age_alarm_seconds: int = 900
     query_p99_alarm_ms: int = 10000
     skip_layer_bundling: bool = False
+    function_settings: str = ""  # JSON object of extra RAGLINE_* variables, validated (ragline:functionSettings)
 
     # ----------------------------------------------------------------------------------
     @classmethod
@@ -414,6 +512,7 @@ class RaglineConfig:
                 "ragline:queryP99AlarmMs", ctx("ragline:queryP99AlarmMs"), minimum=100, maximum=900_000
             ),
             skip_layer_bundling=_as_bool(SKIP_LAYER_BUNDLING_KEY, ctx(SKIP_LAYER_BUNDLING_KEY)),
+            function_settings=_as_function_settings("ragline:functionSettings", ctx("ragline:functionSettings")),
         )
 
     # ----------------------------------------------------------------------------------

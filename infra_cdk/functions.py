@@ -8,6 +8,7 @@ and receives only the grants the capability constructs give it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from aws_cdk import Annotations, Aws, RemovalPolicy
@@ -50,6 +51,8 @@ def base_environment(config: cfg.RaglineConfig) -> dict[str, str]:
         "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
         # The tokenizer's encoding ships in the package (no download from Lambda).
         "TIKTOKEN_CACHE_DIR": f"{LAYER_MOUNT}/ragline/data/tiktoken",
+        # budgets, rate limits, cache and routing policies (ragline:functionSettings, validated)
+        **(json.loads(config.function_settings) if config.function_settings else {}),
     }
 
 

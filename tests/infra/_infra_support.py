@@ -27,6 +27,12 @@ PRODUCTION = {
     "ragline:alarmEmail": "oncall@example.com",
     "ragline:evaluateSchedule": "cron(0 */6 * * ? *)",
     "ragline:chatModelFallbackRegion": "us-west-2",  # the fallback in another region
+    # budgets and rate limits for every function (CLI context: a JSON string)
+    "ragline:functionSettings": (
+        '{"RAGLINE_COST_HARD_BUDGET_USD": {"acme": 20, "*": 5}, "RAGLINE_COST_HARD_LIMIT_ACTION": "downgrade", '
+        '"RAGLINE_GENERATION_RATE_LIMITS": {"anthropic.claude-3-haiku-20240307-v1:0": [5, 10]}, '
+        '"RAGLINE_CACHE_EXACT_MATCH": false}'
+    ),
 }
 
 

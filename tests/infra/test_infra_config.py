@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from infra_cdk import config as cfg
@@ -126,3 +128,25 @@ def test_tenant_isolation_overrides_are_validated_json():
     for bad in ('{"bank": "own-island"}', "not json", '["bank"]'):
         with pytest.raises(ConfigError, match="tenantIsolationOverrides"):
             RaglineConfig.from_context({"ragline:tenantIsolationOverrides": bad})
+
+
+def test_function_settings_are_checked_against_the_settings_the_functions_read():
+    ok = RaglineConfig.from_context({"ragline:functionSettings": {
+        "RAGLINE_COST_SOFT_BUDGET_USD": {"acme": 10}, "RAGLINE_GENERATION_UNAVAILABLE_MODE": "passages",
+        "RAGLINE_CACHE_TENANT_THRESHOLDS": {"acme": 0.95}, "RAGLINE_CACHE_EXACT_MATCH": False}})
+    assert json.loads(ok.function_settings) == {
+        "RAGLINE_COST_SOFT_BUDGET_USD": '{"acme":10}', "RAGLINE_GENERATION_UNAVAILABLE_MODE": "passages",
+        "RAGLINE_CACHE_TENANT_THRESHOLDS": '{"acme":0.95}', "RAGLINE_CACHE_EXACT_MATCH": "false"}
+    assert RaglineConfig.from_context({}).function_settings == ""
+    for bad, why in [
+        ('{"RAGLINE_COST_HARD_BUDGET": {"acme": 1}}', "did you mean RAGLINE_COST_HARD_BUDGET_USD"),  # a typo
+        ('{"RAGLINE_COST_HARD_LIMIT_ACTION": "explode"}', "hard_limit_action"),
+        ('{"RAGLINE_COST_HARD_BUDGET_USD": {"acme": "lots"}}', "hard_budget_usd"),
+        ('{"RAGLINE_GENERATION_RATE_LIMITS": {"m": [0, 1]}}', "token bucket"),
+        ('{"RAGLINE_CACHE_THRESHOLD": 0.9}', "set by the stack"),  # it has its own context key
+        ('{"AWS_REGION": "x"}', "not a RAGLINE_"),
+        ('["RAGLINE_X"]', "JSON object"),
+        ("not json", "not JSON"),
+    ]:
+        with pytest.raises(ConfigError, match=why):
+            RaglineConfig.from_context({"ragline:functionSettings": bad})

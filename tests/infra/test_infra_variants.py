@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 from _infra_support import Synth, as_list, role_statements
+
+from infra_cdk import config as cfg
 
 
 def _fn(synth: Synth, name: str) -> dict:
@@ -154,3 +157,34 @@ def test_production_may_fail_over_to_another_region(prod_synth: Synth, default_s
     west = [a for a in arns if "us-west-2" in a]
     assert len(west) == 1 and f"foundation-model/{fallback}" in west[0]
     assert "RAGLINE_BEDROCK_CHAT_MODEL_FALLBACK_REGION" not in _fn(default_synth, "query")["Environment"]["Variables"]
+
+
+def test_function_settings_reach_every_function_and_parse_as_the_functions_will(prod_synth: Synth):
+    from ragline.settings import Settings
+
+    fns = [r["Properties"]["Environment"]["Variables"] for r in prod_synth.of_type("AWS::Lambda::Function").values()
+           if "RAGLINE_BACKEND" in r["Properties"].get("Environment", {}).get("Variables", {})]
+    assert len(fns) == 4
+    for env in fns:
+        assert env["RAGLINE_COST_HARD_LIMIT_ACTION"] == "downgrade"
+    env = {k: v for k, v in fns[0].items() if k.startswith(("RAGLINE_COST_", "RAGLINE_GENERATION_", "RAGLINE_CACHE_EXACT"))}
+    old = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("RAGLINE_")}
+    try:
+        os.environ.update(env)
+        s = Settings()
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+        os.environ.update(old)
+    assert s.costs.budget(s.costs.hard_budget_usd, "acme") == 20 and s.costs.budget(s.costs.hard_budget_usd, "beta") == 5
+    assert s.generation.rate_limits == {"anthropic.claude-3-haiku-20240307-v1:0": (5.0, 10)}
+    assert s.cache.exact_match is False
+
+
+def test_the_stack_settings_list_is_what_the_stack_sets(any_synth: Synth):
+    # ragline:functionSettings refuses cfg.STACK_SETTINGS; every other RAGLINE_* variable of a
+    # function must come from it, or the list has fallen behind the stack
+    extra = set(json.loads(any_synth.config.function_settings or "{}"))
+    for r in any_synth.of_type("AWS::Lambda::Function").values():
+        names = {k for k in r["Properties"].get("Environment", {}).get("Variables", {}) if k.startswith("RAGLINE_")}
+        assert names - extra <= cfg.STACK_SETTINGS, names - extra - cfg.STACK_SETTINGS

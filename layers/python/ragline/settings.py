@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -150,6 +150,14 @@ class GenerationSettings(BaseSettings):
     # per-model token buckets: model id -> [requests per second, burst]
     rate_limits: dict[str, tuple[float, int]] = Field(default_factory=dict)
     rate_limit_max_wait_s: float = Field(default=2.0, ge=0)
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _positive_buckets(cls, value: dict[str, tuple[float, int]]) -> dict[str, tuple[float, int]]:
+        for model, (rate, burst) in value.items():
+            if rate <= 0 or burst < 1:
+                raise ValueError(f"{model}: a token bucket needs requests per second > 0 and burst >= 1")
+        return value
 
 
 class CostSettings(BaseSettings):
