@@ -220,3 +220,16 @@ class Generation:
     generative: bool = True
     used_citations: list[int] = field(default_factory=list)
     usage_reported: bool = True  # False: the provider gave no token counts (the ledger estimates them)
+
+
+def net_rating(feedback: list[dict[str, Any]]) -> int | None:
+    """One query's rating from its users' feedback (one item per user, ``rating`` +1 / -1): the
+    majority, and on a tie the most recent; None without feedback. What the online evaluation
+    and the A/B tests count, the same on both backends."""
+    if not feedback:
+        return None
+    net = sum(1 if f.get("rating") == 1 else -1 if f.get("rating") == -1 else 0 for f in feedback)
+    if net:
+        return 1 if net > 0 else -1
+    latest = max(feedback, key=lambda f: (str(f.get("at") or ""), str(f.get("user") or "")))
+    return latest.get("rating") if latest.get("rating") in (1, -1) else None

@@ -266,6 +266,9 @@ def test_query_log_stores_entry_with_ttl_and_feedback_replaces_per_user(
         ("bob", -1, None),
         ("alice", -1, "changed my mind"),
     ]
+    # the rating the online evaluation and A/B tests count (it was missing on this backend)
+    assert query_log.get("acme", "q1")["rating"] == -1
+    assert query_log.recent("acme", 10)[0]["rating"] == -1
 
     query_log.append(entry | {"question": "retried"})  # a retried append keeps the first entry and feedback
     assert query_log.get("acme", "q1")["question"] == "why?"

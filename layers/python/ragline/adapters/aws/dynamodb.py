@@ -33,7 +33,7 @@ from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ...errors import DependencyUnavailable, NotFound, StaleWrite  # StaleWrite re-exported
-from ...models import DocStatus, DocumentRecord, Usage, utcnow
+from ...models import DocStatus, DocumentRecord, Usage, net_rating, utcnow
 from ...settings import Settings, get_settings
 from ._boto import LazyClient, boto3_client_factory, client_config, error_code, raise_translated
 
@@ -328,6 +328,7 @@ class DynamoQueryLog(_Table):
         for key in _LOG_INTERNAL:
             data.pop(key, None)
         data["feedback"] = sorted(feedback, key=lambda f: (f.get("at", ""), f.get("user", "")))
+        data["rating"] = net_rating(data["feedback"])  # what the online evaluation and A/B tests count
         return data
 
     def get(self, tenant: str, query_id: str) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ...errors import StaleWrite
 from ...ledger.budget import OPERATOR_PURPOSES
-from ...models import DocumentRecord, Usage, utcnow
+from ...models import DocumentRecord, Usage, net_rating, utcnow
 from .sqlite import SqliteStore
 
 log = logging.getLogger("ragline.ledger")
@@ -99,57 +99,87 @@ class SqliteRegistry(SqliteStore):
 
 
 class SqliteQueryLog(SqliteStore):
+    """One row per answered query; feedback one row per (query, user), so a user re-rating a
+    query replaces their rating and other users' stay (as on DynamoDB). Entries carry
+    ``feedback`` (oldest first) and ``rating`` (:func:`ragline.models.net_rating`)."""
+
     schema = """
     CREATE TABLE IF NOT EXISTS queries (
       tenant TEXT NOT NULL, query_id TEXT NOT NULL, ts REAL NOT NULL, entry TEXT NOT NULL,
       rating INTEGER, feedback TEXT, PRIMARY KEY (tenant, query_id)
     );
     CREATE INDEX IF NOT EXISTS queries_ts ON queries(ts);
+    CREATE TABLE IF NOT EXISTS query_feedback (
+      tenant TEXT NOT NULL, query_id TEXT NOT NULL, user TEXT NOT NULL, rating INTEGER NOT NULL,
+      comment TEXT, at TEXT NOT NULL, PRIMARY KEY (tenant, query_id, user)
+    );
     """
 
     def append(self, entry: dict[str, Any]) -> None:
+        """Store a query once: a retried append keeps the first entry and its feedback."""
         with self.tx() as c:
             c.execute(
-                "INSERT OR REPLACE INTO queries (tenant, query_id, ts, entry) VALUES (?,?,?,?)",
+                "INSERT OR IGNORE INTO queries (tenant, query_id, ts, entry) VALUES (?,?,?,?)",
                 (entry["tenant"], entry["query_id"], entry.get("ts", time.time()), json.dumps(entry, default=str)),
             )
 
+    def _with_feedback(self, rows: list[tuple]) -> list[dict[str, Any]]:
+        """Entries from (tenant, query_id, entry, legacy rating, legacy feedback) rows."""
+        out = []
+        by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for tenant in {r[0] for r in rows}:
+            ids = [r[1] for r in rows if r[0] == tenant]
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                for f in self.conn().execute(
+                        f"SELECT query_id, user, rating, comment, at FROM query_feedback WHERE tenant=? "
+                        f"AND query_id IN ({','.join('?' * len(part))}) ORDER BY at, user", [tenant, *part]):
+                    by_key.setdefault((tenant, f[0]), []).append(
+                        {"user": f[1], "rating": f[2], "comment": f[3], "at": f[4]})
+        for tenant, query_id, body, legacy_rating, legacy_feedback in rows:
+            e = json.loads(body)
+            feedback = by_key.get((tenant, query_id), [])
+            if not feedback and legacy_rating is not None:  # a log written before per-user feedback
+                old = json.loads(legacy_feedback) if legacy_feedback else {}
+                feedback = [{"user": old.get("user"), "rating": legacy_rating, "comment": old.get("comment"), "at": None}]
+            e["feedback"] = feedback
+            e["rating"] = net_rating(feedback)
+            out.append(e)
+        return out
+
+    _COLUMNS = "tenant, query_id, entry, rating, feedback"
+
     def get(self, tenant: str, query_id: str) -> dict[str, Any] | None:
-        row = self.conn().execute(
-            "SELECT entry, rating, feedback FROM queries WHERE tenant=? AND query_id=?", (tenant, query_id)
-        ).fetchone()
-        if not row:
-            return None
-        entry = json.loads(row[0])
-        entry["rating"], entry["feedback"] = row[1], row[2]
-        return entry
+        rows = self.conn().execute(
+            f"SELECT {self._COLUMNS} FROM queries WHERE tenant=? AND query_id=?", (tenant, query_id)
+        ).fetchall()
+        return self._with_feedback(rows)[0] if rows else None
 
     def recent(self, tenant: str | None, limit: int) -> list[dict[str, Any]]:
         if tenant is None:
             rows = self.conn().execute(
-                "SELECT entry, rating FROM queries ORDER BY ts DESC LIMIT ?", (limit,)
+                f"SELECT {self._COLUMNS} FROM queries ORDER BY ts DESC LIMIT ?", (limit,)
             ).fetchall()
         else:
             rows = self.conn().execute(
-                "SELECT entry, rating FROM queries WHERE tenant=? ORDER BY ts DESC LIMIT ?", (tenant, limit)
+                f"SELECT {self._COLUMNS} FROM queries WHERE tenant=? ORDER BY ts DESC LIMIT ?", (tenant, limit)
             ).fetchall()
-        out = []
-        for r in rows:
-            e = json.loads(r[0])
-            e["rating"] = r[1]
-            out.append(e)
-        return out
+        return self._with_feedback(rows)
 
     def add_feedback(self, tenant: str, query_id: str, user: str, rating: int, comment: str | None) -> None:
         from ...errors import NotFound
 
+        if not user:
+            raise ValueError("feedback needs a user")
         with self.tx() as c:
-            n = c.execute(
-                "UPDATE queries SET rating=?, feedback=? WHERE tenant=? AND query_id=?",
-                (rating, json.dumps({"user": user, "comment": comment}), tenant, query_id),
-            ).rowcount
-        if n == 0:
-            raise NotFound(f"no query {query_id}")
+            if c.execute("SELECT 1 FROM queries WHERE tenant=? AND query_id=?", (tenant, query_id)).fetchone() is None:
+                raise NotFound(f"no query {query_id}")
+            c.execute(
+                """INSERT INTO query_feedback (tenant, query_id, user, rating, comment, at) VALUES (?,?,?,?,?,?)
+                   ON CONFLICT(tenant, query_id, user) DO UPDATE SET rating=excluded.rating,
+                   comment=excluded.comment, at=excluded.at""",
+                (tenant, query_id, user, int(rating), comment, utcnow().isoformat()),
+            )
 
 
 class SqliteLedger(SqliteStore):
