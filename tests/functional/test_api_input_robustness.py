@@ -250,3 +250,13 @@ def test_key_and_slug_patterns_refuse_a_trailing_newline():
     assert tenant_of("tenants/acme/a.txt\n") is None  # not ("acme", "a.txt"): that is another key
     assert tenant_slug("acme") == "acme"
     assert tenant_slug("acme\n") != "acme\n" and tenant_slug("acme\n").startswith("h.")
+
+
+def test_a_repeated_query_parameter_is_refused_alike(send):
+    # API Gateway joins repeated parameters with commas; the local server did "last one wins",
+    # which answered 200 with days=30 (or hid an out-of-range days=400) where AWS says 422
+    for query in ("days=3&days=30", "days=400&days=3"):
+        status, _, out = send("GET", f"/v1/usage?{query}")
+        assert status == 422, (query, out)
+        assert json.loads(out)["error"] == "invalid_request"
+    assert send("GET", "/v1/usage?days=3")[0] == 403  # one value passes validation (this user is no admin)

@@ -53,6 +53,29 @@ def test_group_claim_shapes_from_api_gateway(raw):
     assert p.groups == frozenset({"a", "b"})
 
 
+@pytest.mark.parametrize("raw,groups", [
+    ("[true]", {"true"}), ("[null]", {"null"}), ("[1e3]", {"1e3"}), ("[1.50 NaN]", {"1.50", "NaN"}),
+    ("[true finance]", {"true", "finance"}),
+])
+def test_api_gateway_group_strings_are_names_never_json_values(raw, groups):
+    # API Gateway writes the groups ["true"] as "[true]": JSON would make it True, str() "True",
+    # a group the user does not hold (and the one they do hold lost)
+    p = principal_from_claims(S, {"custom:tenant": "acme", "sub": "u", "cognito:groups": raw})
+    assert p.groups == frozenset(groups)
+
+
+def test_the_local_server_hands_claims_on_as_api_gateway_does():
+    from ragline.server import http_event
+
+    claims = {"custom:tenant": "acme", "sub": 12345, "cognito:groups": ["true", "finance"], "email_verified": True}
+    got = http_event("GET", "/v1/documents?days=3&days=30", {}, b"", claims)
+    c = got["requestContext"]["authorizer"]["jwt"]["claims"]
+    assert c == {"custom:tenant": "acme", "sub": "12345", "cognito:groups": "[true finance]", "email_verified": "true"}
+    assert got["queryStringParameters"] == {"days": "3,30"}  # repeated parameters joined, as API Gateway does
+    p = principal_from_claims(S, c)
+    assert p.user == "12345" and p.groups == frozenset({"true", "finance"})
+
+
 def test_claim_names_are_configurable():
     s = S.model_copy(update={"claim_tenant": "org", "claim_groups": "roles"})
     p = principal_from_claims(s, {"org": "globex", "sub": "u", "roles": ["x"]})

@@ -72,20 +72,23 @@ def verify_token(settings: Settings, token: str) -> dict[str, Any]:
 
 
 def _as_list(value: Any) -> list[str]:
-    """Groups arrive as a JSON list, or (through API Gateway) as a string like ``[a b]`` or
-    ``a,b``."""
+    """Groups arrive as a list, or (through API Gateway) as a string like ``[a b]`` or ``a,b``,
+    or as a JSON array of strings. A bracketed string is JSON only when it is an array of
+    strings: API Gateway writes the groups ``true``, ``null`` or ``1e3`` as ``[true null 1e3]``,
+    which JSON would turn into other values (``True``, ``None``, ``1000.0``)."""
     if value is None:
         return []
     if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
+        return [v for v in value if isinstance(v, str)]
     s = str(value).strip()
-    if s.startswith("["):
+    if s.startswith("[") and s.endswith("]"):
         try:
             parsed = json.loads(s)
-            if isinstance(parsed, list):
-                return [str(v) for v in parsed]
         except ValueError:
-            s = s.strip("[]")
+            parsed = None
+        if isinstance(parsed, list) and all(isinstance(v, str) for v in parsed):
+            return parsed
+        s = s[1:-1]
     return [p for p in re.split(r"[\s,]+", s) if p]
 
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from . import factory
@@ -65,12 +66,29 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+def _as_gateway_claim(value: Any) -> str:
+    """A verified token's claim as API Gateway's JWT authorizer hands it on: every value a
+    string, an array as ``[a b c]``, a boolean as ``true`` / ``false``. The local server passes
+    claims in that form too, so both read identity through exactly the same parsing."""
+    if isinstance(value, (list, tuple)):
+        return "[" + " ".join(_as_gateway_claim(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, type(None))):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
 def http_event(method: str, raw_path: str, headers: dict[str, str], body: bytes, claims: dict | None,
                source_ip: str = "127.0.0.1") -> dict:
     """An API Gateway HTTP API payload v2.0 event, shaped as AWS sends it."""
     parts = urlsplit(raw_path)
     now = datetime.now(UTC)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    # repeated parameters joined with commas, as API Gateway's payload 2.0 does (Powertools
+    # splits them again), so "?days=3&days=30" is refused here exactly as in AWS
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        query[name] = f"{query[name]},{value}" if name in query else value
     # as API Gateway does: a UTF-8 body travels as text, any other as base64 (isBase64Encoded);
     # the handler's precheck then refuses a non-UTF-8 JSON body, here exactly as in AWS
     text_body: str | None = None
@@ -106,10 +124,8 @@ def http_event(method: str, raw_path: str, headers: dict[str, str], body: bytes,
     if text_body is not None:
         event["body"] = text_body
     if claims is not None:
-        event["requestContext"]["authorizer"] = {
-            "jwt": {"claims": {k: (json.dumps(v) if isinstance(v, list) else v) for k, v in claims.items()},
-                    "scopes": None}
-        }
+        event["requestContext"]["authorizer"] = {"jwt": {"claims": {k: _as_gateway_claim(v) for k, v in claims.items()},
+                                                         "scopes": None}}
     return event
 
 
