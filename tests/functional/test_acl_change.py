@@ -254,7 +254,7 @@ class _RecordingIndex:
         return self.inner.delete_document(tenant, doc_id)
 
 
-def test_same_version_processed_into_fewer_chunks_clears_the_old_rows_first(make_app, tmp_path):
+def test_same_version_processed_into_fewer_chunks_drops_the_old_rows_and_stays_visible_meanwhile(make_app, tmp_path):
     home = tmp_path / "home"
     wide = Settings(home=home, jwt_secret="test-secret-0123456789abcdef0123456789",
                     chunker=ChunkerSettings(max_tokens=32, overlap_tokens=0))
@@ -265,11 +265,17 @@ def test_same_version_processed_into_fewer_chunks_clears_the_old_rows_first(make
     data = f"# Figures\n\n{text}\n".encode()
     first = app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/f.md", data=data, groups=("hr",)))
     assert first.chunks > 1
-    idx.calls.clear()
-    # the same bytes, narrower groups, same chunking: no delete needed (every id is restaged)
-    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/f.md", data=data, groups=("hr", "x")))
-    assert [c[0] for c in idx.calls] == ["stage", "publish"]
-    # the same bytes into fewer chunks: the old rows go before the new ones are staged
+    hr = Principal(tenant="acme", user="u", groups=frozenset({"hr"})).scope()
+    seen_mid_publish: list[int] = []
+    real_publish = inner.publish
+
+    def publish(tenant, doc_id, version):  # what a reader sees between stage and publish
+        seen_mid_publish.append(inner.count(hr, doc_id))
+        return real_publish(tenant, doc_id, version)
+
+    inner.publish = publish
+    # the same bytes into fewer chunks: no delete first (the document never goes dark); the
+    # publish leaves exactly the new rows
     app.pipeline.chunker_settings = ChunkerSettings(max_tokens=400, overlap_tokens=0)
     from ragline.ingest.chunking import Chunker
 
@@ -277,5 +283,7 @@ def test_same_version_processed_into_fewer_chunks_clears_the_old_rows_first(make
     idx.calls.clear()
     out = app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/f.md", data=data, groups=("hr",)))
     assert out.chunks < first.chunks
-    assert [c[0] for c in idx.calls] == ["delete", "stage", "publish"]
-    assert len(inner.all_chunk_ids("acme", out.doc_id)) == out.chunks
+    assert [c[0] for c in idx.calls] == ["stage", "publish"]
+    assert seen_mid_publish == [first.chunks]  # the old rows served until the swap
+    assert sorted(inner.all_chunk_ids("acme", out.doc_id)) == sorted(app.registry.get("acme", out.doc_id).chunk_ids)
+    assert inner.count(hr, out.doc_id) == out.chunks

@@ -231,3 +231,27 @@ def test_local_tombstones_older_than_the_retention_are_removed_per_tenant(app):
     assert reg.get("acme", document_id("acme", "tenants/acme/kept.md")).status == DocStatus.INDEXED  # only tombstones
     # another tenant's old tombstone is its own tenant's business
     assert reg.get("globex", document_id("globex", "tenants/globex/old.md")).status == DocStatus.DELETED
+
+
+def test_rows_a_dead_attempt_left_staged_never_go_live_with_the_next_publish(tmp_path):
+    """Local index: an attempt died after staging five public rows of a version; the next
+    staging of that version (two rows for group hr) replaces them, so its publish makes only
+    its own rows live (before, the dead attempt's extra ordinals went live with their ACL)."""
+    import numpy as np
+
+    from ragline.adapters.local.index import LocalHybridIndex
+    from ragline.models import Chunk, TenantScope
+
+    index = LocalHybridIndex(tmp_path / "index.db", 8)
+    vec = np.ones(8, dtype=np.float32) / np.sqrt(8)
+
+    def chunks(n, groups):
+        return [Chunk(chunk_id=f"doc_1:v1:{i:05d}", tenant="acme", doc_id="doc_1", version="v1", ordinal=i,
+                      text=f"passage {i}", source_key="k", groups=groups, vector=vec) for i in range(n)]
+
+    index.stage(chunks(5, ()))  # ... and the process died
+    index.stage(chunks(2, ("hr",)))
+    assert index.publish("acme", "doc_1", "v1") == 2
+    assert index.count(TenantScope("acme"), "doc_1") == 0  # nothing public went live
+    assert index.count(TenantScope("acme", frozenset({"hr"})), "doc_1") == 2
+    assert sorted(index.all_chunk_ids("acme", "doc_1")) == ["doc_1:v1:00000", "doc_1:v1:00001"]

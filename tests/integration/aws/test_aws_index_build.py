@@ -65,8 +65,10 @@ DOCS = {
 # --- an in-memory OpenSearch answering the recorded requests -----------------------------------------
 
 
-def _matches(doc: dict, clause: dict) -> bool:
+def _matches(doc: dict, clause: dict, _id: str | None = None) -> bool:
     (kind, body), = clause.items()
+    if kind == "ids":
+        return _id in body["values"]
     if kind == "term":
         (field, value), = body.items()
         got = doc.get(field)
@@ -77,9 +79,9 @@ def _matches(doc: dict, clause: dict) -> bool:
         got = got if isinstance(got, list) else [got]
         return any(v in got for v in values)
     if kind == "bool":
-        return (all(_matches(doc, c) for c in body.get("filter", []))
-                and all(_matches(doc, c) for c in body.get("must", []))
-                and not any(_matches(doc, c) for c in body.get("must_not", [])))
+        return (all(_matches(doc, c, _id) for c in body.get("filter", []))
+                and all(_matches(doc, c, _id) for c in body.get("must", []))
+                and not any(_matches(doc, c, _id) for c in body.get("must_not", [])))
     if kind == "multi_match":
         return True
     raise AssertionError(f"query clause {kind} is not modelled")
@@ -132,7 +134,7 @@ class MiniCluster:
             for target in self.resolve(parts[0]):
                 docs = self.indices[target]
                 for _id, (routing, doc) in list(docs.items()):
-                    if routing == params.get("routing") and _matches(doc, body["query"]):
+                    if routing == params.get("routing") and _matches(doc, body["query"], _id):
                         n += 1
                         if parts[1] == "_update_by_query":
                             doc["live"] = True
@@ -146,7 +148,7 @@ class MiniCluster:
             hits = []
             for target in self.resolve(parts[0]):
                 for _id, (routing, doc) in self.indices[target].items():
-                    if routing == params.get("routing") and _matches(doc, knn["filter"]):
+                    if routing == params.get("routing") and _matches(doc, knn["filter"], _id):
                         score = float(np.dot(q, np.asarray(doc["vector"], dtype=np.float32)))
                         hits.append({"_id": _id, "_score": score,
                                      "_source": {k: v for k, v in doc.items() if k != "vector"}})

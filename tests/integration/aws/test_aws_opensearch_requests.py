@@ -11,6 +11,7 @@ cluster is available.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -284,7 +285,11 @@ def test_stage_bulk_indexes_by_chunk_id_routed_by_tenant_and_invisible(cluster, 
     (request,) = cluster.requests("POST", "/_bulk")
     assert request["params"] == {"refresh": "wait_for"}
     actions, docs = request["body"][0::2], request["body"][1::2]
-    assert actions == [{"index": {"_index": ALIAS, "_id": c.chunk_id, "routing": "acme"}} for c in chunks]
+    # each staging under ids of its own (<chunk_id>~<generation>), never over the live rows
+    generation = actions[0]["index"]["_id"].split("~")[1]
+    assert re.fullmatch(r"[0-9a-f]{12}", generation)
+    assert actions == [{"index": {"_index": ALIAS, "_id": f"{c.chunk_id}~{generation}", "routing": "acme"}}
+                       for c in chunks]
     assert docs[0] == {
         "chunk_id": "doc_1:v2:00000",
         "tenant": "acme",
@@ -735,7 +740,8 @@ def test_an_isolated_tenant_gets_its_own_alias_created_before_its_first_write_th
         ("POST", f"/{ALIAS}/_search"),  # a shared-index tenant stays on the shared alias
     ]
     assert cluster.log[3]["body"] == EXPECTED_INDEX | {"aliases": {BANK: {"is_write_index": True}}}
-    assert cluster.log[4]["body"][0] == {"index": {"_index": BANK, "_id": "doc_1:v2:00000", "routing": "bank"}}
+    action = cluster.log[4]["body"][0]["index"]
+    assert (action["_index"], action["routing"]) == (BANK, "bank") and action["_id"].startswith("doc_1:v2:00000~")
     bank_search = cluster.log[5]
     assert bank_search["params"] == {"routing": "bank", "search_pipeline": PIPELINE}
     # the tenant filter stays inside both legs of the own index's query (defence in depth)

@@ -362,14 +362,11 @@ class IngestPipeline:
         replaced = self._claim(rec.model_copy(update={"chunk_ids": []}), p.previous, p.item.sequencer)
         if replaced is False:
             return self._superseded_outcome(p.item, rec.doc_id, self.registry.get(rec.tenant, rec.doc_id))
-        p.previous = prev = replaced
-        # the same version processed again into fewer chunks (or after an attempt that did not
-        # finish): the chunk ids are (doc, version, ordinal), so staging overwrites the earlier
-        # rows' ids but an index whose publish removes only *other* versions (OpenSearch) would
-        # keep the ordinals no longer made live, with their old text and ACL (e.g. unredacted)
-        if prev is not None and prev.version == rec.version and (
-                prev.status != DocStatus.INDEXED or len(prev.chunk_ids) > len(p.chunks)):
-            self.index.delete_document(rec.tenant, rec.doc_id)
+        p.previous = replaced
+        # (the same version processed again, into fewer chunks or after an attempt that died:
+        # each index's stage replaces what was staged for the version before, and its publish
+        # removes every row of the document but the ones staged now, so the old ordinals, text
+        # and ACL go at publish, and the live rows keep serving until then)
         for _ in range(_CLAIM_TRIES):
             # 2. chunks written invisibly
             self.index.stage(p.chunks)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -93,6 +95,10 @@ class OpenSearchIndex:
         self.hybrid_depth = settings_.opensearch_hybrid_depth
         self.hybrid_depth_auto = self.hybrid_depth is None and settings_.opensearch_service == "es"
         self._client = LazyClient(client, self._client_factory(settings_, timeout_s))
+        # what this process last staged per (tenant, doc_id, version): the _ids its publish
+        # flips and keeps (see stage)
+        self._staged: dict[tuple[str, str, str], list[str]] = {}
+        self._staged_lock = threading.Lock()
 
     @staticmethod
     def _client_factory(settings: Settings, timeout_s: float) -> Callable[[], Any]:
@@ -314,9 +320,18 @@ class OpenSearchIndex:
 
     def stage(self, chunks: Sequence[Chunk]) -> None:
         """Write chunks invisibly (live=false), in bulk batches bounded by count and bytes.
-        The last batch waits for a refresh so ``publish`` can find every staged chunk."""
+        The last batch waits for a refresh so ``publish`` can find every staged chunk.
+
+        Each staging writes its chunks under new document ids (``<chunk_id>~<generation>``):
+        the same version processed again (other groups, PII policy, chunker, embedding model)
+        must not overwrite the live rows with invisible ones, which would hide the document
+        until publish (or for good, if the attempt dies). ``publish`` flips exactly these rows
+        and removes every other row of the document; search answers by the ``chunk_id``
+        field, so citations keep the chunk ids."""
         if not chunks:
             return
+        generation = uuid.uuid4().hex[:12]
+        staged: dict[tuple[str, str, str], list[str]] = {}
         batches: list[list[dict[str, Any]]] = []
         lines: list[dict[str, Any]] = []
         size = 0
@@ -327,7 +342,9 @@ class OpenSearchIndex:
             if lines and (count >= self.bulk_max_docs or size + doc_size > self.bulk_max_bytes):
                 batches.append(lines)
                 lines, size, count = [], 0, 0
-            lines.append({"index": {"_index": self.alias, "_id": chunk.chunk_id, "routing": chunk.tenant}})
+            _id = f"{chunk.chunk_id}~{generation}"
+            staged.setdefault((chunk.tenant, chunk.doc_id, chunk.version), []).append(_id)
+            lines.append({"index": {"_index": self.alias, "_id": _id, "routing": chunk.tenant}})
             lines.append(doc)
             size += doc_size
             count += 1
@@ -337,6 +354,8 @@ class OpenSearchIndex:
             response = self._call("stage", lambda b=body, r=refresh: self.client.bulk(body=b, refresh=r))
             if response.get("errors"):
                 self._raise_bulk_errors(response)
+        with self._staged_lock:
+            self._staged.update(staged)  # a later staging of the same version supersedes an earlier one
 
     @staticmethod
     def _raise_bulk_errors(response: dict[str, Any]) -> None:
@@ -376,12 +395,22 @@ class OpenSearchIndex:
             raise DependencyUnavailable(f"search index {what} failed: {response['failures'][0]}")
         return int(response.get("deleted", 0))
 
+    def _take_staged(self, tenant: str, doc_id: str, version: str) -> list[str] | None:
+        with self._staged_lock:
+            return self._staged.pop((tenant, doc_id, version), None)
+
     def publish(self, tenant: str, doc_id: str, version: str, *, attempts: int = 3) -> int | None:
         """Make ``version`` the document's only visible version: flip its chunks to live, then
-        delete every other version's chunks. Between the two steps both versions are briefly
-        visible (never neither), which is the safer side for a reader. Returns how many
-        chunks were flipped to live (the pipeline checks it against what it staged), or None
-        when the response does not say."""
+        delete every other row of the document (other versions, the same version's earlier
+        rows, what a dead attempt left staged). Between the two steps both are briefly visible
+        (never neither), which is the safer side for a reader; search drops the duplicates.
+        Returns how many chunks were flipped to live (the pipeline checks it against what it
+        staged), or None when the response does not say.
+
+        The rows flipped are the ones this process staged last for the version (by id); a
+        publish with nothing staged here flips every staged row of the version instead."""
+        staged_ids = self._take_staged(tenant, doc_id, version)
+        mine = [{"ids": {"values": staged_ids}}] if staged_ids is not None else []
         made_live: int | None = 0
         query = {
             "bool": {
@@ -389,6 +418,7 @@ class OpenSearchIndex:
                     *self._doc_filter(tenant, doc_id),
                     {"term": {"version": version}},
                     {"term": {"live": False}},
+                    *mine,
                 ]
             }
         }
@@ -409,20 +439,23 @@ class OpenSearchIndex:
                 break
         else:
             raise DependencyUnavailable(f"search index publish of {doc_id} kept conflicting; retry later")
+        keep = mine or [{"term": {"version": version}}]
         self._delete_by_query(
             "publish",
             tenant,
             {
                 "bool": {
                     "filter": self._doc_filter(tenant, doc_id),
-                    "must_not": [{"term": {"version": version}}],
+                    "must_not": keep,
                 }
             },
         )
         return made_live
 
     def discard(self, tenant: str, doc_id: str, version: str) -> None:
-        """Remove a staged (not live) version, e.g. after a failed ingest."""
+        """Remove a staged (not live) version, e.g. after a failed or superseded ingest: the
+        rows this process staged for it, or else every staged row of the version."""
+        staged_ids = self._take_staged(tenant, doc_id, version)
         self._delete_by_query(
             "discard",
             tenant,
@@ -432,6 +465,7 @@ class OpenSearchIndex:
                         *self._doc_filter(tenant, doc_id),
                         {"term": {"version": version}},
                         {"term": {"live": False}},
+                        *([{"ids": {"values": staged_ids}}] if staged_ids is not None else []),
                     ]
                 }
             },
@@ -456,6 +490,7 @@ class OpenSearchIndex:
             {},
         )
         hits: list[SearchHit] = []
+        seen: set[str] = set()
         for hit in response.get("hits", {}).get("hits", []):
             src = hit.get("_source", {})
             acl = set(src.get("acl") or ()) - {PUBLIC_ACL}
@@ -464,9 +499,13 @@ class OpenSearchIndex:
             if src.get("tenant") != scope.tenant or src.get("live") is not True or not scope.can_see(acl):
                 log.error("search returned a chunk outside the scope; dropped (chunk %s)", hit.get("_id"))
                 continue
+            chunk_id = src.get("chunk_id", hit.get("_id"))
+            if chunk_id in seen:  # a chunk's old and new rows, both live for a moment during a publish
+                continue
+            seen.add(chunk_id)
             hits.append(
                 SearchHit(
-                    chunk_id=src.get("chunk_id", hit.get("_id")),
+                    chunk_id=chunk_id,
                     doc_id=src["doc_id"],
                     version=src["version"],
                     text=src.get("text", ""),

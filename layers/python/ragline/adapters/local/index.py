@@ -263,6 +263,11 @@ class LocalHybridIndex:
             c.execute("BEGIN IMMEDIATE")
             try:
                 lex = self._lexical_rows(c, texts)
+                # a staging is the whole new processing of its version: rows an earlier attempt
+                # staged for it (more ordinals, an older ACL or redaction) go, or publish would
+                # make them live beside these
+                for key in dict.fromkeys((ch.tenant, ch.doc_id, ch.version) for ch in chunks):
+                    self._delete_where(c, "tenant=? AND doc_id=? AND version=? AND live=0", key)
                 # Staging the same chunk ids again (a retried delivery) replaces the staged rows.
                 # An id that is live already (the same content version processed again: other
                 # groups, PII policy, chunker) is staged beside it under a "#staged" id, so the
