@@ -211,3 +211,25 @@ def test_a_redrive_after_a_failed_publish_reprocesses_the_same_bytes(app, monkey
     assert again.action == "indexed", again
     hits, _ = app.retriever.search(Principal(tenant="acme", user="u").scope(), "archive Lisbon")
     assert hits and "Lisbon" in hits[0].text
+
+
+def test_a_group_name_no_identity_could_carry_fails_the_document_with_the_reason(app):
+    """Upload groups (S3 metadata, free text) outside what a token's groups claim can carry (a
+    space, a slash, a leading dot) would make the document readable by no one: the pipeline
+    both backends run refuses it with the reason (the local index raised, OpenSearch stored it);
+    another tenant's same key is not touched."""
+    from ragline.models import document_id
+
+    indexed(app, "tenants/globex/shared.md", b"# Shared\n\nGlobex notes.\n")
+    key = "tenants/acme/shared.md"
+    for n, bad in enumerate(("finance team", "hr/payroll", ".hidden")):
+        out = app.pipeline.ingest(IngestItem(tenant="acme", key=key, data=f"# Shared\n\nAcme notes {n}.\n".encode(),
+                                             groups=("board", bad)))
+        assert out.status == "failed" and repr(bad) in out.reason, out
+        rec = app.registry.get("acme", document_id("acme", key))
+        assert rec.status.value == "failed" and "not valid" in rec.reason
+    assert app.registry.get("globex", document_id("globex", "tenants/globex/shared.md")).status.value == "indexed"
+    hits, _ = app.retriever.search(Principal(tenant="acme", user="u", groups=frozenset({"board"})).scope(), "notes")
+    assert hits == []
+    ok = app.pipeline.ingest(IngestItem(tenant="acme", key=key, data=b"# Shared\n\nAcme notes.\n", groups=("board",)))
+    assert ok.status == "indexed"

@@ -23,6 +23,13 @@ from .settings import Settings
 _NAME = re.compile(r"^[A-Za-z0-9][\w.@:+-]{0,127}\Z")  # \Z, not $: $ also matches before a final newline
 
 
+def is_valid_name(value: object) -> bool:
+    """A tenant, user-group or ACL name a verified identity can carry (what
+    :func:`principal_from_claims` keeps): a document shared with any other name could never be
+    seen by anyone, so ingestion refuses it."""
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
 def _secret(settings: Settings) -> str:
     if settings.jwt_secret:
         return settings.jwt_secret

@@ -31,9 +31,8 @@ def _record(
     return DocumentRecord(
         tenant=tenant,
         doc_id=doc_id,
-        source_key=f"{tenant}/{doc_id}.pdf",
         version=version,
-        **{"status": DocStatus.INDEXED, **extra},
+        **{"status": DocStatus.INDEXED, "source_key": f"{tenant}/{doc_id}.pdf", **extra},
     )
 
 
@@ -191,6 +190,17 @@ def test_registry_tombstones_carry_an_expiry_and_a_new_upload_drops_it(registry,
     registry.put(_record(doc_id="doc_live"))
     raw = dynamodb_client.get_item(TableName=registry_table, Key={"pk": {"S": "acme"}, "sk": {"S": "doc_live"}})["Item"]
     assert "expires_at" not in raw
+
+
+def test_registry_put_stamps_the_write_time_and_lists_by_source_key_as_sqlite_does(registry):
+    # parity with the SQLite registry (a GET /v1/documents showed a dead-lettered document's last
+    # index time, and listed documents in doc-id hash order, on AWS only)
+    registry.put(_record(doc_id="doc_b", source_key="b/second.md", updated_at=datetime(2020, 1, 1, tzinfo=UTC)))
+    registry.put(_record(doc_id="doc_a", source_key="z/last.md"))
+    registry.put(_record(doc_id="doc_z", source_key="a/first.md"))
+    got = registry.get("acme", "doc_b")
+    assert got.updated_at > datetime.now(UTC) - timedelta(minutes=5)
+    assert [r.source_key for r in registry.list("acme")] == ["a/first.md", "b/second.md", "z/last.md"]
 
 
 def test_registry_list_pages_through_a_tenant_and_delete_removes(registry):

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from ..auth import is_valid_name
 from ..errors import DependencyUnavailable, DocumentRejected, StaleWrite
 from ..ledger.ingest_meter import IngestMeter
 from ..models import Chunk, DocStatus, DocumentRecord, chunk_id, document_id, utcnow
@@ -223,6 +224,11 @@ class IngestPipeline:
         existing = self.registry.get(item.tenant, doc)
         if after_conflict and _overtaken(item.sequencer, existing):
             return self._superseded_outcome(item, doc, existing)
+        bad = [g for g in item.groups if not is_valid_name(g)]
+        if bad:  # the same refusal on every backend (the local index raised, OpenSearch stored it)
+            return self._reject(item, doc, None, existing, DocumentRejected(
+                "failed", f"group name {bad[0][:130]!r} is not valid: 1-128 letters, digits and . _ @ : + -, "
+                          "starting with a letter or digit (no identity could carry it, so no one could read the document)"))
         # what produced the chunks: chunker settings and, when not "allow", the tenant's PII policy
         # (a policy change must reprocess unchanged bytes)
         settings_fp = self.chunker_settings.fingerprint()

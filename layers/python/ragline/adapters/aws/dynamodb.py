@@ -190,6 +190,7 @@ class DynamoRegistry(_Table):
         holding a stale read can never overwrite a newer write; it gets :class:`StaleWrite`.
         With ``expected_attempt`` the stored record must hold that ingestion ``attempt`` (the
         claim an ingestion has on the document; ``None``: absent, or a record without one)."""
+        record.updated_at = utcnow()  # as the SQLite registry does: the time of this write
         kwargs: dict[str, Any] = {"TableName": self.table, "Item": self._to_item(record)}
         conditions: list[str] = []
         names: dict[str, str] = {}
@@ -233,7 +234,8 @@ class DynamoRegistry(_Table):
         items = self._query_all(
             KeyConditionExpression="pk = :t", ExpressionAttributeValues={":t": _s(tenant)}
         )
-        return [self._from_item(item) for item in items]
+        # by source key, as the SQLite registry lists them (the sort key is the doc_id hash)
+        return sorted((self._from_item(item) for item in items), key=lambda r: (r.source_key, r.doc_id))
 
     def tenants(self, *, page_size: int | None = None) -> list[str]:
         """Every tenant with a document (operators' tools: index builds, stats). A consistent
