@@ -755,7 +755,9 @@ def test_wiring_routes_by_tenant_only_when_a_tenant_is_isolated():
 
     base = {"backend": "aws", "region": "eu-west-1", "documents_bucket": "b", "registry_table": "r",
             "ledger_table": "l", "query_log_table": "q", "opensearch_endpoint": "https://search.test"}
-    assert isinstance(build_ports(Settings(**base))["index"], OpenSearchIndex)
+    shared = build_ports(Settings(**base))["index"]
+    assert isinstance(shared, OpenSearchIndex)
+    assert shared.ensure_on_write and not shared.missing_is_empty  # created before the first write
     routed = build_ports(Settings(**base, tenant_isolation="index-per-tenant"))["index"]
     assert isinstance(routed, TenantRoutedIndex) and routed.shared.tenant_alias("Odd Tenant").startswith(f"{ALIAS}.t.h.")
 
@@ -778,3 +780,48 @@ def test_reads_of_an_isolated_tenant_never_written_find_nothing_and_create_nothi
     with pytest.raises(NotFoundError):
         routed.count(TenantScope("acme"))
     assert [r["method"] for r in cluster.log] == ["POST"] * 4
+
+
+# --- a fresh stack, and experiment arms with their own fusion weights ------------------------------
+
+
+def test_the_deployed_index_creates_its_pipeline_index_and_alias_before_its_first_write(cluster):
+    # nothing created these on a fresh stack: the first bulk went to an alias that did not exist
+    # (OpenSearch would auto-create a plain index there, without the k-NN mapping) and every
+    # search named a pipeline that did not exist
+    index = OpenSearchIndex(client=cluster.client(), settings=Settings(embedding_dimensions=DIM), ensure_on_write=True)
+    cluster.on("PUT", f"/_search/pipeline/{PIPELINE}", payload={"acknowledged": True})
+    cluster.on("HEAD", f"/_alias/{ALIAS}", 404).on("HEAD", f"/{ALIAS}-v1", 404)
+    cluster.on("PUT", f"/{ALIAS}-v1", payload={"acknowledged": True, "index": f"{ALIAS}-v1"})
+    cluster.on("POST", "/_bulk", payload={"took": 3, "errors": False, "items": []}, times=2)
+    index.stage([_chunk(0)])
+    index.stage([_chunk(1)])  # once per process
+    assert [(r["method"], r["path"]) for r in cluster.log] == [
+        ("PUT", f"/_search/pipeline/{PIPELINE}"), ("HEAD", f"/_alias/{ALIAS}"), ("HEAD", f"/{ALIAS}-v1"),
+        ("PUT", f"/{ALIAS}-v1"), ("POST", "/_bulk"), ("POST", "/_bulk"),
+    ]
+    assert cluster.log[3]["body"] == EXPECTED_INDEX
+
+
+def test_an_experiment_arms_dense_weight_searches_through_a_pipeline_of_its_own(cluster):
+    # the search body carries no weights: they live in the pipeline, so an arm that changes
+    # dense_weight once searched exactly like the control arm on AWS
+    experiments = [{"name": "fusion", "variants": [{"name": "control", "share": 0.5},
+                                                   {"name": "dense", "share": 0.5, "dense_weight": 0.8}]}]
+    settings = Settings(embedding_dimensions=DIM, experiments=experiments)
+    index = OpenSearchIndex(client=cluster.client(), settings=settings)
+    arm = f"{PIPELINE}-w0800"
+    cluster.on("PUT", f"/_search/pipeline/{PIPELINE}", payload={"acknowledged": True})
+    cluster.on("PUT", f"/_search/pipeline/{arm}", payload={"acknowledged": True})
+    cluster.on("HEAD", f"/_alias/{ALIAS}", 200)
+    index.ensure()
+    weights = cluster.log[1]["body"]["phase_results_processors"][0]["normalization-processor"]["combination"]
+    assert weights["parameters"]["weights"] == [0.2, 0.8]
+    cluster.on("POST", f"/{ALIAS}/_search", payload={"hits": {"hits": []}}, times=3)
+    vec = [0.0] * DIM
+    scope = TenantScope("acme")
+    index.search(scope, SearchRequest(text="q", vector=vec, dense_weight=0.8))
+    index.search(scope, SearchRequest(text="q", vector=vec))  # the control arm: the default pipeline
+    index.search(scope, SearchRequest(text="q", vector=vec, dense_weight=0.3))  # no such arm: the default
+    pipelines = [r["params"]["search_pipeline"] for r in cluster.requests("POST", f"/{ALIAS}/_search")]
+    assert pipelines == [arm, PIPELINE, PIPELINE]

@@ -54,8 +54,8 @@ class OpenSearchIndex:
     """A :class:`~ragline.ports.SearchIndex` on an OpenSearch domain (``service="es"``) or
     Serverless collection (``service="aoss"``). ``client`` is an ``opensearchpy.OpenSearch``.
 
-    Chunks are stored with ``_id`` = chunk id and routed by tenant, so one tenant's reads and
-    writes touch one shard.
+    Chunks are stored with ``_id`` = ``<chunk id>~<staging generation>`` (see ``stage``) and
+    routed by tenant, so one tenant's reads and writes touch one shard.
     """
 
     def __init__(
@@ -71,6 +71,7 @@ class OpenSearchIndex:
         bulk_max_docs: int = 500,
         bulk_max_bytes: int = 5 * 1024 * 1024,
         timeout_s: float = 30.0,
+        ensure_on_write: bool = False,
     ):
         settings_ = settings or get_settings()
         self.alias = alias or settings_.opensearch_index_alias
@@ -84,6 +85,14 @@ class OpenSearchIndex:
         self.dense_weight = weight
         self.fusion = settings_.retrieval.fusion
         self.rrf_k = settings_.retrieval.rrf_k
+        # the dense weights A/B experiment arms ask for: each gets a pipeline of its own (ensure)
+        self.variant_weights = sorted({
+            round(v.dense_weight, 6) for e in settings_.experiments if e.enabled for v in e.variants
+            if v.dense_weight is not None and round(v.dense_weight, 6) != round(weight, 6)})
+        # the deployed functions: the pipelines, the first index and the alias are created
+        # (idempotently) before this process's first write, so a fresh stack needs no setup step
+        self.ensure_on_write = ensure_on_write
+        self._ensured = False
         if engine not in ("faiss", "lucene"):  # the engines with efficient filtering
             raise ValueError("engine must be faiss or lucene")
         self.engine = engine
@@ -130,14 +139,26 @@ class OpenSearchIndex:
 
     # --- bodies (public so tests and the infra code can check them) -----------------------------
 
-    def pipeline_body(self) -> dict[str, Any]:
+    def pipeline_for(self, dense_weight: float | None) -> str:
+        """The search pipeline for a request's dense weight: the default one, or an experiment
+        arm's (``<pipeline>-w<weight x 1000>``, created by ensure) when the fusion uses weights."""
+        if dense_weight is None or self.fusion == "rrf" or round(dense_weight, 6) == round(self.dense_weight, 6):
+            return self.pipeline
+        if round(dense_weight, 6) not in self.variant_weights:
+            log.warning("no search pipeline for dense weight %s (not an experiment arm's); the default one answers",
+                        dense_weight)
+            return self.pipeline
+        return f"{self.pipeline}-w{round(dense_weight * 1000):04d}"
+
+    def pipeline_body(self, dense_weight: float | None = None) -> dict[str, Any]:
         """The hybrid pipeline follows ``settings.retrieval.fusion`` as the local index does:
         ``zscore`` -> normalization-processor ``z_score`` (OpenSearch 2.19+; arithmetic mean only),
         ``minmax`` -> ``min_max``, ``rrf`` -> score-ranker-processor ``rrf`` (2.19+). One
         difference remains: OpenSearch normalises each leg over its own hits, the local index
         over the union of both legs' candidates (it can score both legs for every candidate)."""
-        lexical = round(1.0 - self.dense_weight, 6)
-        dense = round(self.dense_weight, 6)
+        weight = self.dense_weight if dense_weight is None else dense_weight
+        lexical = round(1.0 - weight, 6)
+        dense = round(weight, 6)
         if self.fusion == "rrf":
             return {
                 "description": "Ragline hybrid search: reciprocal rank fusion of BM25 and k-NN",
@@ -298,10 +319,19 @@ class OpenSearchIndex:
     def ensure(self) -> None:
         """Create, idempotently, the search pipeline, the first index and the alias onto it.
         An existing alias is left pointing where it points (a blue-green switch may have moved it)."""
-        from opensearchpy.exceptions import RequestError
 
         client = self.client
         self._call("ensure", lambda: client.search_pipeline.put(id=self.pipeline, body=self.pipeline_body()))
+        if self.fusion != "rrf":
+            for w in self.variant_weights:
+                self._call("ensure", lambda w=w: client.search_pipeline.put(id=self.pipeline_for(w),
+                                                                           body=self.pipeline_body(w)))
+        self._ensure_index(client)
+        self._ensured = True
+
+    def _ensure_index(self, client: Any) -> None:
+        from opensearchpy.exceptions import RequestError
+
         if self._call("ensure", lambda: client.indices.exists_alias(name=self.alias)):
             return
         if self._call("ensure", lambda: client.indices.exists(index=self.index_name)):
@@ -330,6 +360,8 @@ class OpenSearchIndex:
         field, so citations keep the chunk ids."""
         if not chunks:
             return
+        if self.ensure_on_write and not self._ensured:
+            self.ensure()
         generation = uuid.uuid4().hex[:12]
         staged: dict[tuple[str, str, str], list[str]] = {}
         batches: list[list[dict[str, Any]]] = []
@@ -485,7 +517,8 @@ class OpenSearchIndex:
         response = self._read_or_empty(
             "search",
             lambda: self.client.search(
-                index=self.alias, body=body, routing=scope.tenant, search_pipeline=self.pipeline
+                index=self.alias, body=body, routing=scope.tenant,
+                search_pipeline=self.pipeline_for(request.dense_weight),
             ),
             {},
         )

@@ -29,7 +29,10 @@ def build_ports(settings: Settings) -> dict:
     large_id = gen.large.model if gen.large is not None else settings.bedrock_chat_model_large
     small = BedrockChatModel(small_id, settings=settings, deadline=remaining_s)
     large = BedrockChatModel(large_id, settings=settings, deadline=remaining_s)
-    index = OpenSearchIndex(settings=settings, dimensions=dims)
+    # the pipelines, the first index and the alias are created (idempotently) before this
+    # process's first write, so a fresh stack needs no setup step (a search before any document
+    # was ever written still fails loudly: a missing shared alias is not an empty one)
+    index = OpenSearchIndex(settings=settings, dimensions=dims, ensure_on_write=True)
     if settings.uses_tenant_indexes:  # isolated tenants: their own alias, created before the first write
         from ..local.tenant_index import TenantRoutedIndex
 
