@@ -259,7 +259,8 @@ def build_resolver(service: ServiceProvider, settings_provider: Callable[[], Any
     def usage(days: Annotated[int, Query(ge=1, le=366)] = 7) -> dict[str, Any]:
         return service().usage(principal(), days)
 
-    @app.get("/v1/ops/stats", summary="Operating figures: latency, cache, cost, documents, evaluation, drift", tags=["ops"])
+    @app.get("/v1/ops/stats", summary="Operating figures: latency, cache, cost, documents, evaluation, drift", tags=["ops"],
+             responses=_responses(dict[str, Any]))
     def ops_stats(days: Annotated[int, Query(ge=1, le=90)] = 7,
                   all_tenants: Annotated[bool, Query(description="Every tenant (needs the admin scope)")] = False) -> dict[str, Any]:
         from ..operations.figures import figures
