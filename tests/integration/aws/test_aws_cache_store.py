@@ -91,6 +91,8 @@ def test_invalidate_document_and_clear(store):
     left = store.nearest("acme", "k1", unit(1, 1, 1, 0), k=5)
     assert [e["question"] for e, _ in left] == ["cites d3"]
     assert store.invalidate_document("acme", "d1") == 0
+    # the entry that cited d1 and d2 went with its d2 link: d2 counts nothing now (it said 1)
+    assert store.invalidate_document("acme", "d2") == 0
     assert len(store.nearest("globex", "k1", unit(1, 0, 0, 0), k=5)) == 1
     assert store.clear("acme") == 1
     assert store.nearest("acme", "k1", unit(0, 0, 1, 0), k=5) == []

@@ -144,17 +144,48 @@ class DynamoCacheStore(_Table):
         self._bump(tenant, "puts")  # after the write: a reader that sees the count finds the entry
 
     def invalidate_document(self, tenant: str, doc_id: str) -> int:
+        """Remove every entry that cited the document, with all of its document links (not
+        only this document's), so invalidating another document it cited later counts only
+        entries that still exist, as the SQLite store does. Returns the entries removed."""
         refs = list(self._query_all(KeyConditionExpression="pk = :pk",
                                     ExpressionAttributeValues={":pk": _s(f"cachedoc#{tenant}#{doc_id}")}))
+        entry_keys = []
         keys = []
         for ref in refs:
             acl, eid = ref["sk"]["S"].split("#", 1)
-            keys.append({"pk": _s(f"cache#{tenant}"), "sk": _s(f"acl#{acl}#{eid}")})
+            entry_keys.append({"pk": _s(f"cache#{tenant}"), "sk": _s(f"acl#{acl}#{eid}")})
             keys.append({"pk": ref["pk"], "sk": ref["sk"]})
-        self._write([], keys)
+        found = self._get_many(entry_keys, "sk, entry")
+        for item in found:  # the entry's links to the other documents it cited
+            acl, eid = item["sk"]["S"][len("acl#"):].split("#", 1)
+            for other in json.loads(item["entry"]["S"]).get("doc_versions", {}):
+                if other != doc_id:
+                    keys.append({"pk": _s(f"cachedoc#{tenant}#{other}"), "sk": _s(f"{acl}#{eid}")})
+        self._write([], entry_keys + keys)
         if refs:
             self._bump(tenant, "removals")
-        return len(refs)
+        return len(found)
+
+    def _get_many(self, keys: Sequence[dict[str, Any]], projection: str) -> list[dict[str, Any]]:
+        """BatchGetItem in pages of 100, retrying unprocessed keys; the items that exist."""
+        out: list[dict[str, Any]] = []
+        try:
+            for start in range(0, len(keys), 100):
+                pending: dict[str, Any] = {self.table: {"Keys": list(keys[start:start + 100]),
+                                                        "ProjectionExpression": projection, "ConsistentRead": True}}
+                for attempt in range(8):
+                    resp = self.client.batch_get_item(RequestItems=pending)
+                    out.extend(resp.get("Responses", {}).get(self.table, []))
+                    pending = resp.get("UnprocessedKeys") or {}
+                    if not pending:
+                        break
+                    time.sleep(min(1.0, 0.05 * 2 ** attempt))
+                else:
+                    raise ClientError({"Error": {"Code": "UnprocessedKeys", "Message": "batch get kept throttling"}},
+                                      "BatchGetItem")
+        except (ClientError, BotoCoreError) as exc:
+            self._fail(exc)
+        return out
 
     def clear(self, tenant: str) -> int:
         entries = list(self._query_all(KeyConditionExpression="pk = :pk",
