@@ -171,21 +171,26 @@ class DynamoCacheStore(_Table):
         out: list[dict[str, Any]] = []
         try:
             for start in range(0, len(keys), 100):
-                pending: dict[str, Any] = {self.table: {"Keys": list(keys[start:start + 100]),
-                                                        "ProjectionExpression": projection, "ConsistentRead": True}}
-                for attempt in range(8):
-                    resp = self.client.batch_get_item(RequestItems=pending)
+                page = {self.table: {"Keys": list(keys[start:start + 100]), "ProjectionExpression": projection,
+                                     "ConsistentRead": True}}
+                for resp in self._drain("batch_get_item", page, "UnprocessedKeys"):
                     out.extend(resp.get("Responses", {}).get(self.table, []))
-                    pending = resp.get("UnprocessedKeys") or {}
-                    if not pending:
-                        break
-                    time.sleep(min(1.0, 0.05 * 2 ** attempt))
-                else:
-                    raise ClientError({"Error": {"Code": "UnprocessedKeys", "Message": "batch get kept throttling"}},
-                                      "BatchGetItem")
         except (ClientError, BotoCoreError) as exc:
             self._fail(exc)
         return out
+
+    def _drain(self, operation: str, request: dict[str, Any], leftover: str) -> list[dict[str, Any]]:
+        """Run one batch request until DynamoDB has taken all of it (what it throttled comes
+        back under ``leftover``), backing off between rounds; the responses, in order."""
+        responses = []
+        for attempt in range(8):
+            resp = getattr(self.client, operation)(RequestItems=request)
+            responses.append(resp)
+            request = resp.get(leftover) or {}
+            if not request:
+                return responses
+            time.sleep(min(1.0, 0.05 * 2 ** attempt))
+        raise ClientError({"Error": {"Code": leftover, "Message": f"{operation} kept throttling"}}, operation)
 
     def clear(self, tenant: str) -> int:
         entries = list(self._query_all(KeyConditionExpression="pk = :pk",
@@ -300,15 +305,6 @@ class DynamoCacheStore(_Table):
         requests = [{"PutRequest": {"Item": i}} for i in puts] + [{"DeleteRequest": {"Key": k}} for k in deletes]
         try:
             for start in range(0, len(requests), 25):
-                pending = {self.table: requests[start:start + 25]}
-                for attempt in range(8):
-                    out = self.client.batch_write_item(RequestItems=pending)
-                    pending = out.get("UnprocessedItems") or {}
-                    if not pending:
-                        break
-                    time.sleep(min(1.0, 0.05 * 2 ** attempt))
-                else:
-                    raise ClientError({"Error": {"Code": "UnprocessedItems", "Message": "batch write kept throttling"}},
-                                      "BatchWriteItem")
+                self._drain("batch_write_item", {self.table: requests[start:start + 25]}, "UnprocessedItems")
         except (ClientError, BotoCoreError) as exc:
             self._fail(exc)
