@@ -89,10 +89,11 @@ class IngestOutcome:
 
 
 def sequencer_newer(a: str, b: str) -> bool:
-    """Whether S3 event sequencer ``a`` is later than ``b`` (hex strings, comparable after
-    left-padding to the same length)."""
+    """Whether S3 event sequencer ``a`` is later than ``b``: hex strings of different lengths,
+    compared after right-padding the shorter with zeros (as S3's event message documentation
+    says; left-padding made the longer one always win)."""
     n = max(len(a), len(b))
-    return a.rjust(n, "0").upper() > b.rjust(n, "0").upper()
+    return a.ljust(n, "0").upper() > b.ljust(n, "0").upper()
 
 
 def _overtaken(sequencer: str | None, current: DocumentRecord | None) -> bool:
