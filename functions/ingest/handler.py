@@ -90,10 +90,27 @@ def _last_delivery(record: SQSRecord) -> int | None:
     return count if limit and count >= limit else None
 
 
+def _permanent(exc: BaseException) -> bool:
+    """An error retrying the same event will not fix: a RaglineError marked not transient (a
+    model refusing the request as invalid or forbidden, the index rejecting the documents). A
+    lost conditional write is not one (the retry re-reads), nor is anything unexpected."""
+    from ragline.errors import RaglineError, StaleWrite
+
+    return isinstance(exc, RaglineError) and not exc.transient and not isinstance(exc, StaleWrite)
+
+
 def record_handler(record: SQSRecord) -> list[dict]:
     try:
         results = _handler()(record.body)
     except Exception as exc:
+        if _permanent(exc):
+            # recorded now, not after maxReceiveCount deliveries that each embed (and pay for)
+            # the whole document again to fail the same way
+            error = f"{type(exc).__name__}: {exc}"
+            marked = mark_dead_lettered(factory.default(), record.body, error, 1, permanent=True)
+            logger().error("ingestion failed permanently; not retried", extra={"error": error[:300]})
+            return [{"action": r.action, "key": r.key, "tenant": r.tenant, "doc_id": r.doc_id, "reason": r.reason}
+                    for r in marked]
         attempts = _last_delivery(record)
         if attempts is not None:
             # the document must not stay "processing" while its event sits in the dead-letter queue

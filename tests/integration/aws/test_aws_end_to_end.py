@@ -380,6 +380,37 @@ def test_a_dead_lettered_document_says_failed_and_a_redrive_indexes_it(stack, mo
     assert doc.chunk_ids and "dead_lettered" not in doc.flags
 
 
+def test_a_permanent_model_error_is_recorded_at_once_not_retried_to_the_dead_letter_queue(stack, monkeypatch):
+    """moto's SQS server: a model that refuses the request (a ValidationException or AccessDenied
+    is a ModelError marked not transient) failed the same way on every delivery, re-embedding and
+    paying each time, and showed "processing" until the dead letter; it is now one delivery, the
+    document says failed with the reason, and the same bytes uploaded again once the cause is
+    fixed are indexed (not taken for unchanged)."""
+    poller = LambdaSqsPoller(stack)
+    poller.drain()
+    real = stack.embedder.embed_documents
+    calls = []
+
+    def refused(texts):
+        calls.append(len(texts))
+        error = ModelError("model test/hash-embedder refused the request (AccessDeniedException)")
+        error.transient = False
+        raise error
+
+    monkeypatch.setattr(stack.embedder, "embed_documents", refused)
+    key = "tenants/acme/policies/refused.md"
+    put(stack, key, RETENTION)
+    deliveries = poller.drain()
+    assert [d.failed_ids for d in deliveries] == [[]] and len(calls) == 1  # once, acknowledged
+    assert queue_depth(stack, stack.queues.dlq_url) == 0
+    doc = stack.app.registry.get(TENANT, document_id(TENANT, key))
+    assert doc.status.value == "failed" and "retrying will not fix" in doc.reason and "AccessDenied" in doc.reason
+    monkeypatch.setattr(stack.embedder, "embed_documents", real)
+    put(stack, key, RETENTION)  # the same bytes again, the cause fixed
+    assert [d.failed_ids for d in poller.drain()] == [[]]
+    assert stack.app.registry.get(TENANT, document_id(TENANT, key)).status.value == "indexed"
+
+
 def test_partial_batch_failure_reports_only_the_failed_message(stack, monkeypatch):
     poller = LambdaSqsPoller(stack)
     poller.drain()

@@ -175,14 +175,20 @@ def handle_s3_record(app, record) -> EventResult:
     return EventResult(out.status, key=key, tenant=tenant, doc_id=out.doc_id, reason=out.reason)
 
 
-def mark_dead_lettered(app, body: str | dict[str, Any], error: str, attempts: int) -> list[EventResult]:
+def mark_dead_lettered(app, body: str | dict[str, Any], error: str, attempts: int, *,
+                       permanent: bool = False) -> list[EventResult]:
     """The last delivery of a message failed and SQS moves it to the dead-letter queue: record
     that in each document's registry entry, so it says ``failed`` with the reason instead of
     ``processing`` forever (a create), or instead of ``indexed`` / ``deleted`` while the removed
     object's chunks may still be searchable (a delete). The record is flagged ``dead_lettered``,
     which lets a redrive of the same event run again (it is not taken for a stale or an
     unchanged one). Only while the registry still holds this event's attempt (or nothing, for a
-    create): a newer version, or a write that raced this one (a conditional put), is left alone."""
+    create): a newer version, or a write that raced this one (a conditional put), is left alone.
+
+    ``permanent``: the error will not go away by retrying (a model refusing the request, the
+    index rejecting the documents), so the handler records it at once instead of letting SQS
+    deliver (and pay for) the same failure ``maxReceiveCount`` times; the flag still lets the
+    same bytes uploaded again, once the cause is fixed, run again."""
     from ..errors import StaleWrite
     from ..models import DocStatus, DocumentRecord
 
@@ -211,6 +217,9 @@ def mark_dead_lettered(app, body: str | dict[str, Any], error: str, attempts: in
             reason = (f"the object was deleted but removing it from the index failed on all {attempts} deliveries "
                       f"and the event went to the dead-letter queue (last error: {error[:300]}); its chunks may "
                       "still be searchable: redrive the queue")
+        elif permanent:
+            reason = (f"ingestion failed with an error retrying will not fix ({error[:300]}); fix the cause, "
+                      "then upload the file again")
         else:
             reason = (f"ingestion failed on all {attempts} deliveries and the event went to the dead-letter queue "
                       f"(last error: {error[:300]}); redrive the queue or upload the file again")
@@ -226,9 +235,9 @@ def mark_dead_lettered(app, body: str | dict[str, Any], error: str, attempts: in
             app.registry.put(failed, expected_attempt=existing.attempt if existing else None)
         except StaleWrite:
             continue  # another writer got there first: its record stands
-        logger().warning("document dead-lettered", extra={"tenant": tenant, "doc_id": doc, "key": key,
-                                                          "event": record.eventName,
-                                                          "attempts": attempts, "error": error[:300]})
-        metric("DocumentsDeadLettered", 1)
+        logger().warning("document failed permanently" if permanent else "document dead-lettered",
+                         extra={"tenant": tenant, "doc_id": doc, "key": key, "event": record.eventName,
+                                "attempts": attempts, "error": error[:300]})
+        metric("DocumentsFailedPermanently" if permanent else "DocumentsDeadLettered", 1)
         out.append(EventResult("failed", key=key, tenant=tenant, doc_id=doc, reason=reason))
     return out
