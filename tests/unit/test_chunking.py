@@ -83,3 +83,11 @@ def test_overlap_must_be_smaller_than_size():
 
     with pytest.raises(ValidationError):
         ChunkerSettings(max_tokens=32, overlap_tokens=32)
+
+
+def test_an_overlap_inside_a_multi_token_character_still_advances():
+    # found by the property test above: with 3 overlap tokens the window after "😀 alpha alpha"
+    # started inside the emoji's tokens (one character offset) and repeated the chunk from 0
+    text = "😀 alpha alpha " + "long" * 20 + " " + "long" * 20
+    pieces = Chunker(ChunkerSettings(max_tokens=16, overlap_tokens=3)).split([Section(text=text)])
+    _cover(text, pieces)

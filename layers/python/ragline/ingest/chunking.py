@@ -104,6 +104,10 @@ class Chunker:
             if b >= n:
                 break
             nxt = b - overlap
+            # tokens inside one character (an emoji's bytes) share its offset: the next window
+            # must start at a later character, or it would repeat this one from its start
+            while nxt < b and offsets[nxt] <= offsets[s]:
+                nxt += 1
             s = nxt if nxt > s else b
         return pieces
 
