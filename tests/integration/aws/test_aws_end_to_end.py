@@ -30,7 +30,7 @@ from ragline import factory
 from ragline.adapters.aws import DynamoLedgerStore, DynamoQueryLog, DynamoRegistry, S3BlobStore
 from ragline.adapters.local.index import LocalHybridIndex
 from ragline.errors import ModelError
-from ragline.models import TenantScope, document_id
+from ragline.models import Principal, TenantScope, document_id
 from ragline.server import LambdaContext, load_handler
 from ragline.settings import Settings
 
@@ -499,6 +499,55 @@ def test_deleting_a_noncurrent_version_keeps_the_indexed_one(stack):
     assert [d.failed_ids for d in poller.drain()] == [[]]
     doc = stack.app.registry.get(TENANT, doc_id)
     assert doc is not None and doc.source_version_id == current and doc.status.value == "indexed"
+    assert ask(stack, "How long are invoices kept?")["citations"][0]["doc_id"] == doc_id
+
+
+def test_deleting_the_indexed_version_rolls_the_document_back_to_the_current_one(stack):
+    """S3's rollback: permanently deleting the newest version makes the one before current, and
+    no ObjectCreated comes. The document used to be deleted outright (a tombstone for good); it
+    now indexes the key's current version. moto notifies nothing while other versions remain, so
+    the documented message is put on the real queue by hand."""
+    poller = LambdaSqsPoller(stack)
+    poller.drain()
+    old = put(stack, KEY, "Invoices are kept for seven years in the old policy.")
+    new = put(stack, KEY, RETENTION)
+    poller.drain()
+    doc_id = document_id(TENANT, KEY)
+    assert stack.app.registry.get(TENANT, doc_id).source_version_id == new
+    stack.s3.delete_object(Bucket=stack.bucket, Key=KEY, VersionId=new)
+    assert poller.receive() == []
+    body = s3_notification(stack, "ObjectRemoved:Delete", "tenants/acme/policies/data+retention.md", new,
+                           "0055AED6DCD90281F2")
+    stack.sqs.send_message(QueueUrl=stack.queues.url, MessageBody=json.dumps(body))
+    assert [d.failed_ids for d in poller.drain()] == [[]]
+    doc = stack.app.registry.get(TENANT, doc_id)
+    assert doc.status.value == "indexed" and doc.source_version_id == old, doc
+    assert doc.source_sequencer == "0055AED6DCD90281F2"
+    hits, _ = stack.app.retriever.search(Principal(tenant=TENANT, user="u").scope(), "invoices kept years")
+    assert hits and all("seven years" in h.text for h in hits if h.doc_id == doc_id)
+
+
+def test_removing_the_delete_marker_brings_the_document_back(stack):
+    """The documented undelete: deleting the delete marker makes the last version current
+    again; its ObjectRemoved:Delete (for the marker's version id) now re-indexes it instead of
+    deleting it again. Both notifications are put on the queue by hand (moto sends neither)."""
+    poller = LambdaSqsPoller(stack)
+    poller.drain()
+    version = put(stack, KEY, RETENTION)
+    poller.drain()
+    marker = stack.s3.delete_object(Bucket=stack.bucket, Key=KEY)
+    key = "tenants/acme/policies/data+retention.md"
+    stack.sqs.send_message(QueueUrl=stack.queues.url, MessageBody=json.dumps(
+        s3_notification(stack, "ObjectRemoved:DeleteMarkerCreated", key, marker["VersionId"], "0055AED6DCD90281F3")))
+    assert [d.failed_ids for d in poller.drain()] == [[]]
+    doc_id = document_id(TENANT, KEY)
+    assert stack.app.registry.get(TENANT, doc_id).status.value == "deleted"
+    stack.s3.delete_object(Bucket=stack.bucket, Key=KEY, VersionId=marker["VersionId"])
+    stack.sqs.send_message(QueueUrl=stack.queues.url, MessageBody=json.dumps(
+        s3_notification(stack, "ObjectRemoved:Delete", key, marker["VersionId"], "0055AED6DCD90281F4")))
+    assert [d.failed_ids for d in poller.drain()] == [[]]
+    doc = stack.app.registry.get(TENANT, doc_id)
+    assert doc.status.value == "indexed" and doc.source_version_id == version, doc
     assert ask(stack, "How long are invoices kept?")["citations"][0]["doc_id"] == doc_id
 
 

@@ -143,6 +143,18 @@ def handle_s3_record(app, record) -> EventResult:
         logger().info("noncurrent version deleted", extra={"key": key, "version_id": removed_version})
         return EventResult("ignored", key=key, tenant=tenant, doc_id=doc,
                            reason=f"version {removed_version} is not the indexed one")
+    if name == "ObjectRemoved:Delete" and removed_version:
+        # a version deleted for good while the key still has a current one: a rollback to the
+        # version before, or the removal of a delete marker (an undelete). No ObjectCreated comes
+        # for either, so the current version is ingested now, under this event's sequencer
+        try:
+            current = app.blobs.get(key)
+        except NotFound:
+            current = None
+        if current is not None and current.version_id and current.version_id != removed_version:
+            logger().info("version deleted; the key's current version is indexed",
+                          extra={"key": key, "removed_version": removed_version, "current": current.version_id})
+            return _ingest_blob(app, record, key, tenant, sequencer, current, current.version_id)
     if name.startswith("ObjectRemoved"):
         out = app.pipeline.delete(tenant, key, sequencer=sequencer)
         if out.status == "superseded":  # a newer upload raced this delete and keeps the document
@@ -158,6 +170,10 @@ def handle_s3_record(app, record) -> EventResult:
         # deleted (or its version purged) before this event was handled: it can never succeed,
         # and its ObjectRemoved event does the clean-up
         return EventResult("ignored", key=key, tenant=tenant, reason="the object no longer exists")
+    return _ingest_blob(app, record, key, tenant, sequencer, blob, version_id)
+
+
+def _ingest_blob(app, record, key: str, tenant: str, sequencer: str | None, blob, version_id: str | None) -> EventResult:
     groups = tuple(g for g in (blob.metadata.get(GROUPS_METADATA, "") or "").split(",") if g)
     out = app.pipeline.ingest(
         IngestItem(tenant=tenant, key=key, data=blob.data, groups=groups, content_type=blob.content_type,
