@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from ragline import factory
-from ragline.ingest.events import handle_s3_message, mark_dead_lettered
+from ragline.ingest.events import LAST_DELIVERY_NOTE, handle_s3_message, mark_dead_lettered
 from ragline.observability import logger, metrics, tracer
 from ragline.runtime import invocation_deadline
 
@@ -100,6 +100,13 @@ def _permanent(exc: BaseException) -> bool:
 
 
 def record_handler(record: SQSRecord) -> list[dict]:
+    last = _last_delivery(record)
+    # the last delivery may die without a word (the function's timeout, out of memory), and then
+    # nothing marks the document: its claim says "failed" with this reason instead of
+    # "processing"; finishing, or failing with an error, writes over it
+    note = LAST_DELIVERY_NOTE.set(
+        f"the last of {last} deliveries did not finish (the function timed out or was stopped) and the event "
+        "went to the dead-letter queue; redrive the queue or upload the file again" if last is not None else None)
     try:
         results = _handler()(record.body)
     except Exception as exc:
@@ -119,6 +126,8 @@ def record_handler(record: SQSRecord) -> list[dict]:
             except Exception:  # noqa: BLE001 - best effort: the message still goes to the DLQ
                 logger().exception("could not mark the dead-lettered document failed")
         raise
+    finally:
+        LAST_DELIVERY_NOTE.reset(note)
     for r in results:
         logger().info("s3 event processed", extra=r)
     return results

@@ -177,3 +177,35 @@ def test_evaluate_handler_summarises_the_query_log(installed):
     assert out["cache_hit_rate"] == pytest.approx(1 / 3, abs=1e-3)
     assert out["feedback_rate"] == pytest.approx(1 / 3, abs=1e-3) and out["positive_feedback_rate"] == 1.0
     assert 0.9 <= out["grounding_approx"] <= 1.0
+
+
+def test_a_last_delivery_that_dies_without_an_error_still_leaves_the_document_marked(ingest_handler, installed,
+                                                                                      monkeypatch):
+    """A timeout or an out-of-memory kill raises nothing the handler can catch, so on the last
+    delivery (the queue's maxReceiveCount) the document is marked first; the attempt then
+    overwrites the mark when it finishes. Here the attempt dies (SystemExit stands in for the
+    kill: it passes every ``except Exception``) and the mark stands, instead of 'processing'
+    forever; then the same last delivery with nothing wrong indexes the document."""
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    from ragline.models import document_id
+
+    monkeypatch.setenv("RAGLINE_INGEST_MAX_RECEIVE_COUNT", "3")
+    put_sample(installed)
+    raw = ev("s3_put_via_sqs.json")["Records"][0]
+    raw["attributes"]["ApproximateReceiveCount"] = "3"
+    real = installed.pipeline.index.stage
+
+    def killed(chunks):
+        raise SystemExit("Task timed out after 300.00 seconds")
+
+    monkeypatch.setattr(installed.pipeline.index, "stage", killed)
+    with pytest.raises(SystemExit):
+        ingest_handler.record_handler(SQSRecord(raw))
+    doc = installed.registry.get("acme", document_id("acme", "tenants/acme/policies/data retention.pdf"))
+    assert doc.status.value == "failed" and "did not finish" in doc.reason and doc.flags["dead_lettered"] == 1
+    monkeypatch.setattr(installed.pipeline.index, "stage", real)
+    ingest_handler._handle = None
+    ingest_handler.record_handler(SQSRecord(raw))
+    doc = installed.registry.get("acme", doc.doc_id)
+    assert doc.status.value == "indexed" and "dead_lettered" not in doc.flags

@@ -16,6 +16,7 @@ import json
 import re
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,6 +33,8 @@ from .pipeline import IngestItem, sequencer_newer
 _TENANT_KEY = re.compile(r"^tenants/([A-Za-z0-9][\w.@:+-]{0,127})/(.+)\Z", re.ASCII)
 GROUPS_METADATA = "ragline-groups"
 DEAD_LETTERED_FLAG = "dead_lettered"
+# set by the ingest handler around an event's last delivery (see IngestItem.last_delivery_note)
+LAST_DELIVERY_NOTE: ContextVar[str | None] = ContextVar("ragline_last_delivery_note", default=None)
 
 
 @dataclass(slots=True)
@@ -177,7 +180,8 @@ def _ingest_blob(app, record, key: str, tenant: str, sequencer: str | None, blob
     groups = tuple(g for g in (blob.metadata.get(GROUPS_METADATA, "") or "").split(",") if g)
     out = app.pipeline.ingest(
         IngestItem(tenant=tenant, key=key, data=blob.data, groups=groups, content_type=blob.content_type,
-                   source_version_id=version_id or blob.version_id or blob.etag, sequencer=sequencer)
+                   source_version_id=version_id or blob.version_id or blob.etag, sequencer=sequencer,
+                   last_delivery_note=LAST_DELIVERY_NOTE.get())
     )
     metric("DocumentsProcessed", 1)
     if out.status in ("failed", "unsupported", "no_text"):

@@ -60,6 +60,10 @@ class IngestItem:
     source_version_id: str | None = None
     sequencer: str | None = None  # S3 event sequencer, when the item came from an S3 event
     label: str | None = None  # what the user called it (a local path), for reports
+    # set on an event's last delivery: the claim then says "failed" with this reason (flagged
+    # dead_lettered) instead of "processing", so an attempt killed without a word (a timeout)
+    # leaves the document marked; finishing writes over it
+    last_delivery_note: str | None = None
 
     def read(self) -> bytes:
         if self.data is None:
@@ -352,6 +356,15 @@ class IngestPipeline:
                     return False
         raise DependencyUnavailable(f"document {record.doc_id} kept changing under concurrent ingestion; retry later")
 
+    @staticmethod
+    def _claim_record(rec: DocumentRecord, item: IngestItem) -> DocumentRecord:
+        """What the registry says while an attempt runs: "processing", or on an event's last
+        delivery "failed" with the reason an attempt that dies silently would leave."""
+        if item.last_delivery_note:
+            return rec.model_copy(update={"chunk_ids": [], "status": DocStatus.FAILED, "reason": item.last_delivery_note,
+                                          "flags": {**rec.flags, "dead_lettered": 1}})
+        return rec.model_copy(update={"chunk_ids": [], "status": DocStatus.PROCESSING, "reason": None})
+
     def _superseded_outcome(self, item: IngestItem, doc: str, current: DocumentRecord | None) -> IngestOutcome:
         what = "a delete" if current is None or current.status == DocStatus.DELETED else "a newer upload"
         log.info("ingestion superseded", extra={"tenant": item.tenant, "doc_id": doc, "sequencer": item.sequencer,
@@ -366,7 +379,7 @@ class IngestPipeline:
         rec.attempt = attempt = _new_attempt()
         # 1. claim: the registry says a new version is being processed (a crash leaves it
         #    visible as such); conditional on the attempt _prepare read
-        replaced = self._claim(rec.model_copy(update={"chunk_ids": []}), p.previous, p.item.sequencer)
+        replaced = self._claim(self._claim_record(rec, p.item), p.previous, p.item.sequencer)
         if replaced is False:
             return self._superseded_outcome(p.item, rec.doc_id, self.registry.get(rec.tenant, rec.doc_id))
         p.previous = replaced
@@ -448,8 +461,7 @@ class IngestPipeline:
                                     created_at=existing.created_at if existing else utcnow())
         record.attempt = attempt = _new_attempt()
         record.chunk_ids = []
-        replaced = self._claim(record.model_copy(update={"status": DocStatus.PROCESSING, "reason": None}),
-                               existing, item.sequencer)
+        replaced = self._claim(self._claim_record(record, item), existing, item.sequencer)
         if replaced is False:
             return self._superseded_outcome(item, doc, self.registry.get(item.tenant, doc))
         record.status = status
