@@ -118,11 +118,10 @@ def record_handler(record: SQSRecord) -> list[dict]:
             logger().error("ingestion failed permanently; not retried", extra={"error": error[:300]})
             return [{"action": r.action, "key": r.key, "tenant": r.tenant, "doc_id": r.doc_id, "reason": r.reason}
                     for r in marked]
-        attempts = _last_delivery(record)
-        if attempts is not None:
+        if last is not None:
             # the document must not stay "processing" while its event sits in the dead-letter queue
             try:
-                mark_dead_lettered(factory.default(), record.body, f"{type(exc).__name__}: {exc}", attempts)
+                mark_dead_lettered(factory.default(), record.body, f"{type(exc).__name__}: {exc}", last)
             except Exception:  # noqa: BLE001 - best effort: the message still goes to the DLQ
                 logger().exception("could not mark the dead-lettered document failed")
         raise

@@ -184,22 +184,16 @@ class IngestPipeline:
         path = label or doc_id
         if sequencer:
             existing = self.registry.get(tenant, doc_id)
-            for _ in range(_CLAIM_TRIES):
-                if existing is not None and existing.source_sequencer and sequencer_newer(existing.source_sequencer, sequencer):
-                    log.info("delete superseded", extra={"tenant": tenant, "doc_id": doc_id, "sequencer": sequencer})
-                    return IngestOutcome(path=path, tenant=tenant, doc_id=doc_id, status=DocStatus.SUPERSEDED.value,
-                                         reason="a newer upload of this document was handled meanwhile; it stays")
-                tombstone = DocumentRecord(
-                    tenant=tenant, doc_id=doc_id, source_key=label or (existing.source_key if existing else doc_id),
-                    status=DocStatus.DELETED, source_sequencer=sequencer, attempt=_new_attempt(),
-                    created_at=existing.created_at if existing else utcnow(), reason="deleted")
-                try:
-                    self.registry.put(tombstone, expected_attempt=existing.attempt if existing else None)
-                    break
-                except StaleWrite:
-                    existing = self.registry.get(tenant, doc_id)
-            else:
-                raise DependencyUnavailable(f"document {doc_id} kept changing during its delete; retry later")
+            # strictly newer: the same sequencer is this delete's own tombstone, redelivered
+            newer = existing is not None and existing.source_sequencer and sequencer_newer(existing.source_sequencer, sequencer)
+            tombstone = DocumentRecord(
+                tenant=tenant, doc_id=doc_id, source_key=label or (existing.source_key if existing else doc_id),
+                status=DocStatus.DELETED, source_sequencer=sequencer, attempt=_new_attempt(),
+                created_at=existing.created_at if existing else utcnow(), reason="deleted")
+            if newer or self._claim(tombstone, existing, sequencer) is False:
+                log.info("delete superseded", extra={"tenant": tenant, "doc_id": doc_id, "sequencer": sequencer})
+                return IngestOutcome(path=path, tenant=tenant, doc_id=doc_id, status=DocStatus.SUPERSEDED.value,
+                                     reason="a newer upload of this document was handled meanwhile; it stays")
             removed = self.index.delete_document(tenant, doc_id)
         else:
             removed = self.index.delete_document(tenant, doc_id)
