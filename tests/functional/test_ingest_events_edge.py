@@ -233,3 +233,47 @@ def test_a_group_name_no_identity_could_carry_fails_the_document_with_the_reason
     assert hits == []
     ok = app.pipeline.ingest(IngestItem(tenant="acme", key=key, data=b"# Shared\n\nAcme notes.\n", groups=("board",)))
     assert ok.status == "indexed"
+
+
+def test_an_object_over_the_upload_limit_fails_unread_and_removes_the_old_version(make_app, tmp_path, monkeypatch):
+    # an object put straight into the bucket skips the presigned URL's size check
+    from ragline.settings import Settings
+
+    app = make_app(settings=Settings(home=tmp_path / "home", jwt_secret="test-secret-0123456789abcdef0123456789",
+                                     max_upload_bytes=400))
+    key = "tenants/acme/manual.md"
+    indexed(app, key, b"# Manual\n\nThe forklift needs a daily check.\n")
+    app.blobs.put("tenants/globex/manual.md", b"# Manual\n\nThe forklift needs a daily check.\n", "text/markdown")
+    (other,) = handle_s3_message(app, s3_event("ObjectCreated:Put", "tenants/globex/manual.md", "0000000011", "g1"))
+    assert other.action == "indexed"
+    app.blobs.put(key, b"# Manual\n\n" + b"The forklift needs a daily check. " * 40, "text/markdown")
+    reads = []
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or b"")
+    (out,) = handle_s3_message(app, s3_event("ObjectCreated:Put", key, "0000000020", "v2"))
+    monkeypatch.undo()
+    assert out.action == "failed" and "more than the upload limit of 400" in out.reason
+    assert reads == []  # refused on its size, before its body was read
+    record = app.registry.get("acme", out.doc_id)
+    assert record.status.value == "failed" and record.source_sequencer == "0000000020"
+    # the object now holds the big content, so the old version's text is no longer the document
+    assert app.retriever.search(Principal(tenant="acme", user="u").scope(), "forklift")[0] == []
+    # another tenant's document of the same name is untouched
+    hits, _ = app.retriever.search(Principal(tenant="globex", user="u").scope(), "forklift")
+    assert [h.source_key for h in hits] == ["tenants/globex/manual.md"]
+
+
+def test_a_local_file_over_the_limit_is_refused_before_it_is_read(make_app, tmp_path):
+    from ragline.settings import Settings
+
+    app = make_app(settings=Settings(home=tmp_path / "home", jwt_secret="test-secret-0123456789abcdef0123456789",
+                                     max_upload_bytes=100))
+
+    def never():
+        raise AssertionError("read")
+
+    out = app.pipeline.ingest(IngestItem(tenant="acme", key="big.md", loader=never, size=101))
+    assert out.status == "failed" and "101 bytes, more than the upload limit of 100" in out.reason
+    # a size not known in advance is checked after the read
+    late = app.pipeline.ingest(IngestItem(tenant="acme", key="late.md", data=b"z" * 101))
+    assert late.status == "failed" and "upload limit" in late.reason
+    assert app.pipeline.ingest(IngestItem(tenant="acme", key="ok.md", data=b"# Ok\n\nfits.\n")).status == "indexed"

@@ -54,6 +54,13 @@ def _principal(tenant: str, user: str, groups: str | None):
                      scopes=frozenset({get_settings().admin_scope}))
 
 
+def _size(f: Path) -> int | None:
+    try:
+        return f.stat().st_size
+    except OSError:
+        return None  # the read reports it
+
+
 def _walk(paths: list[Path]) -> list[tuple[Path, str]]:
     """Files to ingest with their source keys (relative to the argument they came from)."""
     out: list[tuple[Path, str]] = []
@@ -104,7 +111,7 @@ def ingest(
                 ragline.blobs.put(key, data)
                 return data
 
-            yield IngestItem(tenant=tenant, key=key, loader=load, groups=grp, label=str(f))
+            yield IngestItem(tenant=tenant, key=key, loader=load, size=_size(f), groups=grp, label=str(f))
 
     outcomes = []
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

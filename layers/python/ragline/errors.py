@@ -50,6 +50,16 @@ class PayloadTooLarge(RaglineError):
     code = "payload_too_large"
 
 
+class ObjectTooLarge(PayloadTooLarge):
+    """A stored object is bigger than the caller's limit; raised before its body is read (an
+    object uploaded straight to the bucket, not through the size-checked presigned URL)."""
+
+    def __init__(self, key: str, size: int, limit: int):
+        super().__init__(f"object {key} is {size} bytes, more than the limit of {limit}")
+        self.size = size
+        self.limit = limit
+
+
 class BudgetExceeded(RaglineError):
     http_status = 429
     code = "budget_exceeded"

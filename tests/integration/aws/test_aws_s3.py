@@ -23,7 +23,7 @@ import requests
 from botocore.config import Config
 
 from ragline.adapters.aws import S3BlobStore
-from ragline.errors import DependencyUnavailable, InvalidInput, NotFound
+from ragline.errors import DependencyUnavailable, InvalidInput, NotFound, ObjectTooLarge
 from ragline.ports import BlobStore
 from ragline.settings import Settings
 
@@ -62,6 +62,29 @@ def test_missing_key_and_missing_version_are_not_found(store):
     store.put("t1/x", b"x")
     with pytest.raises(NotFound):
         store.get("t1/x", version_id="3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY")
+
+
+def test_get_with_a_limit_refuses_a_bigger_object_without_reading_its_body(store, monkeypatch):
+    store.put("t1/big.bin", b"x" * 2048)
+    store.put("t1/fits.bin", b"y" * 1024)
+    real = store.client.get_object
+    bodies = []
+
+    def spy(**kwargs):
+        response = real(**kwargs)
+        body = response["Body"]
+        reads = []
+        original = body.read
+        body.read = lambda *a, **k: reads.append(1) or original(*a, **k)
+        bodies.append((kwargs["Key"], reads))
+        return response
+
+    monkeypatch.setattr(store.client, "get_object", spy)
+    with pytest.raises(ObjectTooLarge) as err:
+        store.get("t1/big.bin", max_bytes=1024)
+    assert (err.value.size, err.value.limit) == (2048, 1024)
+    assert store.get("t1/fits.bin", max_bytes=1024).data == b"y" * 1024  # the limit itself is allowed
+    assert bodies == [("t1/big.bin", []), ("t1/fits.bin", [1])]  # the big body was never read
 
 
 def test_delete_hides_the_key_but_keeps_old_versions(store):

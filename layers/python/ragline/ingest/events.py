@@ -17,14 +17,14 @@ import re
 import time
 import uuid
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import NotFound
+from ..errors import NotFound, ObjectTooLarge
 from ..models import document_id
 from ..observability import logger, metric, reason_class
 from .pipeline import IngestItem, sequencer_newer
@@ -151,9 +151,11 @@ def handle_s3_record(app, record) -> EventResult:
         # version before, or the removal of a delete marker (an undelete). No ObjectCreated comes
         # for either, so the current version is ingested now, under this event's sequencer
         try:
-            current = app.blobs.get(key)
+            current = app.blobs.get(key, max_bytes=_max_bytes(app))
         except NotFound:
             current = None
+        except ObjectTooLarge as exc:
+            current = _oversized(exc)
         if current is not None and current.version_id and current.version_id != removed_version:
             logger().info("version deleted; the key's current version is indexed",
                           extra={"key": key, "removed_version": removed_version, "current": current.version_id})
@@ -168,7 +170,11 @@ def handle_s3_record(app, record) -> EventResult:
         return EventResult("ignored", key=key, tenant=tenant, reason=f"event {name} is not handled")
     version_id = record.s3.object.versionId
     try:
-        blob = app.blobs.get(key, version_id)  # transient errors propagate: SQS retries
+        # transient errors propagate: SQS retries. An object bigger than the upload limit (put
+        # straight into the bucket, past the presigned URL's size check) is not read at all
+        blob = app.blobs.get(key, version_id, max_bytes=_max_bytes(app))
+    except ObjectTooLarge as exc:
+        blob = _oversized(exc, version_id)
     except NotFound:
         # deleted (or its version purged) before this event was handled: it can never succeed,
         # and its ObjectRemoved event does the clean-up
@@ -176,10 +182,33 @@ def handle_s3_record(app, record) -> EventResult:
     return _ingest_blob(app, record, key, tenant, sequencer, blob, version_id)
 
 
+def _max_bytes(app) -> int | None:
+    settings = getattr(app, "settings", None)
+    return getattr(settings, "max_upload_bytes", None)
+
+
+@dataclass(slots=True)
+class _Oversized:
+    """An object refused unread: the pipeline records it as a failed document."""
+
+    size: int
+    limit: int
+    version_id: str | None = None
+    data: None = None
+    etag: None = None
+    content_type: None = None
+    metadata: dict = field(default_factory=dict)
+
+
+def _oversized(exc: ObjectTooLarge, version_id: str | None = None) -> _Oversized:
+    return _Oversized(exc.size, exc.limit, version_id)
+
+
 def _ingest_blob(app, record, key: str, tenant: str, sequencer: str | None, blob, version_id: str | None) -> EventResult:
     groups = tuple(g for g in (blob.metadata.get(GROUPS_METADATA, "") or "").split(",") if g)
+    size = blob.size if isinstance(blob, _Oversized) else None
     out = app.pipeline.ingest(
-        IngestItem(tenant=tenant, key=key, data=blob.data, groups=groups, content_type=blob.content_type,
+        IngestItem(tenant=tenant, key=key, data=blob.data, size=size, groups=groups, content_type=blob.content_type,
                    source_version_id=version_id or blob.version_id or blob.etag, sequencer=sequencer,
                    last_delivery_note=LAST_DELIVERY_NOTE.get())
     )

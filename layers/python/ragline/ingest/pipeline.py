@@ -55,6 +55,7 @@ class IngestItem:
     key: str  # source key (S3 key or path relative to the ingest root)
     data: bytes | None = None
     loader: Callable[[], bytes] | None = None  # lazy read, so big runs do not hold every file
+    size: int | None = None  # bytes, when known before reading (a bigger item than the limit is not read)
     groups: tuple[str, ...] = ()
     content_type: str | None = None
     source_version_id: str | None = None
@@ -131,6 +132,7 @@ class IngestPipeline:
         embed_batch_chunks: int = 512,
         meter: IngestMeter | None = None,
         pii: PiiStep | None = None,
+        max_bytes: int | None = None,
     ):
         self.registry = registry
         self.index = index
@@ -143,6 +145,7 @@ class IngestPipeline:
         self.embed_batch_chunks = embed_batch_chunks
         self.meter = meter  # charges each document's embedding tokens to its tenant
         self.pii = pii
+        self.max_bytes = max_bytes  # the upload limit; a bigger document is refused, unread if its size is known
 
     # ------------------------------------------------------------------ public
     def ingest(self, item: IngestItem) -> IngestOutcome:
@@ -215,14 +218,19 @@ class IngestPipeline:
     def _prepare(self, item: IngestItem, *, after_conflict: bool = False) -> _Prepared | IngestOutcome:
         doc = document_id(item.tenant, item.key)
         label = item.label or item.key
-        try:
-            data = item.read()
-        except OSError as exc:
-            return self._reject(item, doc, None, None, DocumentRejected("failed", f"the file could not be read: {exc.strerror or exc}"))
-        sha = hashlib.sha256(data).hexdigest()
         existing = self.registry.get(item.tenant, doc)
         if after_conflict and _overtaken(item.sequencer, existing):
             return self._superseded_outcome(item, doc, existing)
+        if self.max_bytes is not None and item.size is not None and item.size > self.max_bytes:
+            # refused unread; "the object now holds this", so the earlier version's chunks go too
+            return self._reject(item, doc, None, existing, self._too_large(item.size))
+        try:
+            data = item.read()
+        except OSError as exc:
+            return self._reject(item, doc, None, existing, DocumentRejected("failed", f"the file could not be read: {exc.strerror or exc}"))
+        if self.max_bytes is not None and len(data) > self.max_bytes:
+            return self._reject(item, doc, None, existing, self._too_large(len(data)))
+        sha = hashlib.sha256(data).hexdigest()
         bad = [g for g in item.groups if not is_valid_name(g)]
         if bad:  # the same refusal on every backend (the local index raised, OpenSearch stored it)
             return self._reject(item, doc, None, existing, DocumentRejected(
@@ -293,6 +301,11 @@ class IngestPipeline:
             pii.mark(chunks, pieces, flags)
         record.flags = flags
         return _Prepared(item, record, existing, chunks, texts)
+
+    def _too_large(self, size: int) -> DocumentRejected:
+        return DocumentRejected(
+            "failed", f"the file is {size} bytes, more than the upload limit of {self.max_bytes} "
+                      "(RAGLINE_MAX_UPLOAD_BYTES); it was not read. Split it and upload the parts")
 
     def _make_chunks(self, item: IngestItem, record: DocumentRecord, pieces: Sequence[Piece], flags: dict[str, int]):
         chunks: list[Chunk] = []
@@ -451,7 +464,10 @@ class IngestPipeline:
         retried delivery runs again, never a verdict beside the old chunks)."""
         status = DocStatus(rej.status)
         if record is None:
+            # the event's order stays on the record: a late, older event must still be seen as stale
             record = DocumentRecord(tenant=item.tenant, doc_id=doc, source_key=item.key, status=status,
+                                    source_version_id=item.source_version_id, source_sequencer=item.sequencer,
+                                    size_bytes=item.size, groups=sorted(item.groups),
                                     created_at=existing.created_at if existing else utcnow())
         record.attempt = attempt = _new_attempt()
         record.chunk_ids = []

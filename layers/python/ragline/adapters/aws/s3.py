@@ -11,7 +11,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ...errors import InvalidInput, NotFound
+from ...errors import InvalidInput, NotFound, ObjectTooLarge
 from ...ports import Blob
 from ...settings import Settings, get_settings
 from ._boto import LazyClient, boto3_client_factory, client_config, error_code, raise_translated
@@ -45,12 +45,17 @@ class S3BlobStore:
     def _what(self, key: str | None = None) -> str:
         return f"s3 bucket {self.bucket}" if key is None else f"s3 object {key}"
 
-    def get(self, key: str, version_id: str | None = None) -> Blob:
+    def get(self, key: str, version_id: str | None = None, *, max_bytes: int | None = None) -> Blob:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if version_id:
             kwargs["VersionId"] = version_id
         try:
             response = self.client.get_object(**kwargs)
+            size = response.get("ContentLength")
+            if max_bytes is not None and size is not None and size > max_bytes:
+                # the headers are in, the body is not: close the stream unread
+                response["Body"].close()
+                raise ObjectTooLarge(key, int(size), max_bytes)
             data = response["Body"].read()
         except ClientError as exc:
             if error_code(exc) in _MISSING:

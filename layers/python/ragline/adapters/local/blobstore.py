@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ...errors import InvalidInput, NotFound
+from ...errors import InvalidInput, NotFound, ObjectTooLarge
 from ...ports import Blob
 
 
@@ -24,10 +24,12 @@ class DirectoryBlobStore:
             raise InvalidInput(f"invalid object key: {key!r}")
         return p
 
-    def get(self, key: str, version_id: str | None = None) -> Blob:
+    def get(self, key: str, version_id: str | None = None, *, max_bytes: int | None = None) -> Blob:
         p = self._path(key)
         if not p.is_file():
             raise NotFound(f"no object {key!r}")
+        if max_bytes is not None and (size := p.stat().st_size) > max_bytes:
+            raise ObjectTooLarge(key, size, max_bytes)
         data = p.read_bytes()
         etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
         return Blob(key=key, data=data, version_id=None, etag=etag, content_type=mimetypes.guess_type(key)[0])
