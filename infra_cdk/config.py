@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,6 +165,9 @@ CONTEXT_DEFAULTS: dict[str, Any] = {
     "ragline:groupsClaim": "cognito:groups",
     "ragline:maxReceiveCount": 5,
     "ragline:ingestReservedConcurrency": 5,
+    # the ingest function's timeout: a document whose embedding cannot fit it fails with that
+    # reason (ragline.settings.ingest_embed_chunks_per_s); the queue's visibility timeout is 6x
+    "ragline:ingestTimeoutSeconds": 300,
     "ragline:evaluateSchedule": "rate(1 hour)",
     "ragline:logRetentionDays": 30,
     "ragline:apiRateLimit": 50,
@@ -184,7 +187,8 @@ STACK_SETTINGS = frozenset({
     "RAGLINE_DOCUMENTS_BUCKET", "RAGLINE_REGISTRY_TABLE", "RAGLINE_LEDGER_TABLE", "RAGLINE_QUERY_LOG_TABLE",
     "RAGLINE_IDEMPOTENCY_TABLE", "RAGLINE_CACHE_TABLE", "RAGLINE_OPENSEARCH_ENDPOINT", "RAGLINE_OPENSEARCH_SERVICE",
     "RAGLINE_JWT_ISSUER", "RAGLINE_JWT_AUDIENCE", "RAGLINE_CLAIM_TENANT", "RAGLINE_CLAIM_GROUPS",
-    "RAGLINE_INGEST_MAX_RECEIVE_COUNT", "RAGLINE_BEDROCK_EMBEDDING_MODEL", "RAGLINE_BEDROCK_EMBEDDING_DIMENSIONS",
+    "RAGLINE_INGEST_MAX_RECEIVE_COUNT", "RAGLINE_INGEST_QUEUE_URL", "RAGLINE_BEDROCK_EMBEDDING_MODEL",
+    "RAGLINE_BEDROCK_EMBEDDING_DIMENSIONS",
     "RAGLINE_BEDROCK_CHAT_MODEL_SMALL", "RAGLINE_BEDROCK_CHAT_MODEL_LARGE", "RAGLINE_BEDROCK_CHAT_MODEL_FALLBACK",
     "RAGLINE_BEDROCK_CHAT_MODEL_FALLBACK_REGION", "RAGLINE_BEDROCK_RERANK_MODEL", "RAGLINE_CACHE_THRESHOLD",
     "RAGLINE_DAILY_BUDGET_USD", "RAGLINE_TENANT_ISOLATION", "RAGLINE_TENANT_ISOLATION_OVERRIDES",
@@ -368,6 +372,7 @@ class RaglineConfig:
     groups_claim: str = "cognito:groups"
     max_receive_count: int = 5
     ingest_reserved_concurrency: int = 5
+    ingest_timeout_s: int = 300
     evaluate_schedule: str = "rate(1 hour)"
     log_retention_days: int = 30
     api_rate_limit: int = 50
@@ -501,6 +506,9 @@ class RaglineConfig:
                 "ragline:ingestReservedConcurrency", ctx("ragline:ingestReservedConcurrency"),
                 minimum=0, maximum=1000,
             ),
+            ingest_timeout_s=_as_int(
+                "ragline:ingestTimeoutSeconds", ctx("ragline:ingestTimeoutSeconds"), minimum=60, maximum=900
+            ),
             evaluate_schedule=schedule,
             log_retention_days=retention,
             api_rate_limit=rate,
@@ -555,8 +563,13 @@ class RaglineConfig:
         return dict(zip(_VALID_RETENTION_DAYS, finite, strict=True))[self.log_retention_days]
 
     @property
+    def ingest_function(self) -> FunctionSpec:
+        """The ingest function's spec with the configured timeout (ragline:ingestTimeoutSeconds)."""
+        return replace(FUNCTIONS["ingest"], timeout=Duration.seconds(self.ingest_timeout_s))
+
+    @property
     def ingest_visibility_timeout(self) -> Duration:
-        return Duration.seconds(FUNCTIONS["ingest"].timeout.to_seconds() * VISIBILITY_TIMEOUT_FACTOR)
+        return Duration.seconds(self.ingest_timeout_s * VISIBILITY_TIMEOUT_FACTOR)
 
 
 # --------------------------------------------------------------------------------------

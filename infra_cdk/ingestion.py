@@ -59,7 +59,7 @@ class Ingestion(Construct):
         self.function = RaglineFunction(
             self,
             "IngestFunction",
-            spec=cfg.FUNCTIONS["ingest"],
+            spec=config.ingest_function,
             config=config,
             layer=layer,
             reserved_concurrency=reserved,
@@ -70,6 +70,9 @@ class Ingestion(Construct):
                 "RAGLINE_IDEMPOTENCY_TABLE": tables.idempotency.table_name,
                 # the queue's redrive limit: the last delivery marks the document failed
                 "RAGLINE_INGEST_MAX_RECEIVE_COUNT": str(config.max_receive_count),
+                # a record the invocation has no time left for goes back on the queue as a new
+                # message (not a batch item failure, which would spend one of its deliveries)
+                "RAGLINE_INGEST_QUEUE_URL": self.queue.queue_url,
                 "RAGLINE_CACHE_TABLE": tables.cache.table_name,  # invalidation on new versions and deletes
                 # required by ragline.settings for backend=aws (no access granted here)
                 "RAGLINE_QUERY_LOG_TABLE": tables.query_log.table_name,
@@ -104,6 +107,7 @@ class Ingestion(Construct):
             conditions={"StringLike": {"s3:prefix": [f"{cfg.DOCUMENTS_PREFIX}*"]}},
         )
         fn.allow("DecryptDocuments", ["kms:Decrypt"], [storage.key.key_arn])
+        fn.allow("RequeueDeferred", ["sqs:SendMessage"], [self.queue.queue_arn])
         fn.allow_table("RegistryReadWrite", tables.registry, write=True)
         fn.allow_table("IdempotencyReadWrite", tables.idempotency, write=True)
         fn.allow_table("LedgerReadWrite", tables.ledger, write=True)

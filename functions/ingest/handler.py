@@ -2,7 +2,8 @@
 
 A record whose processing raises (a transient error: throttling, timeout, a dependency down)
 is reported in ``batchItemFailures`` so SQS retries only it and, after ``maxReceiveCount``,
-moves it to the dead-letter queue; on that last delivery the document's registry entry is marked
+moves it to the dead-letter queue (a record this invocation has no time left for is put back on
+the queue as a new message instead, see ``_requeue``); on that last delivery the document's registry entry is marked
 ``failed`` with the error, so it does not stay ``processing`` (a redrive runs it again). Permanent document problems are recorded in the registry
 by the pipeline and the record succeeds, so a poison file never loops. With an idempotency
 table configured, a duplicate delivery of the same object version does no work (Powertools
@@ -18,8 +19,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from ragline import factory
+from ragline.errors import OutOfTime
 from ragline.ingest.events import LAST_DELIVERY_NOTE, handle_s3_message, mark_dead_lettered
-from ragline.observability import logger, metrics, tracer
+from ragline.observability import logger, metric, metrics, tracer
 from ragline.runtime import invocation_deadline
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -99,6 +101,31 @@ def _permanent(exc: BaseException) -> bool:
     return isinstance(exc, RaglineError) and not exc.transient and not isinstance(exc, StaleWrite)
 
 
+_sqs = None  # the SQS client that puts deferred messages back, built on first use
+
+
+def _requeue(record: SQSRecord) -> bool:
+    """Put a message this invocation has no time left for back on the ingest queue
+    (``RAGLINE_INGEST_QUEUE_URL``, set by the CDK stack) as a new message, so a fresh invocation
+    takes it without spending one of its ``maxReceiveCount`` deliveries (a batch item failure
+    would, and would wait out the visibility timeout). False: not configured or the send failed,
+    and the caller reports the record failed instead."""
+    global _sqs
+    url = os.environ.get("RAGLINE_INGEST_QUEUE_URL")
+    if not url:
+        return False
+    try:
+        if _sqs is None:
+            from ragline.adapters.aws._boto import boto3_client_factory, client_config
+
+            _sqs = boto3_client_factory("sqs", factory.current_settings(), client_config(read_timeout_s=5.0))()
+        _sqs.send_message(QueueUrl=url, MessageBody=record.body)
+    except Exception:  # noqa: BLE001 - the batch item failure is the fallback
+        logger().exception("could not put the deferred message back on the queue")
+        return False
+    return True
+
+
 def record_handler(record: SQSRecord) -> list[dict]:
     last = _last_delivery(record)
     # the last delivery may die without a word (the function's timeout, out of memory), and then
@@ -109,6 +136,13 @@ def record_handler(record: SQSRecord) -> list[dict]:
         "went to the dead-letter queue; redrive the queue or upload the file again" if last is not None else None)
     try:
         results = _handler()(record.body)
+    except OutOfTime as exc:
+        # nothing was claimed: the work waits for an invocation with the time to do it
+        if not _requeue(record):
+            raise
+        logger().info("deferred to a fresh invocation", extra={"reason": str(exc)[:300]})
+        metric("IngestDeferred", 1)
+        return [{"action": "deferred", "key": None, "tenant": None, "doc_id": None, "reason": str(exc)}]
     except Exception as exc:
         if _permanent(exc):
             # recorded now, not after maxReceiveCount deliveries that each embed (and pay for)

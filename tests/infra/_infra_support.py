@@ -21,6 +21,7 @@ SERVERLESS = {
     "ragline:jwtAudience": "ragline-api,ragline-cli",
     # CLI context arrives as strings
     "ragline:maxReceiveCount": "3",
+    "ragline:ingestTimeoutSeconds": "900",
 }
 PRODUCTION = {
     "ragline:stage": "prod",

@@ -62,6 +62,7 @@ def test_cli_strings_are_parsed():
         ({"ragline:jwtAudience": "x"}, "ragline:jwtIssuer"),
         ({"ragline:jwtIssuer": "http://idp", "ragline:jwtAudience": "x"}, "ragline:jwtIssuer"),
         ({"ragline:maxReceiveCount": "0"}, "ragline:maxReceiveCount"),
+        ({"ragline:ingestTimeoutSeconds": "901"}, "ragline:ingestTimeoutSeconds"),  # Lambda's maximum is 900
         ({"ragline:cacheThreshold": "1.5"}, "ragline:cacheThreshold"),
         ({"ragline:alarmEmail": "nobody"}, "ragline:alarmEmail"),
         ({"ragline:tenantIsolation": "none"}, "ragline:tenantIsolation"),
@@ -91,7 +92,10 @@ def test_stage_drives_sizing():
 
 def test_visibility_timeout_is_six_times_the_ingest_timeout():
     config = RaglineConfig.from_context({})
-    assert config.ingest_visibility_timeout.to_seconds() == 6 * cfg.FUNCTIONS["ingest"].timeout.to_seconds()
+    assert config.ingest_visibility_timeout.to_seconds() == 6 * cfg.FUNCTIONS["ingest"].timeout.to_seconds() == 1800
+    longer = RaglineConfig.from_context({"ragline:ingestTimeoutSeconds": "900"})
+    assert longer.ingest_function.timeout.to_seconds() == 900
+    assert longer.ingest_visibility_timeout.to_seconds() == 5400
 
 
 def test_log_retention_maps_days_to_the_enum():

@@ -71,6 +71,22 @@ def test_ingest_event_source_reports_batch_item_failures(synth: Synth, template:
     assert ingest["Timeout"] * cfg.VISIBILITY_TIMEOUT_FACTOR == 1800
 
 
+def test_ingest_may_put_a_deferred_message_back_on_its_own_queue_only(synth: Synth, template: Template):
+    from aws_cdk.assertions import Match
+
+    queue = synth.logical_id(synth.stack.ingestion.queue)
+    env = synth.resources[fn_id(synth, "ingest")]["Properties"]["Environment"]["Variables"]
+    assert env["RAGLINE_INGEST_QUEUE_URL"] == {"Ref": queue}
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {"PolicyDocument": {"Statement": Match.array_with([Match.object_like(
+            {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": {"Fn::GetAtt": [queue, "Arn"]}})])}},
+    )
+    senders = [r for r in synth.of_type("AWS::Lambda::Function").values()
+               if "RAGLINE_INGEST_QUEUE_URL" in r["Properties"].get("Environment", {}).get("Variables", {})]
+    assert len(senders) == 1
+
+
 def test_documents_bucket_is_locked_down(synth: Synth, template: Template):
     storage = synth.stack.storage
     bucket_id, key_id = synth.logical_id(storage.bucket), synth.logical_id(storage.key)

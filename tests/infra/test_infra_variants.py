@@ -85,6 +85,8 @@ def test_max_receive_count_comes_from_context(serverless_synth: Synth):
     s = serverless_synth
     queue = s.resources[s.logical_id(s.stack.ingestion.queue)]["Properties"]
     assert queue["RedrivePolicy"]["maxReceiveCount"] == 3
+    # ragline:ingestTimeoutSeconds: the function's timeout, and the queue's visibility 6x it
+    assert _fn(s, "ingest")["Timeout"] == 900 and queue["VisibilityTimeout"] == 5400
 
 
 # -- production --------------------------------------------------------------------------------

@@ -73,6 +73,13 @@ class DependencyUnavailable(RaglineError):
     transient = True
 
 
+class OutOfTime(DependencyUnavailable):
+    """Not enough of this invocation's time is left to start a piece of work that would fit a
+    fresh one (the ingest handler puts the message back on its queue). Nothing was claimed."""
+
+    code = "out_of_time"
+
+
 class ModelError(DependencyUnavailable):
     """A model call failed; the message names the model and the reason."""
 

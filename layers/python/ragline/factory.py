@@ -36,7 +36,9 @@ def build(settings: Settings | None = None, **overrides) -> Ragline:
     pipeline = IngestPipeline(
         registry=ports["registry"], index=ports["index"], embedder=ports["embedder"], chunker=settings.chunker,
         cache=ports.get("cache_store"), max_pages=settings.max_pages_per_document,
-        max_chunks=settings.max_chunks_per_document, max_bytes=settings.max_upload_bytes, pii=PiiStep.from_settings(settings, ports.get("pii")),
+        max_chunks=settings.max_chunks_per_document, max_bytes=settings.max_upload_bytes,
+        embed_chunks_per_s=settings.ingest_embed_chunks_per_s, time_reserve_s=settings.ingest_time_reserve_s,
+        pii=PiiStep.from_settings(settings, ports.get("pii")),
         meter=IngestMeter(ports["ledger"], load_price_table(settings.costs.price_table)),  # ingestion embeddings are charged per tenant
     )
     app = Ragline(

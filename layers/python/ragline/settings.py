@@ -249,6 +249,13 @@ class Settings(BaseSettings):
     # It must outlive any event still in flight: SQS keeps messages (dead letters included,
     # counted from their first enqueue) at most 14 days
     tombstone_days: int = Field(default=30, ge=15)
+    # ingestion inside a time budget (the ingest Lambda's timeout): before a document is claimed
+    # and embedded, its chunks are priced in seconds at the embedding rate this process has
+    # measured (this prior until it has one) plus a reserve for staging and publishing. A
+    # document that cannot fit even a whole invocation fails with that reason; one that does
+    # not fit what is left of this invocation is put back on the queue for a fresh one
+    ingest_embed_chunks_per_s: float = Field(default=50.0, gt=0.0)
+    ingest_time_reserve_s: float = Field(default=10.0, ge=0.0)
 
     # PII at ingestion (ragline.ingest.pii): a policy per tenant, e.g.
     # RAGLINE_PII_POLICY='{"acme": "redact"}'; tenants not listed get the default

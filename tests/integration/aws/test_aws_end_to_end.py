@@ -152,9 +152,10 @@ class LambdaSqsPoller:
     and leave the failed ones on the queue (here made visible again immediately). An invocation
     that raises fails its whole batch (Powertools raises when every record failed)."""
 
-    def __init__(self, stack: Stack, batch_size: int = 10):
+    def __init__(self, stack: Stack, batch_size: int = 10, timeout_s: float = 30.0):
         self.stack = stack
         self.batch_size = batch_size
+        self.timeout_s = timeout_s  # the function's timeout: each invocation's time budget
 
     def receive(self) -> list[dict]:
         return self.stack.sqs.receive_message(
@@ -186,7 +187,8 @@ class LambdaSqsPoller:
             return None
         event = self.lambda_event(messages)
         try:
-            delivery = Delivery(event, self.stack.ingest.lambda_handler(copy.deepcopy(event), LambdaContext("ingest")))
+            delivery = Delivery(event, self.stack.ingest.lambda_handler(copy.deepcopy(event),
+                                                                         LambdaContext("ingest", self.timeout_s)))
         except Exception as exc:  # noqa: BLE001 - Lambda records the error and retries the batch
             delivery = Delivery(event, None, exc)
         failed = set(delivery.failed_ids)
@@ -447,6 +449,42 @@ def test_partial_batch_failure_reports_only_the_failed_message(stack, monkeypatc
     monkeypatch.setattr(stack.embedder, "embed_documents", real)  # the throttling passes
     assert [d.failed_ids for d in poller.drain()] == [[]]
     assert {d.source_key for d in stack.app.registry.list(TENANT) if d.status.value == "indexed"} == {good, bad}
+    assert queue_depth(stack, stack.queues.url) == 0 and queue_depth(stack, stack.queues.dlq_url) == 0
+
+
+def test_a_record_the_invocation_has_no_time_left_for_goes_back_on_the_queue_without_spending_a_delivery(
+        stack, monkeypatch, moto_endpoint):
+    # the handler's own SQS client (built from the environment, as in Lambda) reaches moto
+    monkeypatch.setenv("RAGLINE_INGEST_QUEUE_URL", stack.queues.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_endpoint)
+    monkeypatch.setattr(stack.ingest, "_sqs", None)
+    poller = LambdaSqsPoller(stack, timeout_s=2.0)
+    poller.drain()
+    real = stack.embedder.embed_documents
+    monkeypatch.setattr(stack.embedder, "embed_documents", lambda texts: time.sleep(1.0) or real(texts))
+    # each document takes a second to embed and needs 1.2 s with the reserve: the first of a
+    # batch fits a 2 s invocation, the second does not fit what is left of it
+    monkeypatch.setattr(stack.app.pipeline, "time_reserve_s", 1.2)
+    first, second = "tenants/acme/first.md", "tenants/acme/second.md"
+    put(stack, first, RETENTION)
+    put(stack, second, "Payroll records are kept for six years.")
+
+    delivery = poller.poll_once()
+    assert len(delivery.event["Records"]) == 2 and delivery.failed_ids == []  # no delivery failed
+    states = {k: stack.app.registry.get(TENANT, document_id(TENANT, k)) for k in (first, second)}
+    done = [k for k, r in states.items() if r is not None and r.status.value == "indexed"]
+    waiting = [k for k, r in states.items() if r is None]
+    assert len(done) == 1 and len(waiting) == 1  # the deferred one was not even claimed
+    # the deferred record is on the queue again as a new message, with its body unchanged
+    (again,) = poller.receive()
+    assert int(again["Attributes"]["ApproximateReceiveCount"]) == 1
+    deferred_body = next(r["body"] for r in delivery.event["Records"]
+                         if json.loads(r["body"])["Records"][0]["s3"]["object"]["key"].endswith(waiting[0].rsplit("/", 1)[1]))
+    assert again["Body"] == deferred_body
+    stack.sqs.change_message_visibility(QueueUrl=stack.queues.url, ReceiptHandle=again["ReceiptHandle"], VisibilityTimeout=0)
+    # a fresh invocation has the time for it
+    assert [d.failed_ids for d in poller.drain()] == [[]]
+    assert {d.source_key for d in stack.app.registry.list(TENANT) if d.status.value == "indexed"} == {first, second}
     assert queue_depth(stack, stack.queues.url) == 0 and queue_depth(stack, stack.queues.dlq_url) == 0
 
 

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from .. import runtime
 from ..auth import is_valid_name
-from ..errors import DependencyUnavailable, DocumentRejected, StaleWrite
+from ..errors import DependencyUnavailable, DocumentRejected, OutOfTime, StaleWrite
 from ..ledger.ingest_meter import IngestMeter
 from ..models import Chunk, DocStatus, DocumentRecord, chunk_id, document_id, utcnow
 from ..ports import CacheStore, DocumentRegistry, Embedder, SearchIndex
@@ -37,6 +39,7 @@ from .sanitize import clean_text, find_injection, neutralise
 
 log = logging.getLogger("ragline.ingest")
 
+OVER_TIME_BUDGET_FLAG = "over_time_budget"
 _CLAIM_TRIES = 5  # conditional writes lost in a row before an attempt gives up (and is retried)
 _REJECTED = (DocStatus.DELETED, DocStatus.FAILED, DocStatus.UNSUPPORTED, DocStatus.NO_TEXT)
 
@@ -133,6 +136,8 @@ class IngestPipeline:
         meter: IngestMeter | None = None,
         pii: PiiStep | None = None,
         max_bytes: int | None = None,
+        embed_chunks_per_s: float = 50.0,
+        time_reserve_s: float = 10.0,
     ):
         self.registry = registry
         self.index = index
@@ -146,6 +151,10 @@ class IngestPipeline:
         self.meter = meter  # charges each document's embedding tokens to its tenant
         self.pii = pii
         self.max_bytes = max_bytes  # the upload limit; a bigger document is refused, unread if its size is known
+        # inside an invocation's time budget (see ragline.settings: ingest_embed_chunks_per_s)
+        self.embed_chunks_per_s = embed_chunks_per_s
+        self.time_reserve_s = time_reserve_s
+        self._measured_rate: float | None = None
 
     # ------------------------------------------------------------------ public
     def ingest(self, item: IngestItem) -> IngestOutcome:
@@ -158,7 +167,22 @@ class IngestPipeline:
         pending: list[_Prepared] = []
         pending_chunks = 0
         for item in items:
+            late = self._too_late_to_start(item)
+            if late is not None:
+                yield from self._commit_batch(pending)
+                raise late
             prepared_or_outcome = self._prepare_fresh(item)
+            if isinstance(prepared_or_outcome, _Prepared):
+                verdict = self._time_verdict(prepared_or_outcome, pending_chunks)
+                if isinstance(verdict, OutOfTime):
+                    yield from self._commit_batch(pending)
+                    raise verdict
+                if verdict is not None:
+                    # the verdict depends on the function's timeout and the measured rate, not on
+                    # the bytes alone: the same bytes uploaded again run again (not "unchanged")
+                    p = prepared_or_outcome
+                    p.record.flags = {**p.record.flags, OVER_TIME_BUDGET_FLAG: 1}
+                    prepared_or_outcome = self._reject(p.item, p.record.doc_id, p.record, p.previous, verdict)
             if isinstance(prepared_or_outcome, IngestOutcome):
                 # flush earlier documents first so outcomes stay in input order
                 yield from self._commit_batch(pending)
@@ -246,6 +270,7 @@ class IngestPipeline:
             and existing.version == sha
             and existing.status != DocStatus.PROCESSING
             and not existing.flags.get("dead_lettered")  # its attempt died; a redrive runs it again
+            and not existing.flags.get(OVER_TIME_BUDGET_FLAG)  # refused for the time it would take, not its bytes
             and existing.embedding_model == self.embedder.model_id
             and existing.chunker == settings_fp
             and sorted(existing.groups) == sorted(item.groups)
@@ -332,21 +357,108 @@ class IngestPipeline:
             texts.append(f"{head}\n{text}")
         return chunks, texts
 
+    # ------------------------------------------------------------------ time budget
+    def _rate(self) -> float:
+        """Chunks embedded per second: as measured in this process, else the configured prior."""
+        return self._measured_rate or self.embed_chunks_per_s
+
+    def _too_late_to_start(self, item: IngestItem) -> OutOfTime | None:
+        budget = runtime.time_left()
+        if budget is None:
+            return None
+        left, whole = budget
+        if left < min(self.time_reserve_s, whole / 2):
+            return OutOfTime(f"{left:.0f} s left of this invocation, too little to start {item.key}")
+        return None
+
+    def _time_verdict(self, p: _Prepared, pending_chunks: int) -> OutOfTime | DocumentRejected | None:
+        """Inside an invocation's time budget: None when the document's remaining work (its
+        chunks embedded at the measured rate, and those of the documents batched before it,
+        plus the reserve for staging and publishing) fits the time left; OutOfTime when it fits
+        a fresh invocation but not this one's rest; a rejection when it fits no invocation."""
+        budget = runtime.time_left()
+        if budget is None:
+            return None
+        left, whole = budget
+        rate = self._rate()
+        alone = len(p.chunks) / rate + self.time_reserve_s
+        if alone > whole:
+            return DocumentRejected(
+                "failed", f"the document makes {len(p.chunks)} chunks: embedding them takes about {alone:.0f} s at "
+                          f"{rate:.0f} chunks/s, more than the ingest function's whole time budget of {whole:.0f} s; "
+                          "split the document, or raise the function's timeout (ragline:ingestTimeoutSeconds, "
+                          "up to 900 s)")
+        need = (pending_chunks + len(p.chunks)) / rate + self.time_reserve_s
+        if need > left:
+            return OutOfTime(f"{p.item.key} needs about {need:.0f} s ({len(p.chunks)} chunks at {rate:.0f}/s); "
+                             f"{left:.0f} s left of this invocation")
+        return None
+
+    def _measure(self, n: int, seconds: float) -> None:
+        if n >= 32 and seconds > 0:  # small calls are dominated by their latency
+            rate = n / seconds
+            self._measured_rate = rate if self._measured_rate is None else 0.5 * (self._measured_rate + rate)
+
     def _commit_batch(self, batch: list[_Prepared]) -> Iterator[IngestOutcome]:
+        """Claim each document, embed the claimed ones' chunks in one go, then stage and
+        publish each. The claim comes first so a document being embedded says "processing" (on
+        an event's last delivery "failed", in case the invocation dies during the embedding)."""
         if not batch:
             return
-        texts = [t for p in batch for t in p.embed_texts]
-        if self.meter is None:
-            vectors = self.embedder.embed_documents(texts)  # transient failures propagate
-        else:
-            vectors, counts = self.meter.embed(self.embedder, texts)
-            self.meter.charge(self.embedder.model_id, [(p.item.tenant, len(p.embed_texts)) for p in batch], counts)
-        offset = 0
-        for p in batch:
-            for ch in p.chunks:
-                ch.vector = vectors[offset]
-                offset += 1
-            yield self._commit(p)
+        stood_down: dict[int, IngestOutcome] = {}
+        claimed: list[_Prepared] = []
+        for i, p in enumerate(batch):
+            out = self._claim_for(p)
+            if out is None:
+                claimed.append(p)
+            else:
+                stood_down[i] = out
+        texts = [t for p in claimed for t in p.embed_texts]
+        if texts:
+            started = time.monotonic()
+            try:
+                if self.meter is None:
+                    vectors = self.embedder.embed_documents(texts)  # transient failures propagate
+                else:
+                    vectors, counts = self.meter.embed(self.embedder, texts)
+                    self.meter.charge(self.embedder.model_id, [(p.item.tenant, len(p.embed_texts)) for p in claimed], counts)
+            except Exception:
+                for p in claimed:
+                    self._unclaim(p)
+                raise
+            self._measure(len(texts), time.monotonic() - started)
+            offset = 0
+            for p in claimed:
+                for ch in p.chunks:
+                    ch.vector = vectors[offset]
+                    offset += 1
+        for i, p in enumerate(batch):
+            yield stood_down[i] if i in stood_down else self._commit(p)
+
+    def _claim_for(self, p: _Prepared) -> IngestOutcome | None:
+        """Step 1: the registry says a new version is being processed (a crash leaves it visible
+        as such), conditionally on the attempt _prepare read. None: claimed."""
+        rec = p.record
+        rec.attempt = _new_attempt()
+        replaced = self._claim(self._claim_record(rec, p.item), p.previous, p.item.sequencer)
+        if replaced is False:
+            return self._superseded_outcome(p.item, rec.doc_id, self.registry.get(rec.tenant, rec.doc_id))
+        p.previous = replaced
+        return None
+
+    def _unclaim(self, p: _Prepared) -> None:
+        """The embedding failed (a transient error; the caller retries): put the record this
+        attempt's claim replaced back, so a document that was indexed still says so. Not on an
+        event's last delivery, whose claim already says why the document failed."""
+        if p.item.last_delivery_note or p.previous is None:
+            return
+        try:
+            self.registry.put(p.previous.model_copy(update={"attempt": _new_attempt()}), expected_attempt=p.record.attempt)
+        except StaleWrite:
+            pass  # another attempt claimed meanwhile: its record stands
+        except Exception:  # noqa: BLE001 - best effort; the claim says "processing", which a retry runs again
+            log.warning("could not restore the record after a failed embedding",
+                        extra={"tenant": p.record.tenant, "doc_id": p.record.doc_id})
 
     def _claim(self, record: DocumentRecord, seen: DocumentRecord | None, sequencer: str | None
                ) -> DocumentRecord | None | bool:
@@ -382,14 +494,9 @@ class IngestPipeline:
             version=current.version if current else None)
 
     def _commit(self, p: _Prepared) -> IngestOutcome:
+        """Steps 2-4 for a claimed, embedded document (step 1, the claim, is _claim_for)."""
         rec = p.record
-        rec.attempt = attempt = _new_attempt()
-        # 1. claim: the registry says a new version is being processed (a crash leaves it
-        #    visible as such); conditional on the attempt _prepare read
-        replaced = self._claim(self._claim_record(rec, p.item), p.previous, p.item.sequencer)
-        if replaced is False:
-            return self._superseded_outcome(p.item, rec.doc_id, self.registry.get(rec.tenant, rec.doc_id))
-        p.previous = replaced
+        attempt = rec.attempt
         # (the same version processed again, into fewer chunks or after an attempt that died:
         # each index's stage replaces what was staged for the version before, and its publish
         # removes every row of the document but the ones staged now, so the old ordinals, text
