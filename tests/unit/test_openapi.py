@@ -28,3 +28,20 @@ def test_openapi_lists_the_routes():
     assert found == ROUTES
     q = doc["paths"]["/v1/query"]["post"]
     assert "requestBody" in q and "422" in q["responses"]
+
+
+def test_the_route_table_behind_405_is_the_resolvers_routes():
+    # the 405 handler's Allow header comes from ragline.api.http.RouteTable, not Powertools'
+    # private tables: it must list exactly the routes the resolver serves
+    from ragline.api.http import RouteTable, build_resolver
+
+    app = build_resolver(lambda: None, lambda: None)
+    declared = {(m, rule.replace("<", "{").replace(">", "}")) for m, rule in app.ragline_routes.declared}
+    assert declared == ROUTES
+    one_segment = RouteTable.pattern("/v1/documents/<doc_id>")
+    assert one_segment.match("/v1/documents/doc_1") and one_segment.match("/v1/documents/a.b-c")
+    assert not one_segment.match("/v1/documents/doc_1/chunks") and not one_segment.match("/v1/documents/")
+    assert not one_segment.match('/v1/documents/a"b')  # a character Powertools' route does not take: a 404
+    assert not RouteTable.pattern("/v1/ops/stats").match("/v1/opsXstats")  # literal parts are literal
+    assert app.ragline_routes.allowed("/v1/documents/doc_1") == ["DELETE", "GET"]
+    assert app.ragline_routes.allowed("/v1/nowhere") == []

@@ -208,58 +208,91 @@ def precheck(event: dict, max_body_bytes: int) -> dict | None:
     return None
 
 
-def allowed_methods(app: APIGatewayHttpResolver, path: str) -> list[str]:
-    """The methods the resolver's routes take at ``path`` (empty: no such route)."""
-    routes = [*app._static_routes, *app._dynamic_routes]  # Powertools keeps no public route table
-    return sorted({r.method for r in routes if r.rule.match(path)})
+_SEGMENT = r"[-._~()'!*:@,;=+&$%<> \[\]{}|^\w]+"
+
+
+class RouteTable:
+    """Declares routes on the resolver and remembers them: Powertools keeps no public route
+    table, and the 405 handler needs the methods a known path takes (its ``Allow`` header).
+    ``table.get(rule, ...)`` is ``app.get(rule, ...)``, and so on for every method."""
+
+    def __init__(self, app: APIGatewayHttpResolver):
+        self.app = app
+        self.routes: list[tuple[re.Pattern[str], str]] = []
+        self.declared: list[tuple[str, str]] = []  # (method, rule) as declared
+
+    @staticmethod
+    def pattern(rule: str) -> re.Pattern[str]:
+        # "<name>" matches what it matches in Powertools' dynamic routes (the RFC 3986 safe and
+        # unsafe characters and word characters, never "/"); the rest is literal
+        parts = re.split(r"<\w+>", rule)
+        return re.compile("^" + _SEGMENT.join(re.escape(part) for part in parts) + "$")
+
+    def _declare(self, method: str):
+        def declare(rule: str, *args, **kwargs):
+            self.routes.append((self.pattern(rule), method.upper()))
+            self.declared.append((method, rule))
+            return getattr(self.app, method)(rule, *args, **kwargs)
+
+        return declare
+
+    def __getattr__(self, method: str):
+        if method not in ("get", "post", "put", "patch", "delete", "head"):
+            raise AttributeError(method)
+        return self._declare(method)
+
+    def allowed(self, path: str) -> list[str]:
+        """The methods the declared routes take at ``path`` (empty: no such route)."""
+        return sorted({method for rule, method in self.routes if rule.match(path)})
 
 
 def build_resolver(service: ServiceProvider, settings_provider: Callable[[], Any]) -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver(enable_validation=True)
+    routes = app.ragline_routes = RouteTable(app)
 
     def principal() -> Principal:
         rc = app.current_event.raw_event.get("requestContext") or {}
         claims = ((rc.get("authorizer") or {}).get("jwt") or {}).get("claims")
         return principal_from_claims(settings_provider(), claims)
 
-    @app.post("/v1/query", summary="Ask a question over your documents", tags=["query"],
+    @routes.post("/v1/query", summary="Ask a question over your documents", tags=["query"],
              responses=_responses(Answer))
     def query(body: QueryRequest) -> Answer:
         who = principal()
         return service().ask(who, body.question, top_k=body.top_k, use_cache=body.use_cache)
 
-    @app.get("/v1/documents", summary="List your documents with their status", tags=["documents"],
+    @routes.get("/v1/documents", summary="List your documents with their status", tags=["documents"],
              responses=_responses(DocumentList))
     def list_documents() -> DocumentList:
         docs = [_view(r) for r in service().list_documents(principal())]
         return DocumentList.model_validate({"documents": docs, "count": len(docs)})
 
-    @app.get("/v1/documents/<doc_id>", summary="One document's provenance and status", tags=["documents"],
+    @routes.get("/v1/documents/<doc_id>", summary="One document's provenance and status", tags=["documents"],
              responses=_responses(DocumentView))
     def get_document(doc_id: Annotated[str, Path(min_length=1, max_length=128)]) -> DocumentView:
         return DocumentView.model_validate(_view(service().get_document(principal(), doc_id)))
 
-    @app.delete("/v1/documents/<doc_id>", summary="Delete a document and all its chunks", tags=["documents"],
+    @routes.delete("/v1/documents/<doc_id>", summary="Delete a document and all its chunks", tags=["documents"],
              responses=_responses(dict[str, Any]))
     def delete_document(doc_id: Annotated[str, Path(min_length=1, max_length=128)]) -> dict[str, Any]:
         return service().delete_document(principal(), doc_id)
 
-    @app.post("/v1/documents/upload-url", summary="A presigned upload under your tenant", tags=["documents"],
+    @routes.post("/v1/documents/upload-url", summary="A presigned upload under your tenant", tags=["documents"],
              responses=_responses(dict[str, Any]))
     def upload_url(body: UploadUrlRequest) -> dict[str, Any]:
         return service().upload_url(principal(), body.filename, body.content_type, body.size, body.groups)
 
-    @app.post("/v1/feedback", summary="Thumbs up or down on an answer", tags=["feedback"],
+    @routes.post("/v1/feedback", summary="Thumbs up or down on an answer", tags=["feedback"],
              responses=_responses(dict[str, Any]))
     def feedback(body: FeedbackRequest) -> dict[str, Any]:
         return service().feedback(principal(), body.query_id, body.rating, body.comment)
 
-    @app.get("/v1/usage", summary="Tokens and cost for your tenant", tags=["usage"],
+    @routes.get("/v1/usage", summary="Tokens and cost for your tenant", tags=["usage"],
              responses=_responses(dict[str, Any]))
     def usage(days: Annotated[int, Query(ge=1, le=366)] = 7) -> dict[str, Any]:
         return service().usage(principal(), days)
 
-    @app.get("/v1/ops/stats", summary="Operating figures: latency, cache, cost, documents, evaluation, drift", tags=["ops"],
+    @routes.get("/v1/ops/stats", summary="Operating figures: latency, cache, cost, documents, evaluation, drift", tags=["ops"],
              responses=_responses(dict[str, Any]))
     def ops_stats(days: Annotated[int, Query(ge=1, le=90)] = 7,
                   all_tenants: Annotated[bool, Query(description="Every tenant (needs the admin scope)")] = False) -> dict[str, Any]:
@@ -298,7 +331,7 @@ def build_resolver(service: ServiceProvider, settings_provider: Callable[[], Any
     @app.exception_handler(NotFoundError)
     def _no_route(exc: NotFoundError) -> Response:
         method, path = app.current_event.http_method.upper(), app.current_event.path
-        allowed = allowed_methods(app, path)
+        allowed = routes.allowed(path)
         if allowed:  # a known route, another method: 405 with the methods it takes (RFC 9110 15.5.6)
             return Response(status_code=405, content_type=content_types.APPLICATION_JSON,
                             headers={"Allow": ", ".join(allowed)},
