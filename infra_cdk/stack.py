@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack, Tags
+from aws_cdk import CfnOutput, CustomResource, Stack, Tags
 from constructs import Construct
 
 from . import config as cfg
@@ -15,7 +17,7 @@ from .index_batch import IndexBatchInference
 from .ingestion import Ingestion
 from .layer import SharedLayer
 from .monitoring import Monitoring
-from .search import create_search
+from .search import SearchDomain, create_search
 from .storage import DocumentStorage
 from .tables import DataTables
 
@@ -76,6 +78,27 @@ class RaglineStack(Stack):
             fn.add_environment(
                 {"RAGLINE_OPENSEARCH_ENDPOINT": search.endpoint, "RAGLINE_OPENSEARCH_SERVICE": search.service}
             )
+
+        # The shared index, its alias and search pipelines exist when the deploy finishes: the
+        # ingest function (which has the index permissions) runs the same idempotent ensure()
+        # its first write would, as a custom resource. Without it the first query of a fresh
+        # stack was a 503 until a document had been written. It runs after the search access
+        # grants (FGAC role mappings, or the collection's data policy) and the function's own.
+        ready = search.security_config if isinstance(search, SearchDomain) else search.access_policy
+        self.search_index_setup = CustomResource(
+            self,
+            "SearchIndexSetup",
+            service_token=ingestion.function.function.function_arn,
+            resource_type="Custom::RaglineSearchIndex",
+            properties={
+                "Endpoint": search.endpoint,
+                # an Update (ensure() again: new pipelines) when the index settings change
+                "Settings": hashlib.sha256(json.dumps(
+                    {**settings, "functionSettings": config.function_settings}, sort_keys=True, default=str,
+                ).encode()).hexdigest()[:16],
+            },
+        )
+        self.search_index_setup.node.add_dependency(ready, ingestion.function)
 
         monitoring = Monitoring(self, "Monitoring", config=config, functions=functions, ingestion=ingestion, api=api)
         index_batch = IndexBatchInference(self, "IndexBatch", config=config, storage=storage)

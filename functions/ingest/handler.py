@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import urllib.request
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -166,11 +168,53 @@ def record_handler(record: SQSRecord) -> list[dict]:
     return results
 
 
+def _is_custom_resource(event) -> bool:
+    return isinstance(event, dict) and "RequestType" in event and "ResponseURL" in event
+
+
+def _setup_search_index(event: dict, context, *, sleep=time.sleep) -> None:
+    """The stack's ``Custom::RaglineSearchIndex``: on Create and Update, create (idempotently)
+    the shared index, its alias and the search pipelines, as the first write would; retried with
+    backoff while the domain's access grants settle (a 403 right after they are written), until
+    a minute before this invocation's end. Delete does nothing: the index holds the documents,
+    and goes with the domain. The verdict goes to CloudFormation's presigned ``ResponseURL``
+    (the custom resource protocol; hand-written, as Powertools has no helper for it)."""
+    status, reason = "SUCCESS", "ok"
+    if event["RequestType"] in ("Create", "Update"):
+        deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - 60
+        delay = 5.0
+        while True:
+            try:
+                ensure = getattr(factory.default().index, "ensure", None)
+                if ensure is not None:
+                    ensure()
+                break
+            except Exception as exc:  # noqa: BLE001 - retried, then reported to CloudFormation
+                if time.monotonic() + delay > deadline:
+                    status, reason = "FAILED", f"the search index could not be set up: {type(exc).__name__}: {exc}"
+                    logger().exception("search index setup failed")
+                    break
+                logger().warning("search index setup failed; retrying", extra={"error": str(exc)[:300]})
+                sleep(delay)
+                delay = min(delay * 2, 60.0)
+    body = json.dumps({
+        "Status": status, "Reason": reason[:3500],
+        "PhysicalResourceId": event.get("PhysicalResourceId") or "ragline-search-index",
+        "StackId": event["StackId"], "RequestId": event["RequestId"], "LogicalResourceId": event["LogicalResourceId"],
+    }).encode()
+    request = urllib.request.Request(event["ResponseURL"], data=body, method="PUT",
+                                     headers={"Content-Type": "", "Content-Length": str(len(body))})
+    with urllib.request.urlopen(request, timeout=30):  # CloudFormation's presigned https URL
+        pass
+
+
 @logger().inject_lambda_context(clear_state=True)
 @tracer().capture_lambda_handler(capture_response=False)
 @metrics().log_metrics
 @invocation_deadline
-def lambda_handler(event: dict, context) -> dict:
+def lambda_handler(event: dict, context) -> dict | None:
+    if _is_custom_resource(event):
+        return _setup_search_index(event, context)
     _handler()
     if _config is not None:
         # an in-progress idempotency record expires with this invocation: if the Lambda times

@@ -209,3 +209,82 @@ def test_a_last_delivery_that_dies_without_an_error_still_leaves_the_document_ma
     ingest_handler.record_handler(SQSRecord(raw))
     doc = installed.registry.get("acme", doc.doc_id)
     assert doc.status.value == "indexed" and "dead_lettered" not in doc.flags
+
+
+# -- the stack's Custom::RaglineSearchIndex (the ingest function sets up the shared index at deploy) --
+
+
+@pytest.fixture
+def cloudformation():
+    """A stand-in for CloudFormation's presigned response URL: records each PUT's JSON body."""
+    import http.server
+    import threading
+
+    got: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):
+            got.append({"path": self.path, "content-type": self.headers.get("Content-Type"),
+                        "body": json.loads(self.rfile.read(int(self.headers["Content-Length"])))})
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/response?X-Amz-Signature=abc", got
+    server.shutdown()
+
+
+def _cfn_event(url: str, request_type: str = "Create") -> dict:
+    event = ev("cfn_search_index_create.json")  # shaped as CloudFormation sends it
+    event["ResponseURL"], event["RequestType"] = url, request_type
+    if request_type != "Create":
+        event["PhysicalResourceId"] = "ragline-search-index"
+    return event
+
+
+def test_the_search_index_custom_resource_ensures_the_index_and_reports_success(ingest_handler, installed,
+                                                                                cloudformation, monkeypatch):
+    url, got = cloudformation
+    calls = []
+    monkeypatch.setattr(installed.index, "ensure", lambda: calls.append(1), raising=False)
+    for kind in ("Create", "Update", "Delete"):
+        assert ingest_handler.lambda_handler(_cfn_event(url, kind), LambdaContext("ingest")) is None
+    assert len(calls) == 2  # Create and Update; Delete leaves the index (it holds the documents)
+    assert [g["body"]["Status"] for g in got] == ["SUCCESS"] * 3
+    first = got[0]
+    assert first["path"] == "/response?X-Amz-Signature=abc" and first["content-type"] == ""  # presigned: no type
+    assert first["body"]["PhysicalResourceId"] == "ragline-search-index"
+    assert (first["body"]["RequestId"], first["body"]["LogicalResourceId"]) == (
+        "3f1e9a7c-1d2b-4c5e-8f90-a1b2c3d4e5f6", "SearchIndexSetup")
+    assert first["body"]["StackId"].startswith("arn:aws:cloudformation:")
+
+
+def test_the_search_index_custom_resource_retries_then_reports_failure_with_the_reason(ingest_handler, installed,
+                                                                                      cloudformation, monkeypatch):
+    from ragline.errors import DependencyUnavailable
+
+    url, got = cloudformation
+    tries = []
+
+    def ensure():
+        tries.append(1)
+        if len(tries) < 3:  # the access grants settling: a refusal or two, then it works
+            raise DependencyUnavailable("search index ensure failed: OpenSearch returned 403")
+
+    monkeypatch.setattr(installed.index, "ensure", ensure, raising=False)
+    slept = []
+    ingest_handler._setup_search_index(_cfn_event(url), LambdaContext("ingest", 900.0), sleep=slept.append)
+    assert len(tries) == 3 and slept == [5.0, 10.0] and got[-1]["body"]["Status"] == "SUCCESS"
+
+    def broken():
+        raise DependencyUnavailable("search index ensure failed: cannot reach OpenSearch")
+
+    monkeypatch.setattr(installed.index, "ensure", broken, raising=False)
+    # 61 s left: a minute is kept to answer CloudFormation, so no retry fits
+    ingest_handler._setup_search_index(_cfn_event(url), LambdaContext("ingest", 61.0), sleep=slept.append)
+    failed = got[-1]["body"]
+    assert failed["Status"] == "FAILED" and "cannot reach OpenSearch" in failed["Reason"]

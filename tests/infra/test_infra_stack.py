@@ -87,6 +87,20 @@ def test_ingest_may_put_a_deferred_message_back_on_its_own_queue_only(synth: Syn
     assert len(senders) == 1
 
 
+def test_the_deploy_sets_up_the_search_index_through_the_ingest_function(synth: Synth):
+    # a fresh stack's first query must not meet a missing index: the ingest function (which
+    # holds the index permissions) runs ensure() as a custom resource, after the FGAC mappings
+    (res,) = [v for v in synth.resources.values() if v["Type"] == "Custom::RaglineSearchIndex"]
+    assert res["Properties"]["ServiceToken"] == {"Fn::GetAtt": [fn_id(synth, "ingest"), "Arn"]}
+    assert "Endpoint" in res["Properties"] and len(res["Properties"]["Settings"]) == 16
+    security = synth.logical_id(synth.stack.search.security_config)
+    assert security in res["DependsOn"]
+    # and after every grant of the ingest function (its policies are its construct's children)
+    ingest_policies = {k for k, v in synth.resources.items() if v["Type"] == "AWS::IAM::Policy"
+                       and k.startswith("IngestionIngestFunction")}
+    assert ingest_policies and ingest_policies <= set(res["DependsOn"])
+
+
 def test_documents_bucket_is_locked_down(synth: Synth, template: Template):
     storage = synth.stack.storage
     bucket_id, key_id = synth.logical_id(storage.bucket), synth.logical_id(storage.key)

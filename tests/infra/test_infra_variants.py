@@ -81,6 +81,12 @@ def test_existing_issuer_replaces_cognito(serverless_synth: Synth):
     assert "UserPoolId" not in outputs and "JwtIssuer" in outputs
 
 
+def test_serverless_sets_up_the_search_index_after_the_data_access_policy(serverless_synth: Synth):
+    s = serverless_synth
+    (res,) = [v for v in s.resources.values() if v["Type"] == "Custom::RaglineSearchIndex"]
+    assert s.logical_id(s.stack.search.access_policy) in res["DependsOn"]
+
+
 def test_max_receive_count_comes_from_context(serverless_synth: Synth):
     s = serverless_synth
     queue = s.resources[s.logical_id(s.stack.ingestion.queue)]["Properties"]
