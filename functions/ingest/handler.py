@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from ragline import factory
 from ragline.errors import OutOfTime
-from ragline.ingest.events import LAST_DELIVERY_NOTE, handle_s3_message, mark_dead_lettered
+from ragline.ingest.events import LAST_DELIVERY_NOTE, MAY_DEFER, handle_s3_message, mark_dead_lettered
 from ragline.observability import logger, metric, metrics, tracer
 from ragline.runtime import invocation_deadline
 
@@ -104,6 +104,18 @@ def _permanent(exc: BaseException) -> bool:
 
 
 _sqs = None  # the SQS client that puts deferred messages back, built on first use
+DEFERRALS_ATTRIBUTE = "ragline-deferrals"  # how often the message was put back for time
+MAX_DEFERRALS = 3  # then it runs whatever the time left, and the receive count applies
+
+
+def _deferrals(record: SQSRecord) -> int:
+    attrs = record.message_attributes
+    if DEFERRALS_ATTRIBUTE not in attrs:
+        return 0
+    try:  # indexing (not .get) gives Powertools' SQSMessageAttribute, with Lambda's camelCase keys
+        return max(0, int(attrs[DEFERRALS_ATTRIBUTE].string_value or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _requeue(record: SQSRecord) -> bool:
@@ -121,7 +133,8 @@ def _requeue(record: SQSRecord) -> bool:
             from ragline.adapters.aws._boto import boto3_client_factory, client_config
 
             _sqs = boto3_client_factory("sqs", factory.current_settings(), client_config(read_timeout_s=5.0))()
-        _sqs.send_message(QueueUrl=url, MessageBody=record.body)
+        _sqs.send_message(QueueUrl=url, MessageBody=record.body, MessageAttributes={
+            DEFERRALS_ATTRIBUTE: {"DataType": "Number", "StringValue": str(_deferrals(record) + 1)}})
     except Exception:  # noqa: BLE001 - the batch item failure is the fallback
         logger().exception("could not put the deferred message back on the queue")
         return False
@@ -136,16 +149,18 @@ def record_handler(record: SQSRecord) -> list[dict]:
     note = LAST_DELIVERY_NOTE.set(
         f"the last of {last} deliveries did not finish (the function timed out or was stopped) and the event "
         "went to the dead-letter queue; redrive the queue or upload the file again" if last is not None else None)
+    # put back for time often enough: a message must not circle the queue for ever (its
+    # document then runs now, and a timeout spends a delivery like any other failure)
+    may_defer = MAY_DEFER.set(_deferrals(record) < MAX_DEFERRALS)
     try:
         results = _handler()(record.body)
-    except OutOfTime as exc:
-        # nothing was claimed: the work waits for an invocation with the time to do it
-        if not _requeue(record):
-            raise
-        logger().info("deferred to a fresh invocation", extra={"reason": str(exc)[:300]})
-        metric("IngestDeferred", 1)
-        return [{"action": "deferred", "key": None, "tenant": None, "doc_id": None, "reason": str(exc)}]
     except Exception as exc:
+        if isinstance(exc, OutOfTime) and _requeue(record):
+            # nothing was claimed: the work waits for an invocation with the time to do it
+            logger().info("deferred to a fresh invocation",
+                          extra={"reason": str(exc)[:300], "deferrals": _deferrals(record) + 1})
+            metric("IngestDeferred", 1)
+            return [{"action": "deferred", "key": None, "tenant": None, "doc_id": None, "reason": str(exc)}]
         if _permanent(exc):
             # recorded now, not after maxReceiveCount deliveries that each embed (and pay for)
             # the whole document again to fail the same way
@@ -162,6 +177,7 @@ def record_handler(record: SQSRecord) -> list[dict]:
                 logger().exception("could not mark the dead-lettered document failed")
         raise
     finally:
+        MAY_DEFER.reset(may_defer)
         LAST_DELIVERY_NOTE.reset(note)
     for r in results:
         logger().info("s3 event processed", extra=r)
@@ -175,28 +191,35 @@ def _is_custom_resource(event) -> bool:
 def _setup_search_index(event: dict, context, *, sleep=time.sleep) -> None:
     """The stack's ``Custom::RaglineSearchIndex``: on Create and Update, create (idempotently)
     the shared index, its alias and the search pipelines, as the first write would; retried with
-    backoff while the domain's access grants settle (a 403 right after they are written), until
-    a minute before this invocation's end. Delete does nothing: the index holds the documents,
-    and goes with the domain. The verdict goes to CloudFormation's presigned ``ResponseURL``
-    (the custom resource protocol; hand-written, as Powertools has no helper for it)."""
+    backoff while the domain's access grants settle (a 403 right after they are written), as
+    long as another try (as long as the slowest so far) still leaves time to answer. Delete does
+    nothing: the index holds the documents, and goes with the domain. The verdict goes to
+    CloudFormation's presigned ``ResponseURL`` (the custom resource protocol; hand-written, as
+    Powertools has no helper for it), whatever happens: a resource left unanswered holds the
+    deploy for an hour."""
     status, reason = "SUCCESS", "ok"
-    if event["RequestType"] in ("Create", "Update"):
-        deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - 60
-        delay = 5.0
-        while True:
-            try:
-                ensure = getattr(factory.default().index, "ensure", None)
-                if ensure is not None:
-                    ensure()
-                break
-            except Exception as exc:  # noqa: BLE001 - retried, then reported to CloudFormation
-                if time.monotonic() + delay > deadline:
-                    status, reason = "FAILED", f"the search index could not be set up: {type(exc).__name__}: {exc}"
-                    logger().exception("search index setup failed")
+    try:
+        if event["RequestType"] in ("Create", "Update"):
+            left = context.get_remaining_time_in_millis() / 1000
+            deadline = time.monotonic() + left - min(60.0, left / 4)  # time kept to answer
+            delay, slowest = 5.0, 0.0
+            while True:
+                started = time.monotonic()
+                try:
+                    ensure = getattr(factory.default().index, "ensure", None)
+                    if ensure is not None:
+                        ensure()
                     break
-                logger().warning("search index setup failed; retrying", extra={"error": str(exc)[:300]})
-                sleep(delay)
-                delay = min(delay * 2, 60.0)
+                except Exception as exc:  # retried, then reported to CloudFormation
+                    slowest = max(slowest, time.monotonic() - started)
+                    if time.monotonic() + delay + slowest > deadline:
+                        raise
+                    logger().warning("search index setup failed; retrying", extra={"error": str(exc)[:300]})
+                    sleep(delay)
+                    delay = min(delay * 2, 60.0)
+    except BaseException as exc:  # noqa: BLE001 - reported to CloudFormation, which rolls back
+        status, reason = "FAILED", f"the search index could not be set up: {type(exc).__name__}: {exc}"
+        logger().exception("search index setup failed")
     body = json.dumps({
         "Status": status, "Reason": reason[:3500],
         "PhysicalResourceId": event.get("PhysicalResourceId") or "ragline-search-index",

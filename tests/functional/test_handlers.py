@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 import pytest
 from ragline_testing import REPO
@@ -284,7 +285,61 @@ def test_the_search_index_custom_resource_retries_then_reports_failure_with_the_
         raise DependencyUnavailable("search index ensure failed: cannot reach OpenSearch")
 
     monkeypatch.setattr(installed.index, "ensure", broken, raising=False)
-    # 61 s left: a minute is kept to answer CloudFormation, so no retry fits
-    ingest_handler._setup_search_index(_cfn_event(url), LambdaContext("ingest", 61.0), sleep=slept.append)
+    # 4 s left: a quarter is kept to answer CloudFormation, so no retry (5 s away) fits
+    ingest_handler._setup_search_index(_cfn_event(url), LambdaContext("ingest", 4.0), sleep=slept.append)
     failed = got[-1]["body"]
     assert failed["Status"] == "FAILED" and "cannot reach OpenSearch" in failed["Reason"]
+    assert slept == [5.0, 10.0]  # no retry was tried
+
+    def not_even_an_exception():
+        raise KeyboardInterrupt  # anything at all: CloudFormation still gets its answer
+
+    monkeypatch.setattr(installed.index, "ensure", not_even_an_exception, raising=False)
+    ingest_handler._setup_search_index(_cfn_event(url), LambdaContext("ingest", 900.0), sleep=slept.append)
+    assert got[-1]["body"]["Status"] == "FAILED" and len(got) == 3
+
+
+# -- time: deferrals and their cap (the requeue itself is tested on moto's SQS in
+# tests/integration/aws/test_aws_end_to_end.py) --------------------------------------------------
+
+
+def _two_records(installed, monkeypatch) -> dict:
+    """A batch of two uploads; each document takes a second to embed and needs 1.2 s with the
+    reserve, so in a 2 s invocation the second is out of time once the first is done."""
+    real = installed.pipeline.embedder.embed_documents
+    monkeypatch.setattr(installed.pipeline.embedder, "embed_documents", lambda texts: time.sleep(1.0) or real(texts))
+    monkeypatch.setattr(installed.pipeline, "time_reserve_s", 1.2)
+    monkeypatch.delenv("RAGLINE_INGEST_QUEUE_URL", raising=False)  # no queue to put it back on
+    put_sample(installed)
+    put_sample(installed, "tenants/acme/policies/second.pdf")
+    event = ev("s3_put_via_sqs.json")
+    second = copy.deepcopy(event["Records"][0])
+    second["messageId"] = "059f36b4-87a3-44ab-83d2-661970000001"
+    second["body"] = second["body"].replace("data+retention.pdf", "second.pdf").replace("0055AED6DCD90281E5", "0055AED6DCD90281E6")
+    event["Records"].append(second)
+    return event
+
+
+def test_a_message_put_back_for_time_too_often_runs_anyway(ingest_handler, installed, monkeypatch):
+    event = _two_records(installed, monkeypatch)
+    # nowhere to put the second back: an out-of-time record is a batch item failure
+    out = ingest_handler.lambda_handler(copy.deepcopy(event), LambdaContext("ingest", 2.0))
+    assert out == {"batchItemFailures": [{"itemIdentifier": "059f36b4-87a3-44ab-83d2-661970000001"}]}
+    assert [d.source_key for d in installed.registry.list("acme")] == ["tenants/acme/policies/data retention.pdf"]
+    # the third time it was put back (Lambda's camelCase attribute shape), it runs now
+    event["Records"][1]["messageAttributes"] = {"ragline-deferrals": {
+        "stringValue": "3", "stringListValues": [], "binaryListValues": [], "dataType": "Number"}}
+    out = ingest_handler.lambda_handler(copy.deepcopy(event), LambdaContext("ingest", 2.0))
+    assert out == {"batchItemFailures": []}
+    assert sorted(d.status.value for d in installed.registry.list("acme")) == ["indexed", "indexed"]
+
+
+def test_an_out_of_time_record_whose_requeue_fails_on_its_last_delivery_is_marked_failed(
+        ingest_handler, installed, monkeypatch):
+    event = _two_records(installed, monkeypatch)
+    monkeypatch.setenv("RAGLINE_INGEST_MAX_RECEIVE_COUNT", "3")
+    event["Records"][1]["attributes"]["ApproximateReceiveCount"] = "3"
+    out = ingest_handler.lambda_handler(event, LambdaContext("ingest", 2.0))
+    assert len(out["batchItemFailures"]) == 1  # to the dead-letter queue...
+    doc = next(d for d in installed.registry.list("acme") if d.source_key.endswith("second.pdf"))
+    assert doc.status.value == "failed" and "OutOfTime" in doc.reason and doc.flags.get("dead_lettered") == 1

@@ -277,3 +277,42 @@ def test_a_local_file_over_the_limit_is_refused_before_it_is_read(make_app, tmp_
     late = app.pipeline.ingest(IngestItem(tenant="acme", key="late.md", data=b"z" * 101))
     assert late.status == "failed" and "upload limit" in late.reason
     assert app.pipeline.ingest(IngestItem(tenant="acme", key="ok.md", data=b"# Ok\n\nfits.\n")).status == "indexed"
+
+
+def _too_large_blobs(app, monkeypatch, key: str, version_id: str, groups: str) -> None:
+    """The S3 adapter's refusal, with what the headers said (version, x-amz-meta-ragline-groups)."""
+    from ragline.errors import ObjectTooLarge
+
+    real = app.blobs.get
+
+    def get(k, version=None, *, max_bytes=None):
+        if k == key:
+            raise ObjectTooLarge(k, 10**9, max_bytes, version_id=version_id, metadata={"ragline-groups": groups})
+        return real(k, version, max_bytes=max_bytes)
+
+    monkeypatch.setattr(app.blobs, "get", get)
+
+
+def test_an_oversized_version_keeps_the_documents_groups_so_its_record_stays_restricted(app, monkeypatch):
+    key = "tenants/acme/hr/layoffs-2026.md"
+    app.blobs.put(key, b"# Plan\n\nRestricted.\n", "text/markdown")
+    _too_large_blobs(app, monkeypatch, key, "v2", "hr")
+    (out,) = handle_s3_message(app, s3_event("ObjectCreated:Put", key, "0000000020", "v2"))
+    assert out.action == "failed" and "upload limit" in out.reason
+    record = app.registry.get("acme", out.doc_id)
+    assert record.groups == ["hr"] and record.source_version_id == "v2"
+    assert app.list_documents(Principal(tenant="acme", user="u")) == []  # not in hr: not listed
+    assert [d.source_key for d in app.list_documents(Principal(tenant="acme", user="h", groups=frozenset({"hr"})))] == [key]
+
+
+def test_a_rollback_onto_an_oversized_version_records_it_failed_not_deleted(app, monkeypatch):
+    key = "tenants/acme/manual.md"
+    app.blobs.put(key, b"# Manual\n\nv2 text.\n", "text/markdown")
+    (first,) = handle_s3_message(app, s3_event("ObjectCreated:Put", key, "0000000010", "v2"))
+    assert first.action == "indexed"
+    # v2 is deleted for good; the key's current version is v1, too large to read
+    _too_large_blobs(app, monkeypatch, key, "v1", "")
+    (out,) = handle_s3_message(app, s3_event("ObjectRemoved:Delete", key, "0000000020", "v2"))
+    assert out.action == "failed" and "upload limit" in out.reason
+    record = app.registry.get("acme", out.doc_id)
+    assert (record.status.value, record.source_version_id) == ("failed", "v1")

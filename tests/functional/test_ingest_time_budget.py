@@ -6,11 +6,13 @@ moto's SQS in tests/integration/aws/test_aws_end_to_end.py."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from ragline_testing import HashEmbedder
 
 from ragline import runtime
-from ragline.errors import ModelError, OutOfTime
+from ragline.errors import DependencyUnavailable, ModelError, OutOfTime
 from ragline.ingest.pipeline import IngestItem
 from ragline.models import DocStatus, Principal, document_id
 from ragline.settings import ChunkerSettings, Settings
@@ -137,3 +139,59 @@ def test_on_the_last_delivery_the_document_is_marked_failed_before_the_embedding
     assert during.status == DocStatus.FAILED and during.reason == "the last of 5 deliveries did not finish"
     assert during.source_sequencer == "0B" and during.flags.get("dead_lettered") == 1
     assert app.registry.get("acme", during.doc_id).status == DocStatus.FAILED  # left so, not put back
+
+
+def test_the_time_to_read_and_extract_counts_so_a_document_is_not_deferred_for_ever(make_app, tmp_path, monkeypatch):
+    # every invocation spends the extraction again: if that and the embedding cannot fit a
+    # whole one, the document fails now instead of going back on the queue each time
+    import ragline.ingest.pipeline as pipeline_mod
+
+    app = _app(make_app, tmp_path, ingest_embed_chunks_per_s=1.0, ingest_time_reserve_s=1.0)
+    data = _doc(3)
+    n = _chunks(app, data)
+    whole = n / 1.0 + 1.0 + 0.2  # the embedding alone would fit, with 0.2 s to spare
+    real = pipeline_mod.extract
+    monkeypatch.setattr(pipeline_mod, "extract", lambda *a, **k: (time.sleep(0.5), real(*a, **k))[1])
+    with runtime.time_budget(whole):
+        out = app.pipeline.ingest(IngestItem(tenant="acme", key="r.md", data=data))
+    assert out.status == "failed" and "reading and embedding them takes about" in out.reason
+
+
+def test_a_slow_measured_call_defers_but_never_rejects_what_the_configured_rate_fits(make_app, tmp_path):
+    app = _app(make_app, tmp_path, ingest_embed_chunks_per_s=1000.0, ingest_time_reserve_s=1.0)
+    app.pipeline._measured_rate = 20.0  # one throttled call measured
+    data = _doc(300)
+    n = _chunks(app, data)
+    app.pipeline._measured_rate = 20.0
+    assert n / 20.0 + 1.0 > 10.0 > n / 1000.0 + 1.0  # the premise: only the measured rate misses 10 s
+    with runtime.time_budget(10.0), pytest.raises(OutOfTime):  # put back, not failed for good
+        app.pipeline.ingest(IngestItem(tenant="acme", key="big.md", data=data))
+    assert app.registry.get("acme", document_id("acme", "big.md")) is None
+
+
+class _FailingPublish:
+    def __init__(self, inner, doc_id):
+        self.inner, self.doc_id = inner, doc_id
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def publish(self, tenant, doc_id, version):
+        if doc_id == self.doc_id:
+            raise DependencyUnavailable("search index publish failed: OpenSearch returned 503")
+        return self.inner.publish(tenant, doc_id, version)
+
+
+def test_a_commit_that_fails_mid_batch_leaves_the_documents_after_it_as_they_were(make_app, tmp_path):
+    app = make_app()
+    for k in "abc":
+        assert app.pipeline.ingest(IngestItem(tenant="acme", key=f"{k}.md", data=_doc(1) + k.encode())).status == "indexed"
+    before = {k: app.registry.get("acme", document_id("acme", f"{k}.md")) for k in "abc"}
+    app.pipeline.index = _FailingPublish(app.pipeline.index, document_id("acme", "b.md"))
+    with pytest.raises(DependencyUnavailable):
+        list(app.pipeline.ingest_many([IngestItem(tenant="acme", key=f"{k}.md", data=_doc(2) + k.encode())
+                                       for k in "abc"]))
+    after = {k: app.registry.get("acme", document_id("acme", f"{k}.md")) for k in "abc"}
+    assert after["a"].status == DocStatus.INDEXED and after["a"].version != before["a"].version  # committed
+    assert after["b"].status == DocStatus.PROCESSING  # its own commit failed: a retry runs it again
+    assert (after["c"].status, after["c"].version) == (DocStatus.INDEXED, before["c"].version)  # put back

@@ -54,10 +54,15 @@ class ObjectTooLarge(PayloadTooLarge):
     """A stored object is bigger than the caller's limit; raised before its body is read (an
     object uploaded straight to the bucket, not through the size-checked presigned URL)."""
 
-    def __init__(self, key: str, size: int, limit: int):
+    def __init__(self, key: str, size: int, limit: int, *, version_id: str | None = None,
+                 metadata: dict[str, str] | None = None):
         super().__init__(f"object {key} is {size} bytes, more than the limit of {limit}")
         self.size = size
         self.limit = limit
+        # what the headers said of the object (its ACL groups are user metadata): a refused
+        # version keeps its document's groups and its place in the version order
+        self.version_id = version_id
+        self.metadata = dict(metadata or {})
 
 
 class BudgetExceeded(RaglineError):

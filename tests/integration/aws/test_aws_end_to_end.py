@@ -171,7 +171,11 @@ class LambdaSqsPoller:
                     "receiptHandle": m["ReceiptHandle"],
                     "body": m["Body"],
                     "attributes": m.get("Attributes", {}),
-                    "messageAttributes": m.get("MessageAttributes", {}),
+                    # Lambda writes SQS's message attributes with camelCase keys
+                    "messageAttributes": {
+                        name: {"stringValue": a.get("StringValue"), "stringListValues": [], "binaryListValues": [],
+                               "dataType": a["DataType"]}
+                        for name, a in m.get("MessageAttributes", {}).items()},
                     "md5OfBody": m["MD5OfBody"],
                     "eventSource": "aws:sqs",
                     "eventSourceARN": self.stack.queues.arn,

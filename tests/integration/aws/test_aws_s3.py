@@ -65,7 +65,8 @@ def test_missing_key_and_missing_version_are_not_found(store):
 
 
 def test_get_with_a_limit_refuses_a_bigger_object_without_reading_its_body(store, monkeypatch):
-    store.put("t1/big.bin", b"x" * 2048)
+    big = store.client.put_object(Bucket=store.bucket, Key="t1/big.bin", Body=b"x" * 2048,
+                                  Metadata={"ragline-groups": "hr"})
     store.put("t1/fits.bin", b"y" * 1024)
     real = store.client.get_object
     bodies = []
@@ -83,6 +84,8 @@ def test_get_with_a_limit_refuses_a_bigger_object_without_reading_its_body(store
     with pytest.raises(ObjectTooLarge) as err:
         store.get("t1/big.bin", max_bytes=1024)
     assert (err.value.size, err.value.limit) == (2048, 1024)
+    # what the headers said: the version and the ACL groups, so the failed record keeps both
+    assert err.value.version_id == big["VersionId"] and err.value.metadata == {"ragline-groups": "hr"}
     assert store.get("t1/fits.bin", max_bytes=1024).data == b"y" * 1024  # the limit itself is allowed
     assert bodies == [("t1/big.bin", []), ("t1/fits.bin", [1])]  # the big body was never read
 

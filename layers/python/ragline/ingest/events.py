@@ -35,6 +35,8 @@ GROUPS_METADATA = "ragline-groups"
 DEAD_LETTERED_FLAG = "dead_lettered"
 # set by the ingest handler around an event's last delivery (see IngestItem.last_delivery_note)
 LAST_DELIVERY_NOTE: ContextVar[str | None] = ContextVar("ragline_last_delivery_note", default=None)
+# cleared by the ingest handler once a message was put back on the queue for time too often
+MAY_DEFER: ContextVar[bool] = ContextVar("ragline_may_defer", default=True)
 
 
 @dataclass(slots=True)
@@ -155,7 +157,7 @@ def handle_s3_record(app, record) -> EventResult:
         except NotFound:
             current = None
         except ObjectTooLarge as exc:
-            current = _oversized(exc)
+            current = _oversized(exc, exc.version_id)
         if current is not None and current.version_id and current.version_id != removed_version:
             logger().info("version deleted; the key's current version is indexed",
                           extra={"key": key, "removed_version": removed_version, "current": current.version_id})
@@ -174,7 +176,7 @@ def handle_s3_record(app, record) -> EventResult:
         # straight into the bucket, past the presigned URL's size check) is not read at all
         blob = app.blobs.get(key, version_id, max_bytes=_max_bytes(app))
     except ObjectTooLarge as exc:
-        blob = _oversized(exc, version_id)
+        blob = _oversized(exc, version_id or exc.version_id)
     except NotFound:
         # deleted (or its version purged) before this event was handled: it can never succeed,
         # and its ObjectRemoved event does the clean-up
@@ -201,7 +203,7 @@ class _Oversized:
 
 
 def _oversized(exc: ObjectTooLarge, version_id: str | None = None) -> _Oversized:
-    return _Oversized(exc.size, exc.limit, version_id)
+    return _Oversized(exc.size, exc.limit, version_id, metadata=dict(exc.metadata))
 
 
 def _ingest_blob(app, record, key: str, tenant: str, sequencer: str | None, blob, version_id: str | None) -> EventResult:
@@ -210,7 +212,7 @@ def _ingest_blob(app, record, key: str, tenant: str, sequencer: str | None, blob
     out = app.pipeline.ingest(
         IngestItem(tenant=tenant, key=key, data=blob.data, size=size, groups=groups, content_type=blob.content_type,
                    source_version_id=version_id or blob.version_id or blob.etag, sequencer=sequencer,
-                   last_delivery_note=LAST_DELIVERY_NOTE.get())
+                   last_delivery_note=LAST_DELIVERY_NOTE.get(), may_defer=MAY_DEFER.get())
     )
     metric("DocumentsProcessed", 1)
     if out.status in ("failed", "unsupported", "no_text"):

@@ -68,6 +68,9 @@ class IngestItem:
     # dead_lettered) instead of "processing", so an attempt killed without a word (a timeout)
     # leaves the document marked; finishing writes over it
     last_delivery_note: str | None = None
+    # False once the ingest handler has put the message back on the queue for time too often:
+    # the item then runs whatever the time left (a timeout ends in the dead-letter path)
+    may_defer: bool = True
 
     def read(self) -> bytes:
         if self.data is None:
@@ -171,9 +174,10 @@ class IngestPipeline:
             if late is not None:
                 yield from self._commit_batch(pending)
                 raise late
+            started = time.monotonic()
             prepared_or_outcome = self._prepare_fresh(item)
             if isinstance(prepared_or_outcome, _Prepared):
-                verdict = self._time_verdict(prepared_or_outcome, pending_chunks)
+                verdict = self._time_verdict(prepared_or_outcome, pending_chunks, time.monotonic() - started)
                 if isinstance(verdict, OutOfTime):
                     yield from self._commit_batch(pending)
                     raise verdict
@@ -364,33 +368,40 @@ class IngestPipeline:
 
     def _too_late_to_start(self, item: IngestItem) -> OutOfTime | None:
         budget = runtime.time_left()
-        if budget is None:
+        if budget is None or not item.may_defer:
             return None
         left, whole = budget
         if left < min(self.time_reserve_s, whole / 2):
             return OutOfTime(f"{left:.0f} s left of this invocation, too little to start {item.key}")
         return None
 
-    def _time_verdict(self, p: _Prepared, pending_chunks: int) -> OutOfTime | DocumentRejected | None:
+    def _time_verdict(self, p: _Prepared, pending_chunks: int, prep_s: float) -> OutOfTime | DocumentRejected | None:
         """Inside an invocation's time budget: None when the document's remaining work (its
         chunks embedded at the measured rate, and those of the documents batched before it,
         plus the reserve for staging and publishing) fits the time left; OutOfTime when it fits
-        a fresh invocation but not this one's rest; a rejection when it fits no invocation."""
+        a fresh invocation but not this one's rest; a rejection when it fits no invocation.
+
+        "Fits no invocation" counts the time the document took to read, extract and chunk
+        (``prep_s``, spent again in every invocation) and embeds at the faster of the measured
+        rate and the configured one, so a throttled call measured once never turns into
+        permanent rejections. An item that may not be deferred again (``may_defer``) runs."""
         budget = runtime.time_left()
         if budget is None:
             return None
         left, whole = budget
-        rate = self._rate()
-        alone = len(p.chunks) / rate + self.time_reserve_s
+        n = len(p.chunks)
+        hopeful = max(self._measured_rate or 0.0, self.embed_chunks_per_s)
+        alone = prep_s + n / hopeful + self.time_reserve_s
         if alone > whole:
             return DocumentRejected(
-                "failed", f"the document makes {len(p.chunks)} chunks: embedding them takes about {alone:.0f} s at "
-                          f"{rate:.0f} chunks/s, more than the ingest function's whole time budget of {whole:.0f} s; "
-                          "split the document, or raise the function's timeout (ragline:ingestTimeoutSeconds, "
-                          "up to 900 s)")
-        need = (pending_chunks + len(p.chunks)) / rate + self.time_reserve_s
-        if need > left:
-            return OutOfTime(f"{p.item.key} needs about {need:.0f} s ({len(p.chunks)} chunks at {rate:.0f}/s); "
+                "failed", f"the document makes {n} chunks: reading and embedding them takes about {alone:.0f} s "
+                          f"(at {hopeful:.0f} chunks/s), more than the ingest function's whole time budget of "
+                          f"{whole:.0f} s; split the document, or raise the function's timeout "
+                          "(ragline:ingestTimeoutSeconds, up to 900 s)")
+        rate = self._rate()
+        need = (pending_chunks + n) / rate + self.time_reserve_s
+        if need > left and p.item.may_defer:
+            return OutOfTime(f"{p.item.key} needs about {need:.0f} s ({n} chunks at {rate:.0f}/s); "
                              f"{left:.0f} s left of this invocation")
         return None
 
@@ -407,33 +418,40 @@ class IngestPipeline:
             return
         stood_down: dict[int, IngestOutcome] = {}
         claimed: list[_Prepared] = []
-        for i, p in enumerate(batch):
-            out = self._claim_for(p)
-            if out is None:
-                claimed.append(p)
-            else:
-                stood_down[i] = out
-        texts = [t for p in claimed for t in p.embed_texts]
-        if texts:
-            started = time.monotonic()
-            try:
+        waiting: set[int] = set()  # claimed, not yet committed: put back if this batch ends early
+        try:
+            for i, p in enumerate(batch):
+                out = self._claim_for(p)
+                if out is None:
+                    claimed.append(p)
+                    waiting.add(i)
+                else:
+                    stood_down[i] = out
+            texts = [t for p in claimed for t in p.embed_texts]
+            if texts:
+                started = time.monotonic()
                 if self.meter is None:
                     vectors = self.embedder.embed_documents(texts)  # transient failures propagate
                 else:
                     vectors, counts = self.meter.embed(self.embedder, texts)
                     self.meter.charge(self.embedder.model_id, [(p.item.tenant, len(p.embed_texts)) for p in claimed], counts)
-            except Exception:
+                self._measure(len(texts), time.monotonic() - started)
+                offset = 0
                 for p in claimed:
-                    self._unclaim(p)
-                raise
-            self._measure(len(texts), time.monotonic() - started)
-            offset = 0
-            for p in claimed:
-                for ch in p.chunks:
-                    ch.vector = vectors[offset]
-                    offset += 1
-        for i, p in enumerate(batch):
-            yield stood_down[i] if i in stood_down else self._commit(p)
+                    for ch in p.chunks:
+                        ch.vector = vectors[offset]
+                        offset += 1
+            for i, p in enumerate(batch):
+                if i in stood_down:
+                    yield stood_down[i]
+                    continue
+                waiting.discard(i)  # from here its own commit decides (a failure leaves it "processing")
+                yield self._commit(p)
+        finally:
+            # an error (a failed embedding, another document's failed commit) or a caller that
+            # stopped reading: the documents claimed but never committed say what they said before
+            for i in sorted(waiting):
+                self._unclaim(batch[i])
 
     def _claim_for(self, p: _Prepared) -> IngestOutcome | None:
         """Step 1: the registry says a new version is being processed (a crash leaves it visible
@@ -447,9 +465,10 @@ class IngestPipeline:
         return None
 
     def _unclaim(self, p: _Prepared) -> None:
-        """The embedding failed (a transient error; the caller retries): put the record this
-        attempt's claim replaced back, so a document that was indexed still says so. Not on an
-        event's last delivery, whose claim already says why the document failed."""
+        """The batch ended before this document's commit (its embedding failed, another
+        document's commit raised, the caller stopped reading): put the record this attempt's
+        claim replaced back, so a document that was indexed still says so. Not on an event's
+        last delivery, whose claim already says why the document failed."""
         if p.item.last_delivery_note or p.previous is None:
             return
         try:

@@ -55,7 +55,8 @@ class S3BlobStore:
             if max_bytes is not None and size is not None and size > max_bytes:
                 # the headers are in, the body is not: close the stream unread
                 response["Body"].close()
-                raise ObjectTooLarge(key, int(size), max_bytes)
+                raise ObjectTooLarge(key, int(size), max_bytes, version_id=response.get("VersionId"),
+                                     metadata=dict(response.get("Metadata") or {}))
             data = response["Body"].read()
         except ClientError as exc:
             if error_code(exc) in _MISSING:
