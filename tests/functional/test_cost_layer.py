@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ragline.adapters.local.chat import LocalTemplateChatModel
-from ragline.errors import BudgetExceeded, ModelError
+from ragline.errors import BudgetExceeded, DependencyUnavailable, ModelError
 from ragline.ingest.pipeline import IngestItem
 from ragline.ledger.pricing import NANOS, load_price_table
 from ragline.models import Principal
@@ -386,6 +386,94 @@ def test_a_cache_hit_pays_no_rerank_and_a_miss_reranks_once(make_app, tmp_path):
     miss = app.ask(who(), "Where must travel be booked for trains?")
     assert not miss.cached and reranker.calls == 2
     assert [u.purpose for u in miss.usage].count("rerank") == 1
+
+
+def test_the_cache_functions_lookup_bills_its_embedding_never_reranks_and_decides_as_ask_does(make_app, tmp_path):
+    from ragline.ledger import meter
+    from ragline.ledger.pricing import metered
+
+    class CountingReranker:
+        model_id = "amazon.rerank-v1:0"
+        calls = 0
+
+        def rerank(self, query, hits, top_k):
+            CountingReranker.calls += 1
+            meter.record(metered(self.model_id, "rerank", input_tokens=0, output_tokens=0))
+            return list(reversed(hits))[:top_k]
+
+    app = make_app(settings=_settings(tmp_path), reranker=CountingReranker())
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/retention.md",
+                                   data=b"# Retention\n\nInvoices are kept for ten years in the archive.\n"))
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/policy.md", data=DOC))
+    app.ask(who(), "How long are invoices kept in the archive?")
+    reranks = CountingReranker.calls
+    before = len([r for r in app.ledger.records("acme") if r["purpose"] == "embed_query"])
+    paraphrase = "How long are all of the invoices kept in the archive?"
+    looked = app.cache_lookup(who().scope(), paraphrase)
+    assert looked["hit"] and CountingReranker.calls == reranks  # the same verified-band hit, no rerank bought
+    records = [r for r in app.ledger.records("acme") if r["purpose"] == "embed_query"]
+    assert len(records) == before + 1 and records[-1]["query_id"].startswith("c_")  # its embedding is billed
+    assert app.ask(who(), paraphrase).cached  # ask decides the same
+    # an exact repeat is not embedded, so nothing is billed
+    embeds = len([r for r in app.ledger.records("acme") if r["purpose"] == "embed_query"])
+    assert app.cache_lookup(who().scope(), "How long are invoices kept in the archive?")["hit"]
+    assert len([r for r in app.ledger.records("acme") if r["purpose"] == "embed_query"]) == embeds
+
+
+def test_a_request_that_fails_after_its_record_is_not_billed_twice_nor_refused(priced, monkeypatch):
+    # the soft-limit check after the record reads the totals; if that read fails, the request
+    # was answered and billed: no 503, and no second record from the error path
+    app = priced(costs=CostSettings(price_table="test", soft_budget_usd={"acme": 100.0}))
+    app.ask(who(), SIMPLE)
+    real = app.ledger.totals
+
+    def flaky(tenant, days, consistent=False):
+        if consistent:
+            raise DependencyUnavailable("dynamodb table ledger is unavailable (ThrottlingException)")
+        return real(tenant, days)
+
+    monkeypatch.setattr(app.ledger, "totals", flaky)
+    hit = app.ask(who(), SIMPLE.replace(" kept", ", kept"))  # a semantic hit: embedding only
+    assert hit.cached
+    assert len(app.ledger.records("acme", hit.query_id)) == 1
+    miss = app.ask(who(), COMPLEX)
+    assert not miss.cached and len(app.ledger.records("acme", miss.query_id)) == len(miss.usage)
+
+
+def test_the_soft_alert_is_looked_up_once_a_day_per_process_and_its_failure_fails_nothing(priced, monkeypatch):
+    app = priced(costs=CostSettings(price_table="test", soft_budget_usd={"acme": 0.0000001}))
+    calls = []
+    real = app.ledger.first_alert
+    monkeypatch.setattr(app.ledger, "first_alert", lambda *a: calls.append(a) or real(*a))
+    for q in (SIMPLE, COMPLEX, "Where must travel be booked?"):
+        app.ask(who(), q, use_cache=False)
+    assert len(calls) == 1  # not one conditional write per request once it is raised
+
+    def broken(*a):
+        raise DependencyUnavailable("dynamodb table ledger is unavailable (ThrottlingException)")
+
+    app.generation.budget._alerted.clear()
+    monkeypatch.setattr(app.ledger, "first_alert", broken)
+    assert app.ask(who(), SIMPLE, use_cache=False).answer  # answered all the same
+
+
+def test_a_503_after_models_billed_for_no_text_bills_them(priced):
+    def billed_no_text(model_id):
+        err = ModelError(f"model {model_id} returned no text (stopReason=max_tokens)")
+        err.billed = (900, 512)  # what the Bedrock adapter attaches (its test: test_generation_failover.py)
+        return err
+
+    small = LocalTemplateChatModel("ragline/local-small", failures=[billed_no_text("ragline/local-small")])
+    fallback = LocalTemplateChatModel("ragline/local-large", failures=[billed_no_text("ragline/local-large")])
+    app = priced(small=small, fallback=fallback)
+    with pytest.raises(ModelError, match="every model failed"):
+        app.ask(who(), SIMPLE, use_cache=False)
+    (q,) = {r["query_id"] for r in app.ledger.records("acme") if r["query_id"].startswith("q_")}
+    rows = app.ledger.records("acme", q)
+    assert sorted((r["model_id"], r["purpose"]) for r in rows) == [
+        ("ragline/local-large", "generation_failed"), ("ragline/local-small", "generation_failed"),
+        ("test/hash-embedder", "embed_query")]
+    assert all(r["cost_nanos"] > 0 for r in rows if r["purpose"] == "generation_failed")
 
 
 def test_spend_recorded_before_budgets_were_reserved_still_counts(priced):

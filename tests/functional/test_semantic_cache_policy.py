@@ -84,6 +84,22 @@ def test_per_tenant_threshold(make_app, tmp_path):
     assert not app.ask(who("strict"), near).cached
 
 
+def test_a_stricter_tenant_threshold_moves_the_verified_band_up_with_it(make_app, tmp_path):
+    # with verification on, the band below the accept threshold must follow a stricter tenant's
+    # threshold: one asking for 0.999 must not get a verified hit at ~0.94
+    app = make_app(settings=_settings(tmp_path, tenant_thresholds={"strict": 0.999, "loose": 0.86}))
+    for t in ("acme", "strict"):
+        app.pipeline.ingest(IngestItem(tenant=t, key=f"tenants/{t}/r.md", data=V1))
+        app.ask(who(t), Q)
+    near = "How long are invoices kept in the archive, please?"
+    assert app.ask(who("acme"), near).cached
+    assert not app.ask(who("strict"), near).cached
+    s = app.cache.settings
+    assert s.candidate_for("strict") == pytest.approx(0.999 - (s.threshold - s.candidate_threshold))
+    assert s.candidate_for("acme") == s.candidate_threshold
+    assert s.candidate_for("loose") == s.candidate_threshold  # a looser tenant keeps the tuned floor
+
+
 def test_ttl_per_tenant_and_per_document_type(make_app, tmp_path):
     app = make_app(settings=_settings(tmp_path, ttl_s=3600, tenant_ttl_s={"brief": 1800},
                                       doctype_ttl_s={"text/html": 60, ".md": 600}))
@@ -328,3 +344,55 @@ def test_exact_match_can_be_turned_off(make_app, monkeypatch, tmp_path):
     app.ask(who(), Q)
     ans = app.ask(who(), Q)
     assert ans.cached and "exact match" not in ans.notes[-1] and embeds == [Q, Q]
+
+
+class _EmailDetector:
+    name = "test-email"
+
+    def detect(self, text):
+        import re
+
+        from ragline.ingest.pii import Finding
+
+        return [Finding("EMAIL", m.start(), m.end(), 1.0) for m in re.finditer(r"\S+@\S+\.com", text)]
+
+
+def test_an_answer_made_while_its_document_was_reprocessed_is_not_stored(make_app):
+    # the same bytes re-processed under a stricter PII policy keep their version (and chunk
+    # ids): ingestion's invalidation ran before this answer, built from the unredacted chunks,
+    # could be stored, so only the record's write time can refuse it
+    app = make_app(pii=_EmailDetector())
+    item = IngestItem(tenant="acme", key="tenants/acme/refunds.md",
+                      data=b"# Refunds\n\nRefund requests are handled by alice@example.com within five days.\n")
+    app.pipeline.ingest(item)
+    original, fired = app.generation.answer, []
+
+    def answer_then_reprocess(*a, **kw):
+        result = original(*a, **kw)  # made from the unredacted chunks
+        if not fired:
+            fired.append(1)
+            app.pipeline.pii.tenant_policies["acme"] = "redact"
+            assert app.pipeline.ingest(item).status == "indexed"  # invalidation runs here
+        return result
+
+    app.generation.answer = answer_then_reprocess
+    question = "Who handles refund requests?"
+    assert "alice@example.com" in app.ask(who(), question).answer
+    app.generation.answer = original
+    again = app.ask(who(), question)
+    assert not again.cached and "alice@example.com" not in again.answer
+    # and an answer made after the change is cached as before
+    assert app.ask(who(), question).cached
+
+
+def test_the_stale_write_check_allows_for_other_writers_clocks(app):
+    app.pipeline.ingest(IngestItem(tenant="acme", key="tenants/acme/retention.md", data=V1))
+    rec = app.registry.list("acme")[0]
+    written = rec.updated_at.timestamp()
+    cache = SemanticCache(app.cache.store, app.registry, clock_margin_s=2.0)
+    versions = {rec.doc_id: rec.version}
+    assert cache.changed_since("acme", versions, written + 1.0) is not None  # within the margin: refused
+    assert cache.changed_since("acme", versions, written + 3.0) is None
+    assert "changed" in cache.changed_since("acme", {rec.doc_id: "other-version"}, written + 3.0)
+    # the local backend shares one clock: no margin
+    assert SemanticCache(app.cache.store, app.registry).changed_since("acme", versions, written + 0.001) is None

@@ -3,7 +3,7 @@ per Lambda container). Nothing else decides which adapter runs."""
 
 from __future__ import annotations
 
-from .cache.semantic import SemanticCache
+from .cache.semantic import CLOCK_MARGIN_S, SemanticCache
 from .generation.service import GenerationService
 from .ingest.pii import PiiStep
 from .ingest.pipeline import IngestPipeline
@@ -24,7 +24,8 @@ def build(settings: Settings | None = None, **overrides) -> Ragline:
         ports = _aws_ports(settings)
     ports.update(overrides)
     cache = ports.pop("semantic_cache", None) or (
-        SemanticCache(ports["cache_store"], ports["registry"], settings=settings.cache)
+        SemanticCache(ports["cache_store"], ports["registry"], settings=settings.cache,
+                      clock_margin_s=0.0 if settings.backend == "local" else CLOCK_MARGIN_S)
         if ports.get("cache_store") is not None and settings.cache.enabled else None
     )
     retriever = Retriever(ports["index"], ports["embedder"], settings.retrieval, reranker=ports.get("reranker"))

@@ -70,6 +70,7 @@ class Ragline:
     # ------------------------------------------------------------------ questions
     def ask(self, principal: Principal, question: str, *, top_k: int | None = None, use_cache: bool = True) -> Answer:
         t0 = time.perf_counter()
+        began = time.time()  # wall clock, to compare with the registry's write times (the cache's stale-write check)
         question = (question or "").strip()
         if not question:
             raise InvalidInput("question must not be empty")
@@ -90,18 +91,7 @@ class Ragline:
         def search():
             return retriever.search(scope, question, top_k=top_k, vector=vector, dense_weight=ov.get("dense_weight"))
 
-        # The cache's passage check needs the question's own passages, not the reranker's order:
-        # it gets the first stage's top k (a paid rerank would make a hit cost more than a
-        # miss's embedding), and a miss reranks the same candidate pool for the answer.
-        pool: list[SearchHit] = []
-
-        def first_stage():
-            if retriever.reranker is None:
-                return search()
-            hits, timings = retriever.search(scope, question, top_k=top_k, vector=vector,
-                                             dense_weight=ov.get("dense_weight"), rerank=False)
-            pool[:] = hits
-            return hits[: top_k or retriever.settings.top_k], timings
+        pool: list[SearchHit] = []  # the first stage's candidates, which a miss reranks
 
         with meter.collecting() as model_calls:
             vector = None
@@ -132,7 +122,8 @@ class Ragline:
                 hits = timings = None
                 if use_cache and self.cache is not None:
                     with segment("cache"):
-                        decision = self.cache.decide(scope, vector, question, first_stage)
+                        decision = self.cache.decide(scope, vector, question, self._first_stage(
+                            retriever, scope, question, vector, top_k, ov.get("dense_weight"), pool))
                     if decision.hit:
                         return served(decision)
                     metric("CacheHitRate", 0)
@@ -151,10 +142,12 @@ class Ragline:
                     principal.tenant, question, hits, tier=ov.get("model_tier"),
                     system=exp.system_prompt() if exp.variants else None, budget=budget,
                 )
-        except Exception:
+        except Exception as exc:
             # every model failed (503) or the budget refused at reservation (429): what the
-            # request spent before that (embedding, rerank) is still billed
-            self._settle_failed(principal.tenant, query_id, question, model_calls, True)
+            # request spent before that (embedding, rerank), and failed calls the provider billed
+            # anyway, are still billed
+            self._settle_failed(principal.tenant, query_id, question,
+                                [*model_calls, *getattr(exc, "usages", ())], True)
             raise
         context, gen = result.context, result.generation
         usages = self.generation.settle(principal.tenant, query_id, question, model_calls, result.usages,
@@ -190,6 +183,7 @@ class Ragline:
             self.cache.store_answer(
                 scope, question, vector, ans.model_dump(mode="json", exclude={"query_id", "latency_ms", "usage", "cost_usd"}),
                 {h.doc_id: h.version for h in context}, [h.chunk_id for h in hits], [h.text for h in hits],
+                retrieved_at=began,
             )
         metric("QueryLatencyMs", ans.latency_ms, "Milliseconds")
         self._log_query(principal, query_id, question, ans, context, timings, vector=vector, hits=hits,
@@ -225,17 +219,47 @@ class Ragline:
             logger().exception("query log write failed", extra={"query_id": query_id})
 
     # ------------------------------------------------------------------ cache (the cache function)
+    @staticmethod
+    def _first_stage(retriever: Retriever, scope, question: str, vector, top_k: int | None,
+                     dense_weight: float | None, pool: list[SearchHit]):
+        """The cache's passage check needs the question's own passages, not the reranker's
+        order: it gets the first stage's top k (a paid rerank would make a hit cost more than a
+        miss's embedding); ``pool`` keeps the candidates, which a miss reranks for its answer.
+        Shared by ``ask`` and the cache function's ``cache_lookup``, so both decide alike."""
+
+        def run():
+            if retriever.reranker is None:
+                return retriever.search(scope, question, top_k=top_k, vector=vector, dense_weight=dense_weight)
+            hits, timings = retriever.search(scope, question, top_k=top_k, vector=vector,
+                                             dense_weight=dense_weight, rerank=False)
+            pool[:] = hits
+            return hits[: top_k or retriever.settings.top_k], timings
+
+        return run
+
     def cache_lookup(self, scope, question: str) -> dict[str, Any]:
-        """The same lookup ``ask`` makes, for the cache function's callers."""
+        """The lookup ``ask`` makes (the exact path, then the embedding and the same decision on
+        the same first-stage passages), for the cache function's callers. What it spends (the
+        question's embedding) is billed to the tenant under a query id of its own, after the
+        same budget check as a question; a lookup never reranks."""
         if self.cache is None:
             return {"hit": False, "similarity": 0.0, "answer": None, "reason": "cache disabled"}
         t0 = time.perf_counter()
-        d = self.cache.exact(scope, question)
-        if d is None:
-            vector = self.retriever.embed(question)
-            d = self.cache.decide(scope, vector, question, lambda: self.retriever.search(scope, question, vector=vector))
-        ms = (time.perf_counter() - t0) * 1000
-        metric("CacheLookupMs", ms, "Milliseconds")
+        self.generation.budget.check(scope.tenant)
+        query_id = "c_" + uuid.uuid4().hex[:20]
+        vector = None
+        with meter.collecting() as model_calls:
+            try:
+                d = self.cache.exact(scope, question)
+                if d is None:
+                    vector = self.retriever.embed(question)
+                    d = self.cache.decide(scope, vector, question,
+                                          self._first_stage(self.retriever, scope, question, vector, None, None, []))
+            except Exception:
+                self._settle_failed(scope.tenant, query_id, question, model_calls, vector is not None)
+                raise
+        self.generation.settle(scope.tenant, query_id, question, model_calls, [], embedded=vector is not None)
+        ms = (time.perf_counter() - t0) * 1000  # CacheLookupMs is the cache's own (one per decision)
         metric("CacheHitRate", 1 if d.hit else 0)
         return {"hit": d.hit, "similarity": round(d.similarity, 4), "answer": d.entry["answer"] if d.entry else None,
                 "reason": d.reason, "lookup_ms": round(ms, 2)}

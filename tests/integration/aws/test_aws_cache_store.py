@@ -258,3 +258,33 @@ def test_an_exact_miss_then_nearest_reads_the_counters_once(container, monkeypat
     monkeypatch.setattr(time, "monotonic", lambda: real() + b.reuse_s + 0.5)
     b.nearest("acme", "k1", unit(1, 0, 0, 0), k=3)
     assert len(gets) == 7 and b.last_read == "counters"
+
+
+def test_every_query_reads_consistently_and_an_entry_is_written_after_its_links(container, dynamodb_client, table):
+    # DynamoDB's Query is eventually consistent unless asked: an invalidation could miss a link
+    # written a moment before, and a reload could still see removed entries (SQLite cannot)
+    store, queries = container()
+    writes: list[list[str]] = []
+    store.client.meta.events.register(
+        "provide-client-params.dynamodb.BatchWriteItem",
+        lambda params, **_: writes.append([r["PutRequest"]["Item"]["pk"]["S"]
+                                           for reqs in params["RequestItems"].values() for r in reqs
+                                           if "PutRequest" in r]) and None)
+    store.put(entry("a", docs=("d1", "d2")), unit(1, 0, 0, 0))
+    assert writes == [["cachedoc#acme#d1", "cachedoc#acme#d2", "cache#acme"]]  # the entry last
+    store.nearest("acme", "k1", unit(1, 0, 0, 0), k=1)
+    assert store.invalidate_document("acme", "d1") == 1
+    store.nearest("acme", "k1", unit(1, 0, 0, 0), k=1)
+    store.clear("acme")
+    assert len(queries) >= 4 and all(q.get("ConsistentRead") is True for q in queries)
+
+
+def test_an_invalidation_that_finds_nothing_still_makes_other_containers_reload(container):
+    a, _ = container()
+    b, b_queries = container()
+    a.put(entry("a", docs=("d1",)), unit(1, 0, 0, 0))
+    b.nearest("acme", "k1", unit(1, 0, 0, 0), k=1)  # b holds the scope
+    assert a.invalidate_document("acme", "never-cited") == 0
+    b_queries.clear()
+    b.nearest("acme", "k1", unit(1, 0, 0, 0), k=1)
+    assert b.last_read == "full"

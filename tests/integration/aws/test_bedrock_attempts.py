@@ -274,3 +274,48 @@ def test_a_null_usage_is_estimated_by_the_service(tmp_path):
     out = svc.answer("acme", "How long are invoices kept?", HITS)
     [usage] = out.usages
     assert usage.estimated and usage.input_tokens > 0 and usage.output_tokens > 0
+
+
+# --- the embedder's and the reranker's attempts are bounded the same way --------------------------
+
+
+class _StallingClient:
+    """Every call stalls: it burns this client's connect + read timeouts on the fake clock."""
+
+    def __init__(self, fake: FakeTime, timeouts: tuple[float, float], calls: list):
+        self.fake, self.timeouts, self.calls = fake, timeouts, calls
+
+    def _stall(self, **kwargs):
+        self.calls.append((self.fake.now, self.timeouts))
+        self.fake.now += sum(self.timeouts)
+        raise ReadTimeoutError(endpoint_url=URL)
+
+    invoke_model = _stall
+    rerank = _stall
+
+
+@pytest.mark.parametrize("kind", ["embedder", "reranker"])
+def test_embedding_and_rerank_attempts_fit_the_time_left(monkeypatch, aws_region, kind):
+    """Fake client factory (the production client_for path): with 4 s left every attempt is
+    built to end by then; before, each ran on the 20 s default client and outlived the request."""
+    from ragline.adapters.aws import BedrockEmbedder, BedrockReranker
+
+    fake, calls = FakeTime(), []
+    monkeypatch.setattr(bedrock, "boto3_client_factory", lambda service, settings, config, region=None: (
+        lambda: _StallingClient(fake, (config.connect_timeout, config.read_timeout), calls)))
+    deadline = lambda: 4.0 - fake.now
+    kw = {"settings": Settings(region=aws_region), "deadline": deadline, "sleep": fake.sleep,
+          "retry": RetryPolicy(reserve_s=0.0)}
+    if kind == "embedder":
+        model = BedrockEmbedder("amazon.titan-embed-text-v2:0", dimensions=256, concurrency=1, **kw)
+        model._caller.clock = fake.clock
+        call = lambda: model.embed_query("How long are invoices kept?")
+    else:
+        model = BedrockReranker("amazon.rerank-v1:0", **kw)
+        model._caller.clock = fake.clock
+        call = lambda: model.rerank("How long are invoices kept?", HITS, 2)
+    with pytest.raises(ModelError, match="timed out|time budget spent"):
+        call()
+    assert calls and fake.now <= 4.0 + 1e-9
+    for started, (connect, read) in calls:
+        assert started + connect + read <= 4.0 + 1e-9  # no attempt could outlive the time left

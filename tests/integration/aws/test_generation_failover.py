@@ -237,3 +237,36 @@ def test_the_aws_wiring_calls_the_model_a_tier_is_configured_with():
     assert ports["chat_large"].model_id == "amazon.nova-pro-v1:0"
     assert ports["chat"].model_id == settings.bedrock_chat_model_small
     assert ports["chat_fallback"].endpoint == "us-west-2/amazon.nova-lite-v1:0"
+
+
+def _no_text(tin: int, tout: int) -> dict:
+    # Converse's shape when the output budget ran out inside a reasoning block: no text, billed
+    return {"output": {"message": {"role": "assistant", "content": []}}, "stopReason": "max_tokens",
+            "usage": {"inputTokens": tin, "outputTokens": tout, "totalTokens": tin + tout}, "metrics": {"latencyMs": 900}}
+
+
+def test_a_primary_that_was_billed_but_returned_no_text_is_in_the_ledger_beside_the_fallback(stubs, tmp_path):
+    """Stubber: the primary answers with usage and no text block; the fallback answers."""
+    fake = FakeTime()
+    svc, ledger = service(stubs, tmp_path, fake)
+    (_, s1), (_, s2) = stubs
+    s1.add_response("converse", _no_text(900, 512))
+    s2.add_response("converse", converse_ok("Ten years [1].", 700, 5))
+    out = svc.answer("acme", "How long are invoices kept?", HITS)
+    assert out.generation.model_id == NOVA
+    priced = svc.settle("acme", "q5", "How long are invoices kept?", [], out.usages)
+    assert [(u.model_id, u.purpose, u.input_tokens, u.output_tokens) for u in priced] == [
+        (HAIKU, "generation_failed", 900, 512), (NOVA, "generation_fallback", 700, 5)]
+    assert {r["model_id"] for r in ledger.records("acme", "q5")} == {HAIKU, NOVA}
+
+
+def test_when_every_model_fails_the_billed_failures_travel_with_the_503(stubs, tmp_path):
+    """Stubber: both models billed and returned no text; the error carries their usage."""
+    fake = FakeTime()
+    svc, _ = service(stubs, tmp_path, fake)
+    (_, s1), (_, s2) = stubs
+    s1.add_response("converse", _no_text(900, 512))
+    s2.add_response("converse", _no_text(700, 300))
+    with pytest.raises(ModelError, match="every model failed") as err:
+        svc.answer("acme", "How long are invoices kept?", HITS)
+    assert [(u.model_id, u.output_tokens) for u in err.value.usages] == [(HAIKU, 512), (NOVA, 300)]

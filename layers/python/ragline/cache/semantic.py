@@ -12,6 +12,7 @@ moment a cited document changes or is deleted (ingestion calls :meth:`invalidate
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,11 @@ from ..observability import metric
 from ..ports import CacheStore, DocumentRegistry
 from ..settings import CacheSettings
 from . import verify
+
+log = logging.getLogger("ragline.cache")
+# how far apart the clocks of the functions writing the registry and answering may be (Lambda's
+# are NTP-synchronised to milliseconds; two seconds leaves room)
+CLOCK_MARGIN_S = 2.0
 
 
 def acl_key(scope: TenantScope) -> str:
@@ -54,8 +60,12 @@ class CacheDecision:
 
 class SemanticCache:
     def __init__(self, store: CacheStore, registry: DocumentRegistry, *, threshold: float | None = None,
-                 ttl_s: float | None = None, settings: CacheSettings | None = None):
+                 ttl_s: float | None = None, settings: CacheSettings | None = None,
+                 clock_margin_s: float = 0.0):
         settings = settings or CacheSettings()
+        # 0 when the registry's writers and this process share one clock (the local backend);
+        # CLOCK_MARGIN_S on AWS, where they are other functions' clocks
+        self.clock_margin_s = clock_margin_s
         updates: dict[str, Any] = {}
         if threshold is not None:
             updates["threshold"] = threshold
@@ -102,7 +112,7 @@ class SemanticCache:
         t0 = time.perf_counter()
         s = self.settings
         accept_at = s.threshold_for(scope.tenant)
-        candidate_at = min(s.candidate_threshold, accept_at) if s.verify and question else accept_at
+        candidate_at = s.candidate_for(scope.tenant) if s.verify and question else accept_at
         best = 0.0
         reason = "no cached question"
         fresh: tuple[list[SearchHit], dict[str, float]] | None = None
@@ -179,13 +189,36 @@ class SemanticCache:
                         ttl = min(ttl, float(by_type[key]))
         return ttl
 
+    def changed_since(self, tenant: str, doc_versions: dict[str, str], since: float) -> str | None:
+        """Why an answer built from these documents, retrieved at ``since`` (epoch seconds),
+        must not be stored, or None. A document re-processed meanwhile with the same bytes (a
+        stricter PII policy, other groups, a new chunker or embedding model) keeps its version,
+        and ingestion's invalidation ran before this answer could be stored: only the record's
+        write time shows it. Writers' clocks may differ by ``clock_margin_s``, so a write that
+        close before the retrieval counts as after it (the answer is then just not cached)."""
+        for doc_id, version in doc_versions.items():
+            rec = self.registry.get(tenant, doc_id)
+            if rec is None or rec.version != version or rec.status.value != "indexed":
+                return f"cited document {doc_id} changed while the answer was made"
+            if rec.updated_at.timestamp() >= since - self.clock_margin_s:
+                return f"cited document {doc_id} was written while the answer was made"
+        return None
+
     def store_answer(self, scope: TenantScope, question: str, vector: Any, answer: dict[str, Any],
                      doc_versions: dict[str, str], passages: list[str] | None = None,
-                     passage_texts: list[str] | None = None) -> None:
+                     passage_texts: list[str] | None = None, *, retrieved_at: float | None = None) -> bool:
         """Store an answer; ``passages`` are the retrieved chunk ids (for the passage-overlap
         check) and ``passage_texts`` their texts, of which the first five are kept as a set of stems
         for the substitution check (a ~1 KB Bloom filter; bounded so a large ``top_k`` does not grow
-        entries)."""
+        entries). With ``retrieved_at`` (when the request began retrieving), an answer whose
+        documents were written since is not stored (see :meth:`changed_since`). Returns whether
+        it was stored."""
+        if retrieved_at is not None:
+            why = self.changed_since(scope.tenant, doc_versions, retrieved_at)
+            if why is not None:
+                log.info("answer not cached: %s", why)
+                metric("CacheStoreSkipped", 1)
+                return False
         self.store.put(
             {
                 "tenant": scope.tenant, "acl_key": acl_key(scope), "question": question,
@@ -196,6 +229,7 @@ class SemanticCache:
             },
             vector,
         )
+        return True
 
     def invalidate_document(self, tenant: str, doc_id: str) -> int:
         return self.store.invalidate_document(tenant, doc_id)

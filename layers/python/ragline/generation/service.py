@@ -188,6 +188,7 @@ class GenerationService:
                   notes: list[str], system_prompt: str, prompt: str, tier: TierSettings) -> GenerationResult:
         gen_settings = self.settings.generation
         failures: list[str] = []
+        spent: list[Usage] = []  # failed calls the provider billed all the same
         started = self._clock()
         budget_s = min(gen_settings.timeout_s, self.deadline(gen_settings.timeout_s))
         for position, model in enumerate(chain):
@@ -204,6 +205,11 @@ class GenerationService:
                                          **({"acquire": acquire} if acquire else {}))
             except DependencyUnavailable as exc:  # ModelError included
                 failures.append(exc.message)
+                billed = getattr(exc, "billed", None)
+                if billed is not None:
+                    spent.append(metered(model.model_id, "generation_failed", input_tokens=billed[0],
+                                         output_tokens=billed[1], input_text=system_prompt + "\n" + prompt,
+                                         output_text=""))
                 metric("ModelFailure", 1)
                 logger().warning("model failed", extra={"model": model.model_id, "reason": exc.message,
                                                         "position": position})
@@ -218,15 +224,17 @@ class GenerationService:
             if position > 0:
                 metric("ModelFailover", 1)
                 notes.append(f"answered by the fallback model {model.model_id} after: {'; '.join(failures)}")
-            return GenerationResult(gen, context, [usage], chosen, notes)
-        return self._unavailable(question, context, chosen, notes, [m.model_id for m in chain], failures)
+            return GenerationResult(gen, context, [*spent, usage], chosen, notes)
+        return self._unavailable(question, context, chosen, notes, [m.model_id for m in chain], failures, spent)
 
     def _unavailable(self, question: str, context: list[SearchHit], chosen: Route, notes: list[str],
-                     models: Sequence[str], failures: list[str]) -> GenerationResult:
+                     models: Sequence[str], failures: list[str], spent: Sequence[Usage] = ()) -> GenerationResult:
         metric("GenerationUnavailable", 1)
         reason = f"generation unavailable: every model failed ({'; '.join(failures)})"
         if self.settings.generation.unavailable_mode != "passages":
-            raise ModelError(reason + f" [models tried: {', '.join(models)}]")
+            err = ModelError(reason + f" [models tried: {', '.join(models)}]")
+            err.usages = list(spent)  # what the failed calls were billed: the request's error path records it
+            raise err
         passages = self.extractive.answer(question, context)
         body = passages.text.split("\n\n", 1)[-1]
         text = ("Generation is unavailable right now; these are the most relevant passages, quoted, "
@@ -234,7 +242,7 @@ class GenerationService:
         notes.append(reason)
         gen = Generation(text=text, model_id=UNAVAILABLE_MODEL, generative=False,
                          used_citations=passages.used_citations)
-        return GenerationResult(gen, context, [], chosen, notes)
+        return GenerationResult(gen, context, list(spent), chosen, notes)
 
     # ------------------------------------------------------------------ the ledger
     def settle(self, tenant: str, query_id: str, question: str, collected: Sequence[Usage],
@@ -249,17 +257,22 @@ class GenerationService:
         calls.extend(u.model_copy() for u in usages)
         priced = [self.prices.priced(u) for u in calls]
         try:
+            # one record per request (record_id): if the request fails after this write, its
+            # error path settles again, and that second write must not bill the calls twice
             if reservation is not None:  # the reservation is released in the same write
-                self.ledger.record(tenant, query_id, priced, release=reservation.release_args())
+                self.ledger.record(tenant, query_id, priced, record_id="request", release=reservation.release_args())
             elif priced:
-                self.ledger.record(tenant, query_id, priced)
+                self.ledger.record(tenant, query_id, priced, record_id="request")
         except BaseException:
             self._release_quietly(tenant, reservation)
             raise
         if priced:
-            self.budget.after_record(tenant)
             cost = sum(u.cost_usd for u in priced)
             metric("CostNanoUsd", round(cost * 1e9))
             metric("TokensIn", sum(u.input_tokens for u in priced))
             metric("TokensOut", sum(u.output_tokens for u in priced))
+            try:
+                self.budget.after_record(tenant)
+            except Exception:  # noqa: BLE001 - the answer is made and billed; the alert must not fail it
+                logger().exception("soft budget check after the record failed", extra={"tenant": tenant})
         return priced

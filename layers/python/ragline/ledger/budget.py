@@ -73,6 +73,7 @@ class BudgetGuard:
     def __init__(self, settings: CostSettings, ledger: Ledger):
         self.settings = settings
         self.ledger = ledger
+        self._alerted: set[tuple[str, str]] = set()  # (tenant, day) whose soft alert this process saw raised
 
     OPERATOR_PURPOSES = OPERATOR_PURPOSES
 
@@ -81,9 +82,20 @@ class BudgetGuard:
         return sum(r["cost_usd"] for r in rows if r.get("purpose") not in self.OPERATOR_PURPOSES)
 
     def _soft_alert(self, tenant: str, spent: float, soft: float) -> None:
+        day = today()
+        if (tenant, day) in self._alerted:
+            return  # this process saw it raised today: no write per request to learn it again
         first = getattr(self.ledger, "first_alert", None)
-        if first is not None and not first(tenant, today(), "soft"):
-            return  # raised already today
+        try:
+            fresh = first is None or first(tenant, day, "soft")
+        except Exception:  # noqa: BLE001 - the alert's bookkeeping must not fail the request
+            logger().exception("soft budget alert bookkeeping failed", extra={"tenant": tenant})
+            return
+        self._alerted.add((tenant, day))
+        if len(self._alerted) > 10_000:
+            self._alerted = {k for k in self._alerted if k[1] == day}
+        if not fresh:
+            return  # raised already today (by another process)
         metric("BudgetSoftLimit", 1)
         logger().warning("tenant over its soft budget", extra={
             "alert": "BudgetSoftLimit", "tenant": tenant, "spent_usd": round(spent, 6), "soft_budget_usd": soft})

@@ -189,13 +189,14 @@ class BedrockEmbedder(_BedrockBase):
     def _embed_one(self, text: str) -> tuple[np.ndarray, int | None]:
         body = json.dumps({"inputText": text, "dimensions": self.dimensions, "normalize": True})
 
-        def request() -> dict[str, Any]:
-            response = self.client.invoke_model(
+        def request(left: float) -> dict[str, Any]:
+            # each attempt on a client whose timeouts fit the time left, as the chat model's do
+            response = self.client_for(left).invoke_model(
                 modelId=self.model_id, body=body, contentType="application/json", accept="application/json"
             )
             return json.loads(response["body"].read())
 
-        payload = self._caller.call(request)
+        payload = self._caller.call_timed(request)
         vector = np.asarray(payload.get("embedding") or (), dtype=np.float32)
         if vector.shape != (self.dimensions,):
             raise ModelError(
@@ -333,12 +334,14 @@ class BedrockChatModel(_BedrockBase):
         content = response.get("output", {}).get("message", {}).get("content", [])
         # Some models put a reasoning block before the answer, so take every text block, not [0].
         text = "".join(block["text"] for block in content if "text" in block)
-        if not text:
-            raise ModelError(
-                f"model {self.model_id} returned no text (stopReason={response.get('stopReason')})"
-            )
         usage = response.get("usage")
         tokens_in, tokens_out = _token_count(usage, "inputTokens"), _token_count(usage, "outputTokens")
+        if not text:
+            # billed all the same (a reasoning block cut off by max_tokens, a guardrail stop): the
+            # counts go with the error, so the ledger records what the failed call cost
+            err = ModelError(f"model {self.model_id} returned no text (stopReason={response.get('stopReason')})")
+            err.billed = (tokens_in, tokens_out)
+            raise err
         # a missing or malformed count is "not reported" (the ledger estimates both), never a 500
         reported = tokens_in is not None and tokens_out is not None
         return Generation(
@@ -420,7 +423,8 @@ class BedrockReranker(_BedrockBase):
                 },
             },
         }
-        response = self._caller.call(lambda: self.client.rerank(**kwargs))
+        # each attempt bounded by the time left (a stalled call must not outlive the request)
+        response = self._caller.call_timed(lambda left: self.client_for(left).rerank(**kwargs))
         out: list[SearchHit] = []
         for result in response.get("results", []):
             index = int(result["index"])

@@ -137,17 +137,18 @@ class DynamoCacheStore(_Table):
         }]
         if entry.get("question_key"):
             items[0]["qkey"] = _s(entry["question_key"])
-        for doc_id in entry.get("doc_versions", {}):
-            items.append({"pk": _s(f"cachedoc#{tenant}#{doc_id}"), "sk": _s(f"{acl}#{eid}"),
-                          "expires_at": {"N": str(expires)}})
-        self._write(items, [])
+        # the document links first, the entry last (batches of 25 go in order): a write that
+        # fails part-way leaves links to nothing, never an entry no invalidation can find
+        links = [{"pk": _s(f"cachedoc#{tenant}#{doc_id}"), "sk": _s(f"{acl}#{eid}"), "expires_at": {"N": str(expires)}}
+                 for doc_id in entry.get("doc_versions", {})]
+        self._write(links + items, [])
         self._bump(tenant, "puts")  # after the write: a reader that sees the count finds the entry
 
     def invalidate_document(self, tenant: str, doc_id: str) -> int:
         """Remove every entry that cited the document, with all of its document links (not
         only this document's), so invalidating another document it cited later counts only
         entries that still exist, as the SQLite store does. Returns the entries removed."""
-        refs = list(self._query_all(KeyConditionExpression="pk = :pk",
+        refs = list(self._query_all(ConsistentRead=True, KeyConditionExpression="pk = :pk",
                                     ExpressionAttributeValues={":pk": _s(f"cachedoc#{tenant}#{doc_id}")}))
         entry_keys = []
         keys = []
@@ -162,8 +163,9 @@ class DynamoCacheStore(_Table):
                 if other != doc_id:
                     keys.append({"pk": _s(f"cachedoc#{tenant}#{other}"), "sk": _s(f"{acl}#{eid}")})
         self._write([], entry_keys + keys)
-        if refs:
-            self._bump(tenant, "removals")
+        # always: a container's copy loaded just before an entry citing the document was
+        # written must reload, even when this (consistent) query found nothing to remove
+        self._bump(tenant, "removals")
         return len(found)
 
     def _get_many(self, keys: Sequence[dict[str, Any]], projection: str) -> list[dict[str, Any]]:
@@ -193,7 +195,7 @@ class DynamoCacheStore(_Table):
         raise ClientError({"Error": {"Code": leftover, "Message": f"{operation} kept throttling"}}, operation)
 
     def clear(self, tenant: str) -> int:
-        entries = list(self._query_all(KeyConditionExpression="pk = :pk",
+        entries = list(self._query_all(ConsistentRead=True, KeyConditionExpression="pk = :pk",
                                        ExpressionAttributeValues={":pk": _s(f"cache#{tenant}")},
                                        ProjectionExpression="pk, sk, entry"))
         keys = []
@@ -259,6 +261,7 @@ class DynamoCacheStore(_Table):
             # entries written since the last refresh, minus the overlap for writes in flight
             since = max(0, int(scope.high_ms - self.overlap_s * 1000))
             items = self._query_all(
+                ConsistentRead=True,  # as SQLite reads: a write just acknowledged is seen
                 KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
                 ExpressionAttributeValues={":pk": _s(f"cache#{tenant}"), ":lo": _s(f"acl#{acl_key}#{since:013d}"),
                                            ":hi": _s(f"acl#{acl_key}#~")},
@@ -270,6 +273,7 @@ class DynamoCacheStore(_Table):
             return scope
         fresh = _Scope(puts=puts, removals=removals, loaded_at=now)
         fresh.add(self._query_all(
+            ConsistentRead=True,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :acl)",
             ExpressionAttributeValues={":pk": _s(f"cache#{tenant}"), ":acl": _s(f"acl#{acl_key}#")},
         ))
