@@ -180,11 +180,15 @@ class Ragline:
         # notes say so): the cache keeps answers the configured route gives, not an outage's
         if (self.cache is not None and context and gen.model_id != UNAVAILABLE_MODEL and not exp.variants
                 and not refusal and not result.notes):
-            self.cache.store_answer(
-                scope, question, vector, ans.model_dump(mode="json", exclude={"query_id", "latency_ms", "usage", "cost_usd"}),
-                {h.doc_id: h.version for h in context}, [h.chunk_id for h in hits], [h.text for h in hits],
-                retrieved_at=began,
-            )
+            try:
+                self.cache.store_answer(
+                    scope, question, vector,
+                    ans.model_dump(mode="json", exclude={"query_id", "latency_ms", "usage", "cost_usd"}),
+                    {h.doc_id: h.version for h in context}, [h.chunk_id for h in hits], [h.text for h in hits],
+                    retrieved_at=began,
+                )
+            except Exception:  # noqa: BLE001 - answered and billed: a failed cache write only loses the entry
+                logger().exception("cache store failed; the answer is not cached", extra={"query_id": query_id})
         metric("QueryLatencyMs", ans.latency_ms, "Milliseconds")
         self._log_query(principal, query_id, question, ans, context, timings, vector=vector, hits=hits,
                         experiments=exp.variants)
@@ -242,6 +246,9 @@ class Ragline:
         the same first-stage passages), for the cache function's callers. What it spends (the
         question's embedding) is billed to the tenant under a query id of its own, after the
         same budget check as a question; a lookup never reranks."""
+        question = (question or "").strip()
+        if not question or len(question) > self.settings.max_question_chars:
+            raise InvalidInput(f"question must be 1-{self.settings.max_question_chars} characters")
         if self.cache is None:
             return {"hit": False, "similarity": 0.0, "answer": None, "reason": "cache disabled"}
         t0 = time.perf_counter()

@@ -120,13 +120,12 @@ class CacheSettings(BaseSettings):
         return float(self.tenant_thresholds.get(tenant, self.threshold))
 
     def candidate_for(self, tenant: str) -> float:
-        """Where the tenant's verified band begins. A tenant stricter than the default moves the
-        band up with its threshold (its width kept), so a tenant asking for 0.999 never gets a
-        verified hit at 0.85; a looser one keeps the default band's floor (the verification's
+        """Where the tenant's verified band begins. A tenant stricter than the default gets no
+        band at all (plain cosine at its own threshold: one asking for 0.999 never gets a
+        verified hit below it); a looser one keeps the default band's floor (the verification's
         thresholds were tuned for it)."""
         accept = self.threshold_for(tenant)
-        width = max(0.0, self.threshold - self.candidate_threshold)
-        return min(accept, max(self.candidate_threshold, accept - width))
+        return accept if accept > self.threshold else min(accept, self.candidate_threshold)
 
     def ttl_for(self, tenant: str) -> float:
         return float(self.tenant_ttl_s.get(tenant, self.ttl_s))

@@ -121,7 +121,9 @@ def evaluate_cache(
         if store is None:
             raise RuntimeError("the semantic cache is disabled (RAGLINE_CACHE_ENABLED=false)")
         for name, policy in policies.items():
-            app.cache = SemanticCache(store, app.registry, settings=policy)
+            # no clock margin: the evaluation asks right after ingesting, on one clock, and
+            # measures the policy, not the stale-write guard (which a margin would turn off here)
+            app.cache = SemanticCache(store, app.registry, settings=policy, clock_margin_s=0.0)
             hits = {0: 0, 1: 0}
             totals = {0: 0, 1: 0}
             reasons: dict[str, int] = {}

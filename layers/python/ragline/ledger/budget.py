@@ -91,9 +91,9 @@ class BudgetGuard:
         except Exception:  # noqa: BLE001 - the alert's bookkeeping must not fail the request
             logger().exception("soft budget alert bookkeeping failed", extra={"tenant": tenant})
             return
-        self._alerted.add((tenant, day))
         if len(self._alerted) > 10_000:
-            self._alerted = {k for k in self._alerted if k[1] == day}
+            self._alerted = set()  # a new set, not a filtered copy another thread could be adding to
+        self._alerted.add((tenant, day))
         if not fresh:
             return  # raised already today (by another process)
         metric("BudgetSoftLimit", 1)

@@ -137,11 +137,15 @@ class DynamoCacheStore(_Table):
         }]
         if entry.get("question_key"):
             items[0]["qkey"] = _s(entry["question_key"])
-        # the document links first, the entry last (batches of 25 go in order): a write that
-        # fails part-way leaves links to nothing, never an entry no invalidation can find
+        # the document links first, every one acknowledged, then the entry in a call of its own
+        # (inside one BatchWriteItem DynamoDB may write the entry and hand the links back
+        # unprocessed): a write that fails part-way leaves links to nothing, never an entry no
+        # invalidation can find
         links = [{"pk": _s(f"cachedoc#{tenant}#{doc_id}"), "sk": _s(f"{acl}#{eid}"), "expires_at": {"N": str(expires)}}
                  for doc_id in entry.get("doc_versions", {})]
-        self._write(links + items, [])
+        if links:
+            self._write(links, [])
+        self._write(items, [])
         self._bump(tenant, "puts")  # after the write: a reader that sees the count finds the entry
 
     def invalidate_document(self, tenant: str, doc_id: str) -> int:
@@ -163,9 +167,8 @@ class DynamoCacheStore(_Table):
                 if other != doc_id:
                     keys.append({"pk": _s(f"cachedoc#{tenant}#{other}"), "sk": _s(f"{acl}#{eid}")})
         self._write([], entry_keys + keys)
-        # always: a container's copy loaded just before an entry citing the document was
-        # written must reload, even when this (consistent) query found nothing to remove
-        self._bump(tenant, "removals")
+        if refs:  # the query reads consistently: nothing found is nothing to reload
+            self._bump(tenant, "removals")
         return len(found)
 
     def _get_many(self, keys: Sequence[dict[str, Any]], projection: str) -> list[dict[str, Any]]:
