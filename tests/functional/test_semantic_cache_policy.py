@@ -74,19 +74,11 @@ def test_verification_rejects_another_number_or_entity_at_high_similarity(app):
     assert app.ask(who(), "How many cases were there in China in 2010?").cached
 
 
-def test_per_tenant_threshold(make_app, tmp_path):
-    app = make_app(settings=_settings(tmp_path, tenant_thresholds={"strict": 0.999}, verify=False))
-    for t in ("acme", "strict"):
-        app.pipeline.ingest(IngestItem(tenant=t, key=f"tenants/{t}/r.md", data=V1))
-        app.ask(who(t), Q)
-    near = "How long are invoices kept in the archive, please?"
-    assert app.ask(who("acme"), near).cached
-    assert not app.ask(who("strict"), near).cached
-
-
-def test_a_stricter_tenant_threshold_has_no_verified_band_below_it(make_app, tmp_path):
-    # with verification on, a tenant asking for 0.999 must not get a verified hit at ~0.94
-    app = make_app(settings=_settings(tmp_path, tenant_thresholds={"strict": 0.999, "loose": 0.86}))
+@pytest.mark.parametrize("verify", [False, True])
+def test_per_tenant_threshold(make_app, tmp_path, verify):
+    # with verification on too: a tenant asking for 0.999 gets no verified band below it, so no
+    # hit at ~0.94
+    app = make_app(settings=_settings(tmp_path, tenant_thresholds={"strict": 0.999, "loose": 0.86}, verify=verify))
     for t in ("acme", "strict"):
         app.pipeline.ingest(IngestItem(tenant=t, key=f"tenants/{t}/r.md", data=V1))
         app.ask(who(t), Q)
@@ -94,7 +86,7 @@ def test_a_stricter_tenant_threshold_has_no_verified_band_below_it(make_app, tmp
     assert app.ask(who("acme"), near).cached
     assert not app.ask(who("strict"), near).cached
     s = app.cache.settings
-    assert s.candidate_for("strict") == 0.999  # no verified band below a stricter tenant's threshold
+    assert s.candidate_for("strict") == 0.999
     assert s.candidate_for("acme") == s.candidate_threshold
     assert s.candidate_for("loose") == s.candidate_threshold  # a looser tenant keeps the tuned floor
 
