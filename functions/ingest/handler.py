@@ -227,8 +227,7 @@ def _setup_search_index(event: dict, context, *, sleep=time.sleep) -> None:
     }).encode()
     request = urllib.request.Request(event["ResponseURL"], data=body, method="PUT",
                                      headers={"Content-Type": "", "Content-Length": str(len(body))})
-    with urllib.request.urlopen(request, timeout=30):  # CloudFormation's presigned https URL
-        pass
+    urllib.request.urlopen(request, timeout=30).close()  # CloudFormation's presigned https URL; no body to read
 
 
 @logger().inject_lambda_context(clear_state=True)

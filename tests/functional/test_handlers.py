@@ -231,7 +231,7 @@ def cloudformation():
             self.end_headers()
 
         def log_message(self, *args):
-            pass
+            """Quiet: the stdlib server would print every request to stderr."""
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -174,14 +174,15 @@ class SemanticCache:
         return True
 
     # ------------------------------------------------------------------ store
-    def ttl_for(self, tenant: str, doc_ids: list[str]) -> float:
+    def ttl_for(self, tenant: str, doc_ids: list[str], records: dict[str, Any] | None = None) -> float:
         """The tenant's TTL, shortened to the shortest TTL of the cited documents' types
-        (content type such as ``text/html`` or file extension such as ``.md``)."""
+        (content type such as ``text/html`` or file extension such as ``.md``). ``records``:
+        registry records already read for these documents (not read again)."""
         ttl = self.settings.ttl_for(tenant)
         by_type = self.settings.doctype_ttl_s
         if by_type:
             for doc_id in doc_ids:
-                rec = self.registry.get(tenant, doc_id)
+                rec = records[doc_id] if records is not None and doc_id in records else self.registry.get(tenant, doc_id)
                 if rec is None:
                     continue
                 for key in (rec.content_type, PurePosixPath(rec.source_key).suffix.lower()):
@@ -189,15 +190,19 @@ class SemanticCache:
                         ttl = min(ttl, float(by_type[key]))
         return ttl
 
-    def changed_since(self, tenant: str, doc_versions: dict[str, str], since: float) -> str | None:
+    def changed_since(self, tenant: str, doc_versions: dict[str, str], since: float,
+                      records: dict[str, Any] | None = None) -> str | None:
         """Why an answer built from these documents, retrieved at ``since`` (epoch seconds),
         must not be stored, or None. A document re-processed meanwhile with the same bytes (a
         stricter PII policy, other groups, a new chunker or embedding model) keeps its version,
         and ingestion's invalidation ran before this answer could be stored: only the record's
         write time shows it. Writers' clocks may differ by ``clock_margin_s``, so a write that
-        close before the retrieval counts as after it (the answer is then just not cached)."""
+        close before the retrieval counts as after it (the answer is then just not cached).
+        ``records``, when given, is filled with the records read (for :meth:`ttl_for`)."""
         for doc_id, version in doc_versions.items():
             rec = self.registry.get(tenant, doc_id)
+            if records is not None:
+                records[doc_id] = rec
             if rec is None or rec.version != version or rec.status.value != "indexed":
                 return f"cited document {doc_id} changed while the answer was made"
             if rec.updated_at.timestamp() >= since - self.clock_margin_s:
@@ -213,8 +218,9 @@ class SemanticCache:
         entries). With ``retrieved_at`` (when the request began retrieving), an answer whose
         documents were written since is not stored (see :meth:`changed_since`). Returns whether
         it was stored."""
+        records: dict[str, Any] = {}  # read once, for the stale-write check and the TTL
         if retrieved_at is not None:
-            why = self.changed_since(scope.tenant, doc_versions, retrieved_at)
+            why = self.changed_since(scope.tenant, doc_versions, retrieved_at, records)
             if why is not None:
                 log.info("answer not cached: %s", why)
                 metric("CacheStoreSkipped", 1)
@@ -225,7 +231,7 @@ class SemanticCache:
                 "question_key": question_key(question), "answer": answer,
                 "doc_versions": doc_versions, "passages": list(passages or []),
                 "vocabulary": verify.vocabulary((passage_texts or [])[:5]),
-                "ttl_s": self.ttl_for(scope.tenant, list(doc_versions)),
+                "ttl_s": self.ttl_for(scope.tenant, list(doc_versions), records),
             },
             vector,
         )

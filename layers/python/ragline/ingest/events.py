@@ -184,26 +184,25 @@ def handle_s3_record(app, record) -> EventResult:
     return _ingest_blob(app, record, key, tenant, sequencer, blob, version_id)
 
 
-def _max_bytes(app) -> int | None:
-    settings = getattr(app, "settings", None)
-    return getattr(settings, "max_upload_bytes", None)
+def _max_bytes(app) -> int:
+    return app.settings.max_upload_bytes
 
 
 @dataclass(slots=True)
 class _Oversized:
-    """An object refused unread: the pipeline records it as a failed document."""
+    """An object refused unread (in a blob's place): the pipeline records it as a failed
+    document, with the version and the groups its headers gave."""
 
     size: int
-    limit: int
     version_id: str | None = None
+    metadata: dict = field(default_factory=dict)
     data: None = None
     etag: None = None
     content_type: None = None
-    metadata: dict = field(default_factory=dict)
 
 
-def _oversized(exc: ObjectTooLarge, version_id: str | None = None) -> _Oversized:
-    return _Oversized(exc.size, exc.limit, version_id, metadata=dict(exc.metadata))
+def _oversized(exc: ObjectTooLarge, version_id: str | None) -> _Oversized:
+    return _Oversized(exc.size, version_id, dict(exc.metadata))
 
 
 def _ingest_blob(app, record, key: str, tenant: str, sequencer: str | None, blob, version_id: str | None) -> EventResult:
